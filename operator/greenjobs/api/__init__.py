@@ -1,0 +1,1 @@
+"""The GreenTrainingJob API: constants, models of spec and status, and the CRD generated from them."""

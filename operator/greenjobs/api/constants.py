@@ -1,0 +1,46 @@
+"""Names shared by the operator, the node agent, the chart and the tests (API.md)."""
+
+from typing import Final
+
+GROUP: Final = "greenjobs.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "GreenTrainingJob"
+PLURAL: Final = "greentrainingjobs"
+SINGULAR: Final = "greentrainingjob"
+SHORT_NAMES: Final = ("gtj", "gtjs")
+CATEGORY: Final = "greenjobs"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+LABEL_JOB: Final = f"{GROUP}/job"
+LABEL_ZONE: Final = f"{GROUP}/zone"
+NODE_ZONE_LABEL: Final = f"{GROUP}/grid-zone"
+FINALIZER: Final = f"{GROUP}/cleanup"
+
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+
+class Phase:
+    PENDING: Final = "Pending"
+    DEFERRED: Final = "Deferred"
+    RUNNING: Final = "Running"
+    SUCCEEDED: Final = "Succeeded"
+    FAILED: Final = "Failed"
+    SUSPENDED: Final = "Suspended"
+
+    FINISHED: Final = frozenset({"Succeeded", "Failed"})
+
+
+class Cond:
+    """Condition types of status.conditions."""
+
+    PLANNED: Final = "Planned"
+    STARTED: Final = "Started"
+    COMPLETE: Final = "Complete"
+    FAILED: Final = "Failed"
+    POWER_CAPPED: Final = "PowerCapped"
+    FORECAST_UNAVAILABLE: Final = "ForecastUnavailable"
+    DEADLINE_AT_RISK: Final = "DeadlineAtRisk"
+    BUDGET_EXCEEDED: Final = "BudgetExceeded"
+    INVALID_TEMPLATE: Final = "InvalidTemplate"
+    ZONE_UNAVAILABLE: Final = "ZoneUnavailable"

@@ -1,0 +1,284 @@
+"""Pydantic models of the GreenTrainingJob spec and status: the single source of truth of the CRD.
+
+`crds/greentrainingjobs.yaml` is generated from these models (greenjobs.api.crd); cross-field rules
+are CEL `x-kubernetes-validations` so that the API server refuses bad manifests at `kubectl apply`.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from .durations import DURATION_PATTERN, parse_duration
+
+PowerPolicy = Literal["None", "Static", "CarbonAware"]
+BudgetAction = Literal["Warn", "Suspend"]
+PhaseName = Literal["Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended"]
+
+ZONE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON form as stored in the API server: camelCase, no nulls."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _duration_field(description: str) -> Any:
+    return Field(default=None, description=description, pattern=DURATION_PATTERN, max_length=32)
+
+
+class Timing(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.deadline) && has(self.maxDelay))",
+                    "deadline and maxDelay are mutually exclusive: set one of them",
+                    ".maxDelay",
+                    "FieldValueForbidden",
+                ),
+                _cel(
+                    "!(has(self.deadline) || has(self.maxDelay)) || has(self.estimatedDuration)",
+                    "estimatedDuration is required when deadline or maxDelay lets the job be shifted",
+                    ".estimatedDuration",
+                    "FieldValueRequired",
+                ),
+            ]
+        }
+    )
+
+    estimated_duration: str | None = _duration_field(
+        "Expected run time of the Job, e.g. 6h, 90m, 1h30m or PT6H. Required when the job may be shifted."
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description="Latest COMPLETION time (RFC 3339 UTC). Mutually exclusive with maxDelay.",
+    )
+    max_delay: str | None = _duration_field(
+        "Latest START = creationTimestamp + maxDelay, e.g. 12h. Mutually exclusive with deadline."
+    )
+    start_when_below: float | None = Field(
+        default=None,
+        ge=0,
+        alias="startWhenBelow",
+        description="gCO2e/kWh: start at once when the chosen zone is at least this clean now.",
+    )
+
+    @field_validator("estimated_duration", "max_delay")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    def duration(self) -> timedelta | None:
+        return parse_duration(self.estimated_duration) if self.estimated_duration else None
+
+
+class Placement(_Model):
+    zones: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Candidate grid zones (node label greenjobs.dev/grid-zone). Empty: any node, no spatial choice.",
+        json_schema_extra={"x-kubernetes-list-type": "set", "items": {"type": "string", "pattern": ZONE_PATTERN, "maxLength": 63}},
+    )
+
+
+class Power(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.policy != 'Static' || has(self.capWatts)",
+                    "capWatts is required when policy is Static",
+                    ".capWatts",
+                    "FieldValueRequired",
+                ),
+                _cel(
+                    "self.policy != 'CarbonAware' || (has(self.minCapWatts) && has(self.maxCapWatts))",
+                    "minCapWatts and maxCapWatts are required when policy is CarbonAware",
+                    ".minCapWatts",
+                    "FieldValueRequired",
+                ),
+                _cel(
+                    "!has(self.minCapWatts) || !has(self.maxCapWatts) || self.minCapWatts <= self.maxCapWatts",
+                    "minCapWatts must be less than or equal to maxCapWatts",
+                    ".minCapWatts",
+                    "FieldValueInvalid",
+                ),
+                _cel(
+                    "self.lowGPerKWh < self.highGPerKWh",
+                    "lowGPerKWh must be less than highGPerKWh",
+                    ".lowGPerKWh",
+                    "FieldValueInvalid",
+                ),
+            ]
+        }
+    )
+
+    policy: PowerPolicy = Field(
+        default="None",
+        description="None: leave GPU limits alone. Static: cap every GPU at capWatts. "
+        "CarbonAware: minCapWatts at or above highGPerKWh, maxCapWatts at or below lowGPerKWh, linear between.",
+    )
+    cap_watts: int | None = Field(default=None, ge=1, le=5000, description="Static: per-GPU power cap in watts.")
+    min_cap_watts: int | None = Field(
+        default=None, ge=1, le=5000, description="CarbonAware: per-GPU cap when the grid is at or above highGPerKWh."
+    )
+    max_cap_watts: int | None = Field(
+        default=None, ge=1, le=5000, description="CarbonAware: per-GPU cap when the grid is at or below lowGPerKWh."
+    )
+    low_g_per_k_wh: float = Field(
+        default=100.0, ge=0, alias="lowGPerKWh", description="CarbonAware: clean threshold, gCO2e/kWh."
+    )
+    high_g_per_k_wh: float = Field(
+        default=300.0, ge=0, alias="highGPerKWh", description="CarbonAware: dirty threshold, gCO2e/kWh."
+    )
+
+
+class Budget(_Model):
+    max_energy_k_wh: float | None = Field(
+        default=None, ge=0, alias="maxEnergyKWh", description="Energy budget of the whole job, kWh."
+    )
+    max_c_o2e_kg: float | None = Field(
+        default=None, ge=0, alias="maxCO2eKg", description="Emissions budget of the whole job, kg CO2e."
+    )
+    action: BudgetAction = Field(
+        default="Warn", description="Warn: set BudgetExceeded and an Event. Suspend: also suspend the Job."
+    )
+
+
+class JobTemplate(_Model):
+    """A batch/v1 JobTemplateSpec, exactly as in a CronJob; validated in full by a server dry-run."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Labels and annotations for the Job.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    spec: dict[str, Any] = Field(
+        description="A batch/v1 JobSpec.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "required": ["template"]},
+    )
+
+
+class GreenTrainingJobSpec(_Model):
+    job_template: JobTemplate = Field(description="The batch/v1 Job to run, as in a CronJob's jobTemplate.")
+    timing: Timing = Field(default_factory=Timing, description="When the job may run.")
+    placement: Placement = Field(default_factory=Placement, description="Where the job may run.")
+    power: Power = Field(default_factory=Power, description="Per-GPU power capping policy.")
+    budget: Budget | None = Field(default=None, description="Optional energy and emissions budget.")
+
+
+# ---------------------------------------------------------------- status
+
+
+class Plan(_Model):
+    zone: str | None = Field(default=None, description="Chosen grid zone; empty when no zones were given.")
+    scheduled_start: datetime | None = Field(default=None, description="When the Job will be unsuspended.")
+    latest_start: datetime | None = Field(default=None, description="Latest start that still meets the deadline.")
+    deadline: datetime | None = Field(default=None, description="Latest completion (latestStart + duration).")
+    decided_at: datetime | None = Field(default=None, description="When this plan was made.")
+    forecast_source: str | None = Field(default=None, description="Provider whose forecast was used.")
+    expected_g_per_k_wh: float | None = Field(
+        default=None, alias="expectedGPerKWh", description="Mean forecast intensity over the planned run."
+    )
+    baseline_g_per_k_wh: float | None = Field(
+        default=None,
+        alias="baselineGPerKWh",
+        description="Mean forecast intensity had the job started at once in its first zone.",
+    )
+    expected_savings_percent: float | None = Field(
+        default=None, description="100 * (baseline - expected) / baseline."
+    )
+
+
+class PowerStatus(_Model):
+    target_cap_watts: int | None = Field(default=None, description="Per-GPU cap the node agents enforce now.")
+    reason: str | None = Field(default=None, description="Why this cap (policy or budget).")
+    g_per_k_wh: float | None = Field(
+        default=None, alias="gPerKWh", description="Zone intensity the cap was computed from."
+    )
+
+
+class NodeEnergy(_Model):
+    joules: float = Field(default=0, ge=0, description="Cumulative GPU energy of this job on the node, J.")
+    gpus: int = Field(default=0, ge=0, description="GPUs of this job on the node.")
+    cap_watts: int | None = Field(default=None, description="Cap in force on those GPUs, W.")
+    avg_power_watts: float | None = Field(default=None, description="Mean power over the last interval, W.")
+    gpu_seconds: float | None = Field(default=None, ge=0, description="GPU-seconds used on this node.")
+    updated_at: datetime | None = Field(default=None, description="When the agent wrote this entry.")
+
+
+class Energy(_Model):
+    k_wh: float | None = Field(default=None, alias="kWh", description="Total GPU energy over all nodes, kWh.")
+    gpu_hours: float | None = Field(default=None, description="Total GPU-hours over all nodes.")
+    nodes: dict[str, NodeEnergy] = Field(
+        default_factory=dict, description="One entry per node, written by its node agent (JSON merge patch)."
+    )
+
+
+class Emissions(_Model):
+    grams: float | None = Field(default=None, description="gCO2e: energy deltas x zone intensity when used.")
+    avg_g_per_k_wh: float | None = Field(default=None, alias="avgGPerKWh", description="grams / kWh.")
+    accounted_joules: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per node, the joules already turned into grams (so restarts never count twice).",
+    )
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class GreenTrainingJobStatus(_Model):
+    phase: PhaseName | None = Field(default=None, description="Pending, Deferred, Running, Succeeded, Failed, Suspended.")
+    observed_generation: int | None = Field(default=None, description="Generation of the spec last acted on.")
+    job_name: str | None = Field(default=None, description="The batch/v1 Job owned by this resource.")
+    plan: Plan | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    power: PowerStatus | None = None
+    energy: Energy | None = None
+    emissions: Emissions | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class GreenTrainingJob(_Model):
+    """The whole resource, for tests and the CLI; handlers read spec and status separately."""
+
+    api_version: str = "greenjobs.dev/v1alpha1"
+    kind: str = "GreenTrainingJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: GreenTrainingJobSpec
+    status: GreenTrainingJobStatus | None = None

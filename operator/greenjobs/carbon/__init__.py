@@ -1,0 +1,1 @@
+"""Carbon core: intensity series, forecast providers, the planner. No Kubernetes in here."""

@@ -1,0 +1,148 @@
+"""Carbon-intensity series as step functions, and the CSV/JSON formats they are read from.
+
+A series is a list of (start time, gCO2e/kWh) points: each value holds from its time until the next
+point's time; the last one holds until `end` (or forever when `end` is None). Real traces have gaps
+(the previous value is held across them, as a forecast would), irregular steps and duplicate
+timestamps (averaged).
+"""
+
+import csv
+import io
+import json
+import math
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from greenjobs.api.durations import parse_time
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def to_epoch(t: datetime) -> float:
+    return t.timestamp()
+
+
+def from_epoch(s: float) -> datetime:
+    return datetime.fromtimestamp(s, UTC)
+
+
+@dataclass(frozen=True, eq=False)
+class IntensitySeries:
+    """Step function of intensity over time. `times` are epoch seconds, strictly increasing."""
+
+    times: FloatArray
+    values: FloatArray
+    end: float | None = None
+    # prefix[i] = integral from times[0] to times[i] (gCO2e/kWh x seconds)
+    prefix: FloatArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.times) == 0:
+            raise ValueError("an intensity series needs at least one point")
+        steps = np.diff(self.times)
+        prefix = np.concatenate(([0.0], np.cumsum(self.values[:-1] * steps)))
+        object.__setattr__(self, "prefix", prefix)
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_points(cls, points: Iterable[tuple[datetime, float]], end: datetime | None = None) -> "IntensitySeries":
+        """Sort, average duplicate timestamps, drop non-finite or negative values."""
+        buckets: dict[float, list[float]] = defaultdict(list)
+        for t, v in points:
+            v = float(v)
+            if math.isfinite(v) and v >= 0:
+                buckets[to_epoch(t)].append(v)
+        if not buckets:
+            raise ValueError("no valid (time, gCO2e/kWh) points")
+        keys = sorted(buckets)
+        times = np.array(keys, dtype=np.float64)
+        values = np.array([sum(buckets[k]) / len(buckets[k]) for k in keys], dtype=np.float64)
+        return cls(times, values, to_epoch(end) if end else None)
+
+    @classmethod
+    def from_csv(cls, text: str) -> "IntensitySeries":
+        """A header row, then `timestamp,gCO2e/kWh` rows (ISO 8601, or `YYYY-MM-DD HH:MM:SS` as UTC)."""
+        rows = csv.reader(io.StringIO(text))
+        points: list[tuple[datetime, float]] = []
+        for n, row in enumerate(rows):
+            if len(row) < 2 or not row[0].strip():
+                continue
+            try:
+                points.append((parse_time(row[0]), float(row[1])))
+            except ValueError:
+                if n == 0:
+                    continue  # the header row
+                raise ValueError(f"line {n + 1}: cannot read {row[:2]!r} as timestamp,gCO2e/kWh") from None
+        return cls.from_points(points)
+
+    @classmethod
+    def from_json(cls, text: str) -> "IntensitySeries":
+        """A list of `{"time"|"datetime"|"timestamp"|"from": T, "gPerKWh"|"intensity"|"value": N}`."""
+        data: Any = json.loads(text)
+        if isinstance(data, dict):
+            data = data.get("data") or data.get("forecast") or data.get("points") or []
+        points = []
+        for item in data:
+            t = next((item[k] for k in ("time", "datetime", "timestamp", "from") if k in item), None)
+            v = next((item[k] for k in ("gPerKWh", "intensity", "value", "carbonIntensity") if k in item), None)
+            if t is None or v is None:
+                raise ValueError(f"JSON point {item!r} needs a time and a gPerKWh value")
+            points.append((parse_time(str(t)), float(v)))
+        return cls.from_points(points)
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def start(self) -> datetime:
+        return from_epoch(float(self.times[0]))
+
+    def points(self) -> list[tuple[datetime, float]]:
+        return [(from_epoch(float(t)), float(v)) for t, v in zip(self.times, self.values, strict=True)]
+
+    def at(self, t: datetime) -> float:
+        """Intensity in force at `t` (the first value before the series starts)."""
+        i = bisect_right(self.times, to_epoch(t)) - 1  # type: ignore[arg-type]
+        return float(self.values[max(i, 0)])
+
+    def integral_s(self, a: float, b: float) -> float:
+        """Integral of intensity over [a, b] (epoch seconds); flat extension before and after."""
+        return self._cumulative(b) - self._cumulative(a)
+
+    def _cumulative(self, x: float) -> float:
+        t0 = float(self.times[0])
+        if x <= t0:
+            return float(self.values[0]) * (x - t0)
+        i = bisect_right(self.times, x) - 1  # type: ignore[arg-type]
+        return float(self.prefix[i]) + float(self.values[i]) * (x - float(self.times[i]))
+
+    def mean(self, start: datetime, duration: timedelta) -> float:
+        """Mean intensity over [start, start + duration)."""
+        a = to_epoch(start)
+        d = duration.total_seconds()
+        if d <= 0:
+            return self.at(start)
+        return self.integral_s(a, a + d) / d
+
+    def window(self, start: datetime, end: datetime) -> "IntensitySeries":
+        """The part of the series that covers [start, end], keeping the value in force at `start`."""
+        a, b = to_epoch(start), to_epoch(end)
+        i = max(bisect_right(self.times, a) - 1, 0)  # type: ignore[arg-type]
+        j = bisect_right(self.times, b)  # type: ignore[arg-type]
+        times = self.times[i:j].copy()
+        times[0] = max(times[0], a) if times[0] < a else times[0]
+        return IntensitySeries(times, self.values[i:j].copy(), b)
+
+    def shifted(self, delta: timedelta) -> "IntensitySeries":
+        s = delta.total_seconds()
+        return IntensitySeries(self.times + s, self.values.copy(), None if self.end is None else self.end + s)
+
+    def __len__(self) -> int:
+        return len(self.times)

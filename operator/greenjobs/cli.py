@@ -1,0 +1,44 @@
+"""The `greenjobs` command: operator, agent, plan, crd, demo."""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`;
+# imported lazily so `greenjobs plan` never pays for kopf or the Kubernetes client.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "operator": ("greenjobs.controller.main", "run the kopf operator"),
+    "agent": ("greenjobs_agent.main", "run a node agent (one per GPU node)"),
+    "plan": ("greenjobs.carbon.plan_cli", "what-if planning: when and where would a job run"),
+    "crd": ("greenjobs.api.crd_cli", "print or write the CustomResourceDefinition"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenjobs", description=__doc__)
+    subs = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module)
+        mod = importlib.import_module(module) if _wants(name) else None
+        if mod is not None:
+            mod.add_arguments(sub)
+    return parser
+
+
+def _wants(name: str) -> bool:
+    # Only the chosen subcommand's module is imported (and `-h` of the top level imports none).
+    return len(sys.argv) > 1 and sys.argv[1] == name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = ["greenjobs", *argv]
+    args = build_parser().parse_args(sys.argv[1:])
+    run: Callable[[argparse.Namespace], int] = importlib.import_module(args._module).run
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
