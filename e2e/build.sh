@@ -51,9 +51,16 @@ build_etcd() {
 }
 
 build_kwok() {
-  have kwok && return 0
+  have kwok && [ -d "$OUT/kwok-stages" ] && return 0
   log "kwok $KWOK_VERSION"
   GOBIN=$OUT GOFLAGS= go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # kwok's own stage definitions for this version (node lifecycle, pod ready/delete, failure
+  # injection), taken from its module so they match the binary; e2e/kwok adds greenjobs' own.
+  local src; src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  mkdir -p "$OUT/kwok-stages"
+  install -m 0644 "$src/node/fast/node-initialize.yaml" "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+    "$src/pod/fast/pod-ready.yaml" "$src/pod/fast/pod-delete.yaml" "$src/pod/chaos/pod-container-running-failed.yaml" \
+    "$OUT/kwok-stages/"
 }
 
 build_helm() {
