@@ -1,0 +1,54 @@
+"""Shared fixtures. Cluster tests (`@pytest.mark.cluster`) share ONE real control plane per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube import CLUSTER_SH, REPO, Cluster
+
+CRD = REPO / "crds" / "greentrainingjobs.yaml"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """Bring the local control plane up once (building binaries if needed) and tear it down after.
+
+    A cluster that was already up before the session (a developer's) is reused and left running.
+    """
+    env = dict(os.environ)
+    was_up = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, env=env).stdout
+    already = "kube-apiserver: running" in was_up
+    up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True, env=env)
+    if up.returncode != 0:
+        pytest.fail(f"e2e/cluster.sh up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
+    exports = subprocess.run([str(CLUSTER_SH), "env"], capture_output=True, text=True, env=env, check=True).stdout
+    values = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if "=" in line)
+    c = Cluster(kubeconfig=Path(values["KUBECONFIG"]), bin_dir=Path(values["GREENJOBS_BIN"]))
+    nodes = json.loads(c.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    for n in nodes:
+        zone = n["metadata"]["labels"].get("greenjobs.dev/grid-zone")
+        if zone:
+            c.nodes.setdefault(zone, []).append(n["metadata"]["name"])
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    c.kubectl("wait", "--for=condition=Established", "crd/greentrainingjobs.greenjobs.dev", "--timeout=60s")
+    yield c
+    if not already and not os.environ.get("GREENJOBS_KEEP_CLUSTER"):
+        subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("wait", "--for=jsonpath={.metadata.name}", "serviceaccount/default", "-n", name, "--timeout=30s",
+                    check=False)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
