@@ -23,9 +23,9 @@ def cluster() -> Iterator[Cluster]:
     A cluster that was already up before the session (a developer's) is reused and left running.
     """
     env = dict(os.environ)
-    was_up = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, env=env).stdout
+    was_up = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, env=env, check=False).stdout
     already = "kube-apiserver: running" in was_up
-    up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True, env=env)
+    up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True, env=env, check=False)
     if up.returncode != 0:
         pytest.fail(f"e2e/cluster.sh up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
     exports = subprocess.run([str(CLUSTER_SH), "env"], capture_output=True, text=True, env=env, check=True).stdout
@@ -40,7 +40,7 @@ def cluster() -> Iterator[Cluster]:
     c.kubectl("wait", "--for=condition=Established", "crd/greentrainingjobs.greenjobs.dev", "--timeout=60s")
     yield c
     if not already and not os.environ.get("GREENJOBS_KEEP_CLUSTER"):
-        subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env)
+        subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env, check=False)
 
 
 @pytest.fixture
@@ -48,7 +48,14 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("wait", "--for=jsonpath={.metadata.name}", "serviceaccount/default", "-n", name, "--timeout=30s",
-                    check=False)
+    cluster.kubectl(
+        "wait",
+        "--for=jsonpath={.metadata.name}",
+        "serviceaccount/default",
+        "-n",
+        name,
+        "--timeout=30s",
+        check=False,
+    )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

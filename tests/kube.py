@@ -32,10 +32,13 @@ class Cluster:
         env.update(extra or {})
         return env
 
-    def run(self, tool: str, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, tool: str, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin_dir / tool), f"--kubeconfig={self.kubeconfig}", *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=self.env())
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, env=self.env(), check=False
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc

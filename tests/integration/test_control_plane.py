@@ -42,7 +42,12 @@ spec:
     obj = cluster.get_json("greentrainingjob", "roundtrip", "-n", namespace)
     assert obj["spec"]["placement"]["zones"] == ["GB", "FR"]
     # The API server applies the schema's defaults.
-    assert obj["spec"]["power"] == {"policy": "Static", "capWatts": 250, "lowGPerKWh": 100, "highGPerKWh": 300}
+    assert obj["spec"]["power"] == {
+        "policy": "Static",
+        "capWatts": 250,
+        "lowGPerKWh": 100,
+        "highGPerKWh": 300,
+    }
     wide = cluster.kubectl("get", "gtjs", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-2:] == ["DEADLINE", "JOB"]
 

@@ -33,7 +33,7 @@ def parse_duration(text: str) -> timedelta:
 
 def format_duration(d: timedelta) -> str:
     """Render a timedelta as the compact Go style (`1h30m`), for messages and tables."""
-    total = int(round(d.total_seconds()))
+    total = round(d.total_seconds())
     sign = "-" if total < 0 else ""
     total = abs(total)
     h, rem = divmod(total, 3600)

@@ -19,8 +19,8 @@ PhaseName = Literal["Pending", "Deferred", "Running", "Succeeded", "Failed", "Su
 ZONE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
 
 
-def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> Any:
+    out: dict[str, str] = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -97,7 +97,10 @@ class Placement(_Model):
         default_factory=list,
         max_length=64,
         description="Candidate grid zones (node label greenjobs.dev/grid-zone). Empty: any node, no spatial choice.",
-        json_schema_extra={"x-kubernetes-list-type": "set", "items": {"type": "string", "pattern": ZONE_PATTERN, "maxLength": 63}},
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "items": {"type": "string", "pattern": ZONE_PATTERN, "maxLength": 63},
+        },
     )
 
 
@@ -140,10 +143,16 @@ class Power(_Model):
     )
     cap_watts: int | None = Field(default=None, ge=1, le=5000, description="Static: per-GPU power cap in watts.")
     min_cap_watts: int | None = Field(
-        default=None, ge=1, le=5000, description="CarbonAware: per-GPU cap when the grid is at or above highGPerKWh."
+        default=None,
+        ge=1,
+        le=5000,
+        description="CarbonAware: per-GPU cap when the grid is at or above highGPerKWh.",
     )
     max_cap_watts: int | None = Field(
-        default=None, ge=1, le=5000, description="CarbonAware: per-GPU cap when the grid is at or below lowGPerKWh."
+        default=None,
+        ge=1,
+        le=5000,
+        description="CarbonAware: per-GPU cap when the grid is at or below lowGPerKWh.",
     )
     low_g_per_k_wh: float = Field(
         default=100.0, ge=0, alias="lowGPerKWh", description="CarbonAware: clean threshold, gCO2e/kWh."
@@ -210,9 +219,7 @@ class Plan(_Model):
         alias="baselineGPerKWh",
         description="Mean forecast intensity had the job started at once in its first zone.",
     )
-    expected_savings_percent: float | None = Field(
-        default=None, description="100 * (baseline - expected) / baseline."
-    )
+    expected_savings_percent: float | None = Field(default=None, description="100 * (baseline - expected) / baseline.")
 
 
 class PowerStatus(_Model):
@@ -259,7 +266,9 @@ class Condition(_Model):
 
 
 class GreenTrainingJobStatus(_Model):
-    phase: PhaseName | None = Field(default=None, description="Pending, Deferred, Running, Succeeded, Failed, Suspended.")
+    phase: PhaseName | None = Field(
+        default=None, description="Pending, Deferred, Running, Succeeded, Failed, Suspended."
+    )
     observed_generation: int | None = Field(default=None, description="Generation of the spec last acted on.")
     job_name: str | None = Field(default=None, description="The batch/v1 Job owned by this resource.")
     plan: Plan | None = None

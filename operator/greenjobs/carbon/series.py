@@ -56,8 +56,8 @@ class IntensitySeries:
     def from_points(cls, points: Iterable[tuple[datetime, float]], end: datetime | None = None) -> "IntensitySeries":
         """Sort, average duplicate timestamps, drop non-finite or negative values."""
         buckets: dict[float, list[float]] = defaultdict(list)
-        for t, v in points:
-            v = float(v)
+        for t, raw in points:
+            v = float(raw)
             if math.isfinite(v) and v >= 0:
                 buckets[to_epoch(t)].append(v)
         if not buckets:
@@ -109,7 +109,7 @@ class IntensitySeries:
 
     def at(self, t: datetime) -> float:
         """Intensity in force at `t` (the first value before the series starts)."""
-        i = bisect_right(self.times, to_epoch(t)) - 1  # type: ignore[arg-type]
+        i = bisect_right(self.times, to_epoch(t)) - 1
         return float(self.values[max(i, 0)])
 
     def integral_s(self, a: float, b: float) -> float:
@@ -120,7 +120,7 @@ class IntensitySeries:
         t0 = float(self.times[0])
         if x <= t0:
             return float(self.values[0]) * (x - t0)
-        i = bisect_right(self.times, x) - 1  # type: ignore[arg-type]
+        i = bisect_right(self.times, x) - 1
         return float(self.prefix[i]) + float(self.values[i]) * (x - float(self.times[i]))
 
     def mean(self, start: datetime, duration: timedelta) -> float:
@@ -134,8 +134,8 @@ class IntensitySeries:
     def window(self, start: datetime, end: datetime) -> "IntensitySeries":
         """The part of the series that covers [start, end], keeping the value in force at `start`."""
         a, b = to_epoch(start), to_epoch(end)
-        i = max(bisect_right(self.times, a) - 1, 0)  # type: ignore[arg-type]
-        j = bisect_right(self.times, b)  # type: ignore[arg-type]
+        i = max(bisect_right(self.times, a) - 1, 0)
+        j = bisect_right(self.times, b)
         times = self.times[i:j].copy()
         times[0] = max(times[0], a) if times[0] < a else times[0]
         return IntensitySeries(times, self.values[i:j].copy(), b)

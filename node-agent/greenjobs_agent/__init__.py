@@ -1,0 +1,1 @@
+"""greenjobs node agent: enforces per-job GPU power caps and reports per-job GPU energy (API.md)."""

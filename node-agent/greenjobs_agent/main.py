@@ -1,0 +1,141 @@
+"""`greenjobs agent`: the node agent process. Configuration comes from the environment."""
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from . import logs
+from .agent import Agent
+from .gpu.base import GpuBackend
+from .metrics import AgentMetrics, serve
+from .podresources import DEFAULT_SOCKET, KubeletPodGpuSource, PodGpuSource, SimulatedPodGpuSource
+from .state import StateStore
+
+log = logging.getLogger("greenjobs_agent")
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GREENJOBS_", populate_by_name=True)
+
+    node_name: str = Field(validation_alias="NODE_NAME", min_length=1)
+    gpu_backend: Literal["nvml", "simulated"] = "nvml"
+    sim_gpus: int = Field(default=8, ge=1, le=64)
+    sim_gpu_model: Literal["h100", "a100"] = "h100"
+    podresources: Literal["kubelet", "simulated"] = "kubelet"
+    podresources_socket: str = DEFAULT_SOCKET
+    state_dir: Path = Path("/var/lib/greenjobs")
+    sample_interval: float = Field(default=1.0, gt=0)
+    report_interval: float = Field(default=15.0, gt=0)
+    power_capping: bool = True  # false: metering only (no CAP_SYS_ADMIN needed)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    log_level: str = "INFO"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Configured from the environment: NODE_NAME (required), GREENJOBS_GPU_BACKEND=nvml|simulated, "
+        "GREENJOBS_SIM_GPUS, GREENJOBS_POWER_CAPPING=true|false, "
+        "GREENJOBS_PODRESOURCES=kubelet|simulated, GREENJOBS_PODRESOURCES_SOCKET, "
+        "GREENJOBS_STATE_DIR, GREENJOBS_SAMPLE_INTERVAL, GREENJOBS_REPORT_INTERVAL, GREENJOBS_METRICS_PORT, "
+        "KUBECONFIG (else in-cluster config)."
+    )
+
+
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _backend(s: AgentSettings) -> GpuBackend:
+    if s.gpu_backend == "simulated":
+        from .gpu.simulated import MODELS, SimulatedBackend  # noqa: PLC0415
+
+        return SimulatedBackend(_clock, n=s.sim_gpus, model=MODELS[s.sim_gpu_model], state_dir=s.state_dir)
+    from .gpu.nvml import NvmlBackend  # noqa: PLC0415 - needs the NVIDIA driver
+
+    return NvmlBackend(_clock)
+
+
+def _api_client() -> object:
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes import config as kube_config  # noqa: PLC0415
+
+    config: Any = kube_config  # untyped library
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = AgentSettings()  # fields come from the environment
+    logs.setup(settings.log_level)
+    from kubernetes import client  # noqa: PLC0415
+
+    from .kube import KubeClusterView  # noqa: PLC0415
+    from .reporter import KubeStatusPatcher  # noqa: PLC0415
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    backend = _backend(settings)
+    api = _api_client()
+    view = KubeClusterView(settings.node_name, api)
+    source: PodGpuSource
+    if settings.podresources == "simulated":
+        source = SimulatedPodGpuSource(view.pods, len(backend.devices()), settings.state_dir)
+    else:
+        source = KubeletPodGpuSource(backend.devices(), settings.podresources_socket)
+    metrics = AgentMetrics(settings.node_name, stale_after_s=max(30.0, 10 * settings.sample_interval))
+    agent = Agent(
+        settings.node_name,
+        backend,
+        view=view,
+        gpu_source=source,
+        patcher=KubeStatusPatcher(client.CustomObjectsApi(api)),
+        store=StateStore(settings.state_dir),
+        clock=_clock,
+        metrics=metrics,
+        report_interval_s=settings.report_interval,
+        power_capping=settings.power_capping,
+    )
+    server = serve(metrics, settings.metrics_port)
+    stop = threading.Event()
+    wake = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    view.start(on_change=wake.set)
+    log.info(
+        "agent started",
+        extra={"node": settings.node_name, "gpus": len(backend.devices()), "backend": settings.gpu_backend},
+    )
+    while not stop.is_set():
+        try:
+            agent.tick()
+        except Exception:  # one bad tick must not kill the agent; the next one retries
+            log.exception("tick failed")
+            metrics.error("tick")
+        # A watch event (new pod, new cap) wakes the loop early so changes apply within a second.
+        wake.wait(settings.sample_interval)
+        wake.clear()
+    log.info("SIGTERM: restoring default power limits and flushing energy")
+    try:
+        agent.shutdown()
+    finally:
+        view.stop()
+        server.shutdown()
+        backend.close()
+    return 0

@@ -1,0 +1,73 @@
+"""Prometheus metrics and the /metrics, /healthz, /readyz endpoints of the agent."""
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class AgentMetrics:
+    def __init__(self, node: str, stale_after_s: float = 30.0) -> None:
+        self.registry = CollectorRegistry()
+        self.node = node
+        self.gpu_power = Gauge("greenjobs_gpu_power_watts", "GPU power draw, W.", ["gpu"], registry=self.registry)
+        self.gpu_energy = Gauge(
+            "greenjobs_gpu_energy_joules", "GPU energy counter, J.", ["gpu"], registry=self.registry
+        )
+        self.gpu_cap = Gauge("greenjobs_gpu_cap_watts", "GPU power limit in force, W.", ["gpu"], registry=self.registry)
+        self.job_energy = Gauge(
+            "greenjobs_job_energy_joules",
+            "Cumulative GPU energy of a GreenTrainingJob on this node, J.",
+            ["namespace", "job"],
+            registry=self.registry,
+        )
+        self.errors = Counter("greenjobs_agent_errors_total", "Errors, by kind.", ["kind"], registry=self.registry)
+        self._stale_after_s = stale_after_s
+        self._last_tick: float | None = None
+        self.ready = threading.Event()
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def ticked(self) -> None:
+        self._last_tick = time.monotonic()
+
+    def healthy(self) -> bool:
+        # Before the first tick the process is starting up: alive. After it, the loop must keep ticking.
+        return self._last_tick is None or time.monotonic() - self._last_tick < self._stale_after_s
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve(metrics: AgentMetrics, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+    """Serve in a daemon thread; returns the server (call .shutdown() to stop)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = metrics.healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif self.path == "/readyz":
+                ok = metrics.ready.is_set()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would flood the logs
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code of the kubelet PodResources API v1 subset (see api.proto)."""

@@ -1,0 +1,111 @@
+"""Energy and emissions accounting of a running job, and its budget check.
+
+Node agents write cumulative per-node entries into `status.energy.nodes`. The operator calls `account`
+periodically and once at the end; every piece of state it needs comes from its arguments (read from the
+status), so a restarted operator, or the same call made twice, never counts anything twice.
+
+Counter rule: `accounted_joules[node]` is a high-water mark. Only joules above it are new; they are turned
+into grams at the intensity given now, and the mark moves up to the entry's value. When an agent's counter
+goes backwards (it lost its state and restarted from a lower value) nothing is added and the mark stays
+where it was: grams never go negative and no joule is charged twice. The price is that energy used after
+such a reset is only charged once the counter climbs past its old mark again; agents avoid that by
+resuming from the value they last wrote.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from greenjobs.api.models import Budget, Emissions, NodeEnergy
+
+JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class Accounting:
+    k_wh: float  # energy over all nodes, including nodes whose entry has since disappeared
+    gpu_hours: float
+    grams: float  # gCO2e, cumulative
+    avg_g_per_kwh: float | None  # grams / kWh; None before any energy
+    accounted_joules: dict[str, float]  # per node: joules already turned into grams
+
+    def emissions(self) -> Emissions:
+        """The `status.emissions` object to write back (what the next `account` call reads)."""
+        return Emissions(
+            grams=self.grams, avg_g_per_k_wh=self.avg_g_per_kwh, accounted_joules=dict(self.accounted_joules)
+        )
+
+
+def account(nodes: Mapping[str, NodeEnergy], previous: Emissions | None, intensity_g_per_kwh: float) -> Accounting:
+    """Charge the joules each node used since the last accounting at the zone's intensity now.
+
+    Raises ValueError for a non-finite or negative intensity: when it is unknown, skip the call; the new
+    joules stay unaccounted and are charged at the next known intensity.
+    """
+    if not math.isfinite(intensity_g_per_kwh) or intensity_g_per_kwh < 0:
+        raise ValueError(f"intensity must be a finite, non-negative gCO2e/kWh, not {intensity_g_per_kwh!r}")
+    marks: dict[str, float] = dict(previous.accounted_joules) if previous else {}
+    grams = (previous.grams or 0.0) if previous else 0.0
+
+    new_joules = 0.0
+    for node, entry in nodes.items():
+        mark = marks.get(node, 0.0)
+        if entry.joules > mark:
+            new_joules += entry.joules - mark
+            marks[node] = entry.joules
+        else:
+            marks[node] = mark  # counter went backwards or did not move: keep the high-water mark
+    grams += new_joules / JOULES_PER_KWH * intensity_g_per_kwh
+
+    # kWh from the marks rather than the raw entries, so a counter reset never shrinks the total and
+    # grams / kWh stays a true average.
+    k_wh = sum(marks.values()) / JOULES_PER_KWH
+    gpu_hours = sum(entry.gpu_seconds or 0.0 for entry in nodes.values()) / 3600.0
+    avg = grams / k_wh if k_wh > 0 else None
+    return Accounting(k_wh=k_wh, gpu_hours=gpu_hours, grams=grams, avg_g_per_kwh=avg, accounted_joules=marks)
+
+
+def rounded(acc: Accounting) -> Accounting:
+    """Figures as written to the status: kWh and GPU-hours to 4 decimals, grams and gCO2e/kWh to 1.
+
+    The per-node marks stay exact: they are state, not display, and rounding them would re-charge or
+    drop the rounding residue on the next call.
+    """
+    return replace(
+        acc,
+        k_wh=round(acc.k_wh, 4),
+        gpu_hours=round(acc.gpu_hours, 4),
+        grams=round(acc.grams, 1),
+        avg_g_per_kwh=None if acc.avg_g_per_kwh is None else round(acc.avg_g_per_kwh, 1),
+    )
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    exceeded: bool
+    message: str
+    suspend: bool  # exceeded and the budget's action is Suspend
+
+
+def check_budget(budget: Budget | None, k_wh: float, grams: float) -> BudgetVerdict:
+    """Compare the job's energy (kWh) and emissions (gCO2e) so far with its budget.
+
+    A limit is exceeded when the use is strictly above it. The message names every limit and is meant for
+    the BudgetExceeded condition and its Event.
+    """
+    if budget is None or (budget.max_energy_k_wh is None and budget.max_c_o2e_kg is None):
+        return BudgetVerdict(exceeded=False, message="no budget set", suspend=False)
+    kg = grams / 1000.0
+    over: list[str] = []
+    within: list[str] = []
+    if budget.max_energy_k_wh is not None:
+        text = f"energy {k_wh:.4g} kWh of {budget.max_energy_k_wh:g} kWh"
+        (over if k_wh > budget.max_energy_k_wh else within).append(text)
+    if budget.max_c_o2e_kg is not None:
+        text = f"emissions {kg:.4g} kg CO2e of {budget.max_c_o2e_kg:g} kg CO2e"
+        (over if kg > budget.max_c_o2e_kg else within).append(text)
+    if not over:
+        return BudgetVerdict(exceeded=False, message="within budget: " + "; ".join(within), suspend=False)
+    suspend = budget.action == "Suspend"
+    action = "the Job is suspended" if suspend else "the Job keeps running (action Warn)"
+    return BudgetVerdict(exceeded=True, message="budget exceeded: " + "; ".join(over) + f"; {action}", suspend=suspend)

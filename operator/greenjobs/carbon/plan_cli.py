@@ -1,0 +1,249 @@
+"""`greenjobs plan`: when and where would a job run, and what would it save (what-if planning).
+
+Runs the operator's own planner against forecast files:
+
+    greenjobs plan --forecast GB=gb.csv --forecast FR=fr.csv --duration 6h --max-delay 12h
+    greenjobs plan --forecast GB=gb.csv ... --jobs jobs.jsonl -o json
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from greenjobs.api.durations import format_time, parse_duration, parse_time
+from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
+from greenjobs.carbon.series import IntensitySeries
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--forecast",
+        action="append",
+        default=[],
+        metavar="ZONE=FILE",
+        required=True,
+        help="forecast of a zone, CSV (timestamp,gCO2e/kWh) or JSON by extension; repeatable",
+    )
+    parser.add_argument("--duration", metavar="D", help="estimated run time, e.g. 6h, 1h30m, PT6H")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--deadline", metavar="T", help="latest completion time (RFC 3339)")
+    limit.add_argument("--max-delay", metavar="D", help="latest start = now + this delay")
+    parser.add_argument("--now", metavar="T", help="planning time (RFC 3339); default: the current time")
+    parser.add_argument(
+        "--start-when-below", type=float, metavar="N", help="gPerKWh: start at once where it is this clean"
+    )
+    parser.add_argument(
+        "--zones",
+        action="append",
+        metavar="Z[,Z...]",
+        help="candidate zones in order (the first is the baseline); default: the --forecast zones",
+    )
+    parser.add_argument(
+        "--jobs",
+        metavar="FILE",
+        help='JSON lines, one job each: {"id", "now", "duration", "deadline"|"maxDelay"}',
+    )
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+
+
+def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        forecasts = load_forecasts(args.forecast)
+        zones = _zones(args.zones, forecasts)
+        default_now = parse_time(args.now) if args.now else clock()
+    except (OSError, ValueError) as e:
+        _error(str(e))
+        return 2
+    if args.jobs:
+        return _run_batch(args, forecasts, zones, default_now, out)
+    try:
+        if not args.duration:
+            raise ValueError("--duration is required (or use --jobs)")
+        if not (args.deadline or args.max_delay):
+            raise ValueError("one of --deadline or --max-delay is required")
+        request = build_request(
+            now=default_now,
+            duration=args.duration,
+            deadline=args.deadline,
+            max_delay=args.max_delay,
+            zones=zones,
+            start_when_below=args.start_when_below,
+        )
+        result = plan(request, forecasts)
+    except ValueError as e:
+        _error(str(e))
+        return 2
+    if args.output == "json":
+        obj = {
+            **result_json(result),
+            "latestStart": format_time(request.latest_start),
+            "reason": result.reason,
+        }
+        print(json.dumps(obj), file=out)
+    else:
+        print(render_table([(None, request, result)]), file=out)
+    return 0
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def load_forecasts(specs: Sequence[str]) -> dict[str, IntensitySeries]:
+    """`ZONE=FILE` specs -> series; JSON when the file ends in .json, CSV otherwise."""
+    forecasts: dict[str, IntensitySeries] = {}
+    for spec in specs:
+        zone, sep, file = spec.partition("=")
+        if not sep or not zone.strip() or not file:
+            raise ValueError(f"--forecast {spec!r}: expected ZONE=FILE")
+        path = Path(file)
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".json":
+                forecasts[zone.strip()] = IntensitySeries.from_json(text)
+            else:
+                forecasts[zone.strip()] = IntensitySeries.from_csv(text)
+        except ValueError as e:
+            raise ValueError(f"--forecast {spec!r}: {e}") from None
+    return forecasts
+
+
+def build_request(
+    *,
+    now: datetime,
+    duration: str,
+    deadline: str | None,
+    max_delay: str | None,
+    zones: Sequence[str],
+    start_when_below: float | None = None,
+) -> PlanRequest:
+    """Latest start = deadline - duration, or now + max delay (exactly one of the two)."""
+    if (deadline is None) == (max_delay is None):
+        raise ValueError("give exactly one of deadline or maxDelay")
+    d = parse_duration(duration)
+    if d <= timedelta(0):
+        raise ValueError(f"duration must be positive, got {duration!r}")
+    if deadline is not None:
+        latest = parse_time(deadline) - d
+    else:
+        assert max_delay is not None
+        latest = now + parse_duration(max_delay)
+    return PlanRequest(now=now, duration=d, latest_start=latest, zones=zones, start_when_below=start_when_below)
+
+
+def result_json(result: PlanResult) -> dict[str, Any]:
+    return {
+        "zone": result.zone,
+        "start": format_time(result.start),
+        "expectedGPerKWh": round(result.expected_g_per_kwh, 3),
+        "baselineGPerKWh": round(result.baseline_g_per_kwh, 3),
+        "expectedSavingsPercent": round(result.expected_savings_percent, 2),
+    }
+
+
+def render_table(rows: Sequence[tuple[str | None, PlanRequest, PlanResult]]) -> str:
+    """An aligned table: one row per job (with an ID column when the jobs have ids)."""
+    with_id = any(job_id is not None for job_id, _, _ in rows)
+    header = [*(["ID"] if with_id else []), "ZONE", "START", "LATEST-START", "EXPECTED-G/KWH"]
+    header += ["BASELINE-G/KWH", "SAVED-%", "REASON"]
+    lines = [header]
+    for job_id, request, r in rows:
+        cells = [format_time(r.start), format_time(request.latest_start), f"{r.expected_g_per_kwh:.1f}"]
+        cells += [f"{r.baseline_g_per_kwh:.1f}", f"{r.expected_savings_percent:.1f}", r.reason]
+        lines.append([*([job_id or ""] if with_id else []), r.zone, *cells])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def _zones(selected: Sequence[str] | None, forecasts: Mapping[str, IntensitySeries]) -> list[str]:
+    if not selected:
+        return list(forecasts)
+    zones = [z.strip() for item in selected for z in item.split(",") if z.strip()]
+    unknown = [z for z in zones if z not in forecasts]
+    if unknown:
+        raise ValueError(f"--zones {', '.join(unknown)}: no --forecast given for them")
+    return zones
+
+
+def _run_batch(
+    args: argparse.Namespace,
+    forecasts: Mapping[str, IntensitySeries],
+    zones: Sequence[str],
+    default_now: datetime,
+    out: TextIO,
+) -> int:
+    """One plan per input line; a bad line is reported on stderr by number and the rest still run."""
+    try:
+        source = sys.stdin if args.jobs == "-" else open(args.jobs, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        _error(str(e))
+        return 2
+    failed = 0
+    rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
+    with source:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                job_id, request = _parse_job(line, default_now, zones, forecasts, args.start_when_below)
+                result = plan(request, forecasts)
+            except (ValueError, TypeError, KeyError) as e:
+                _error(f"{args.jobs} line {number}: {e}")
+                failed += 1
+                continue
+            if args.output == "json":
+                print(json.dumps({"id": job_id, **result_json(result)}), file=out, flush=True)
+            else:
+                rows.append((job_id, request, result))
+    if args.output == "table" and rows:
+        print(render_table(rows), file=out)
+    return 1 if failed else 0
+
+
+def _parse_job(
+    line: str,
+    default_now: datetime,
+    zones: Sequence[str],
+    forecasts: Mapping[str, IntensitySeries],
+    start_when_below: float | None,
+) -> tuple[str | None, PlanRequest]:
+    try:
+        job: Any = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(job, dict):
+        raise ValueError("expected a JSON object")
+    if "duration" not in job:
+        raise ValueError('missing "duration"')
+    job_zones = job.get("zones")
+    if job_zones is not None:
+        if not isinstance(job_zones, list) or not all(isinstance(z, str) for z in job_zones):
+            raise ValueError('"zones" must be a list of zone names')
+        unknown = [z for z in job_zones if z not in forecasts]
+        if unknown:
+            raise ValueError(f"no --forecast for zones {', '.join(unknown)}")
+    threshold = job.get("startWhenBelow", start_when_below)
+    request = build_request(
+        now=parse_time(str(job["now"])) if job.get("now") else default_now,
+        duration=str(job["duration"]),
+        deadline=str(job["deadline"]) if job.get("deadline") is not None else None,
+        max_delay=str(job["maxDelay"]) if job.get("maxDelay") is not None else None,
+        zones=job_zones or zones,
+        start_when_below=float(threshold) if threshold is not None else None,
+    )
+    job_id = job.get("id")
+    return (str(job_id) if job_id is not None else None), request
+
+
+def _error(message: str) -> None:
+    print(f"greenjobs plan: error: {message}", file=sys.stderr)

@@ -1,0 +1,56 @@
+"""Operator configuration: a YAML file (the chart's ConfigMap) with env overrides (GREENJOBS_*)."""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from greenjobs.api.constants import NODE_ZONE_LABEL
+from greenjobs.api.durations import parse_duration
+from greenjobs.carbon.providers.config import ProviderSpec
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GREENJOBS_", populate_by_name=True, extra="forbid")
+
+    zone_label: str = Field(NODE_ZONE_LABEL, alias="zoneLabel", description="Node label that names its zone.")
+    zone_map: dict[str, str] = Field(
+        default_factory=dict, alias="zoneMap", description="Label value -> zone, e.g. {eu-west-2: GB}."
+    )
+    default_zone: str | None = Field(
+        None, alias="defaultZone", description="Forecast zone for jobs that list no zones."
+    )
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    forecast_cache_ttl: timedelta = Field(timedelta(minutes=5), alias="forecastCacheTTL")
+    replan_interval: timedelta = Field(timedelta(minutes=5), alias="replanInterval")
+    power_interval: timedelta = Field(timedelta(minutes=1), alias="powerInterval")
+    tick_seconds: float = Field(10.0, alias="tickSeconds", gt=0, description="How often each job is looked at.")
+    cap_step_watts: int = Field(5, alias="capStepWatts", ge=1)
+    metrics_port: int = Field(8080, alias="metricsPort")
+
+    @field_validator("forecast_cache_ttl", "replan_interval", "power_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> OperatorConfig:
+    """Read GREENJOBS_CONFIG (or `path`); environment variables override the file's scalar settings."""
+    path = path or os.environ.get("GREENJOBS_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+    # pydantic-settings gives init kwargs priority over env; let env win for what it sets.
+    env_keys = {name for name, f in OperatorConfig.model_fields.items() if f"GREENJOBS_{name.upper()}" in os.environ}
+    for name in env_keys:
+        alias = OperatorConfig.model_fields[name].alias or name
+        data.pop(alias, None)
+        data.pop(name, None)
+    return OperatorConfig(**data)

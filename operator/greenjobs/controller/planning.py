@@ -1,0 +1,199 @@
+"""Deciding a GreenTrainingJob's plan: zone and start, from its window and the forecasts.
+
+Pure: forecasts come in through callables, so the operator, the tests and `greenjobs plan` share it.
+"""
+
+import contextlib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from greenjobs.api.constants import Cond
+from greenjobs.api.durations import format_duration, format_time
+from greenjobs.api.models import GreenTrainingJobSpec, Plan
+from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
+from greenjobs.carbon.providers.base import Forecast, ProviderError
+from greenjobs.carbon.series import IntensitySeries
+
+from .conditions import CondUpdate
+from .timing import Window, window_of
+
+FetchForecast = Callable[[str, datetime, datetime], Forecast]
+CurrentIntensity = Callable[[str], float]
+
+# A job without estimatedDuration that may not be shifted still gets the cleanest zone; judge the
+# zones over this nominal span.
+NOMINAL_DURATION = timedelta(hours=1)
+START_SLACK = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan | None  # None: cannot plan yet (e.g. no node in any allowed zone)
+    window: Window
+    conditions: list[CondUpdate] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def starts_now(self, now: datetime) -> bool:
+        return (
+            self.plan is not None
+            and self.plan.scheduled_start is not None
+            and (self.plan.scheduled_start <= now + START_SLACK)
+        )
+
+
+def decide_plan(
+    spec: GreenTrainingJobSpec,
+    created: datetime,
+    now: datetime,
+    zones_with_nodes: Collection[str] | None,
+    fetch: FetchForecast,
+    current: CurrentIntensity,
+    default_zone: str | None = None,
+) -> PlanOutcome:
+    """Plan a job. `default_zone` is whose forecast times a job that names no zones (no node selector)."""
+    window = window_of(spec.timing, created)
+    zones, conds, events = _placeable_zones(list(spec.placement.zones), zones_with_nodes)
+    if spec.placement.zones and not zones:
+        conds.append(CondUpdate(Cond.PLANNED, "False", "NoNodesInZone", "waiting for nodes in an allowed zone"))
+        return PlanOutcome(None, window, conds, events)
+    _check_deadline(window, now, conds, events)
+    latest = max(window.latest_start, now)
+    base = Plan(latest_start=latest, deadline=window.deadline, decided_at=now)
+
+    if not window.shiftable and len(zones) <= 1:
+        p = base.model_copy(update={"zone": zones[0] if zones else None, "scheduled_start": now})
+        conds.append(CondUpdate(Cond.PLANNED, "True", "StartNow", "no deadline or maxDelay: start at once"))
+        return PlanOutcome(p, window, conds, events)
+    forecast_zones = zones or ([default_zone] if default_zone else [])
+    if not forecast_zones:
+        p = base.model_copy(update={"scheduled_start": now})
+        msg = "no placement.zones and no default zone configured: start at once"
+        conds.append(CondUpdate(Cond.PLANNED, "True", "NoZone", msg))
+        return PlanOutcome(p, window, conds, events)
+
+    duration = window.duration or NOMINAL_DURATION
+    series, sources = _fetch_forecasts(forecast_zones, fetch, now, latest + duration, conds, events)
+    if not series:
+        # No forecast at all: keep the latest start (so forecasts have time to come back and re-plan),
+        # never later: the deadline wins over forecasts.
+        p = base.model_copy(
+            update={"zone": zones[0] if zones else None, "scheduled_start": latest, "forecast_source": "none"}
+        )
+        msg = f"no forecast: will start by the latest start {format_time(latest)}"
+        conds.append(CondUpdate(Cond.PLANNED, "True", "NoForecast", msg))
+        return PlanOutcome(p, window, conds, events)
+
+    request = PlanRequest(
+        now=now,
+        duration=duration,
+        latest_start=latest,
+        zones=[z for z in forecast_zones if z in series],
+        start_when_below=spec.timing.start_when_below,
+    )
+    now_values = _current_values(series, current) if spec.timing.start_when_below is not None else {}
+    result = plan(request, series, now_values)
+    p = base.model_copy(
+        update={
+            "zone": result.zone if zones else None,
+            "scheduled_start": result.start,
+            "forecast_source": ",".join(sorted(set(sources.values()))),
+            "expected_g_per_k_wh": round(result.expected_g_per_kwh, 2),
+            "baseline_g_per_k_wh": round(result.baseline_g_per_kwh, 2),
+            "expected_savings_percent": round(result.expected_savings_percent, 1),
+        }
+    )
+    conds.append(CondUpdate(Cond.PLANNED, "True", result.reason, _plan_message(result, now, bool(zones))))
+    return PlanOutcome(p, window, conds, events)
+
+
+def _placeable_zones(
+    wanted: list[str], zones_with_nodes: Collection[str] | None
+) -> tuple[list[str], list[CondUpdate], list[Event]]:
+    """The wanted zones that have nodes, with the ZoneUnavailable condition (and event) to report."""
+    if not wanted or zones_with_nodes is None:
+        return wanted, [], []
+    zones = [z for z in wanted if z in zones_with_nodes]
+    missing = [z for z in wanted if z not in zones_with_nodes]
+    if not missing:
+        return zones, [CondUpdate(Cond.ZONE_UNAVAILABLE, "False", "NodesFound", "every allowed zone has nodes")], []
+    msg = f"no node carries zone(s) {', '.join(missing)}"
+    return (
+        zones,
+        [CondUpdate(Cond.ZONE_UNAVAILABLE, "True", "NoNodesInZone", msg)],
+        [Event("Warning", "ZoneUnavailable", msg)],
+    )
+
+
+def _check_deadline(window: Window, now: datetime, conds: list[CondUpdate], events: list[Event]) -> None:
+    if not window.shiftable:
+        return
+    if window.latest_start < now:
+        deadline = format_time(window.deadline) if window.deadline else "the deadline"
+        msg = f"latest start {format_time(window.latest_start)} has passed: starting now; {deadline} may be missed"
+        conds.append(CondUpdate(Cond.DEADLINE_AT_RISK, "True", "LatestStartPassed", msg))
+        events.append(Event("Warning", "DeadlineAtRisk", msg))
+    else:
+        conds.append(CondUpdate(Cond.DEADLINE_AT_RISK, "False", "OnTime", "the deadline can be met"))
+
+
+def _fetch_forecasts(
+    zones: list[str],
+    fetch: FetchForecast,
+    start: datetime,
+    end: datetime,
+    conds: list[CondUpdate],
+    events: list[Event],
+) -> tuple[dict[str, IntensitySeries], dict[str, str]]:
+    series: dict[str, IntensitySeries] = {}
+    sources: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for zone in zones:
+        try:
+            fc = fetch(zone, start, end)
+            series[zone], sources[zone] = fc.series, fc.source
+        except ProviderError as exc:
+            errors[zone] = str(exc)
+    if errors:
+        msg = "; ".join(f"{z}: {e}" for z, e in errors.items())
+        conds.append(CondUpdate(Cond.FORECAST_UNAVAILABLE, "True", "ProvidersFailed", msg))
+        events.append(Event("Warning", "ForecastUnavailable", msg))
+    else:
+        conds.append(CondUpdate(Cond.FORECAST_UNAVAILABLE, "False", "ForecastsFound", "forecasts available"))
+    return series, sources
+
+
+def _current_values(series: Mapping[str, IntensitySeries], current: CurrentIntensity) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for zone in series:
+        with contextlib.suppress(ProviderError):  # the planner falls back to the forecast at `now`
+            values[zone] = current(zone)
+    return values
+
+
+def _plan_message(result: PlanResult, now: datetime, with_zone: bool) -> str:
+    delay = max(result.start - now, timedelta(0))
+    return (
+        f"start {format_time(result.start)} (in {format_duration(delay)})"
+        + (f" in {result.zone}" if with_zone else "")
+        + f": expected {result.expected_g_per_kwh:.1f} gCO2e/kWh vs {result.baseline_g_per_kwh:.1f} at once"
+        + f" ({result.expected_savings_percent:.1f}% less)"
+    )
+
+
+def same_plan(a: Plan | None, b: Plan | None, tolerance: timedelta = timedelta(minutes=1)) -> bool:
+    """Whether a re-plan changes anything that matters (zone or start beyond `tolerance`)."""
+    if a is None or b is None:
+        return a is b
+    if a.zone != b.zone or (a.scheduled_start is None) != (b.scheduled_start is None):
+        return False
+    if a.scheduled_start is None or b.scheduled_start is None:
+        return True
+    return abs(a.scheduled_start - b.scheduled_start) <= tolerance

@@ -1,0 +1,67 @@
+"""Prometheus metrics of the operator."""
+
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from greenjobs.api.constants import Phase
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs = Gauge("greenjobs_jobs", "GreenTrainingJobs by phase", ["phase"], registry=r)
+        self.planned_savings = Histogram(
+            "greenjobs_planned_savings_percent",
+            "Expected CO2e savings of each plan vs starting at once, percent",
+            buckets=(0, 5, 10, 20, 30, 40, 50, 60, 80, 100),
+            registry=r,
+        )
+        self.plans = Counter("greenjobs_plans_total", "Plans made, by reason", ["reason"], registry=r)
+        self.energy = Counter("greenjobs_energy_kwh_total", "GPU energy accounted, kWh", registry=r)
+        self.co2e = Counter("greenjobs_co2e_grams_total", "Emissions accounted, gCO2e", registry=r)
+        self.forecast_errors = Counter(
+            "greenjobs_forecast_errors_total", "Forecast provider errors", ["provider", "kind"], registry=r
+        )
+        self.forecast_latency = Histogram(
+            "greenjobs_forecast_latency_seconds", "Forecast provider call latency", ["provider"], registry=r
+        )
+        self.api_writes = Counter(
+            "greenjobs_api_writes_total", "Writes the operator sent to the API server", ["kind"], registry=r
+        )
+        self._phases: dict[str, str] = {}
+        for phase in (
+            Phase.PENDING,
+            Phase.DEFERRED,
+            Phase.RUNNING,
+            Phase.SUCCEEDED,
+            Phase.FAILED,
+            Phase.SUSPENDED,
+        ):
+            self.jobs.labels(phase).set(0)
+
+    def observe_phase(self, uid: str, phase: str | None) -> None:
+        if phase is None:
+            self._phases.pop(uid, None)
+        else:
+            self._phases[uid] = phase
+        counts = Tally(self._phases.values())
+        for p in (
+            Phase.PENDING,
+            Phase.DEFERRED,
+            Phase.RUNNING,
+            Phase.SUCCEEDED,
+            Phase.FAILED,
+            Phase.SUSPENDED,
+        ):
+            self.jobs.labels(p).set(counts.get(p, 0))
+
+    def on_forecast_error(self, provider: str, zone: str, kind: str) -> None:
+        self.forecast_errors.labels(provider, kind).inc()
+
+    def on_forecast_latency(self, provider: str, seconds: float) -> None:
+        self.forecast_latency.labels(provider).observe(seconds)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from the pod network
+        start_http_server(port, addr=addr, registry=self.registry)

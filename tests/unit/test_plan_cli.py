@@ -1,0 +1,146 @@
+"""`greenjobs plan` end to end through the console entry point, on small forecasts written here."""
+
+import json
+from pathlib import Path
+
+import pytest
+from greenjobs.cli import main
+
+# GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again. FR: a flat 200.
+GB_CSV = "Time,Carbon Intensity\n2026-01-01 00:00:00,300\n2026-01-01 02:00:00,100\n2026-01-01 04:00:00,300\n"
+FR_JSON = json.dumps([{"time": "2026-01-01T00:00:00Z", "gPerKWh": 200}])
+NOW = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def forecast_args(tmp_path: Path) -> list[str]:
+    (tmp_path / "gb.csv").write_text(GB_CSV)
+    (tmp_path / "fr.json").write_text(FR_JSON)
+    return ["--forecast", f"GB={tmp_path / 'gb.csv'}", "--forecast", f"FR={tmp_path / 'fr.json'}"]
+
+
+def plan_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(["plan", *argv, "-o", "json"]) == 0
+    result: dict[str, object] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_json_waits_for_the_clean_window(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    got = plan_json(capsys, *forecast_args, "--duration", "2h", "--max-delay", "6h", "--now", NOW)
+    assert got == {
+        "zone": "GB",
+        "start": "2026-01-01T02:00:00Z",
+        "expectedGPerKWh": 100.0,
+        "baselineGPerKWh": 300.0,
+        "expectedSavingsPercent": pytest.approx(100 * 200 / 300, abs=0.01),
+        "latestStart": "2026-01-01T06:00:00Z",
+        "reason": "ForecastWindow",
+    }
+
+
+def test_deadline_sets_the_latest_start(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Deadline 03:00 for 2 h: latest start 01:00, whose window (300, then 100) averages 200, no better
+    # than FR now (200): the tie goes to the earlier start.
+    argv = [*forecast_args, "--duration", "2h", "--deadline", "2026-01-01T03:00:00Z", "--now", NOW]
+    got = plan_json(capsys, *argv)
+    assert (got["zone"], got["start"], got["latestStart"]) == ("FR", NOW, "2026-01-01T01:00:00Z")
+
+
+def test_zones_restricts_and_orders_the_candidates(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    got = plan_json(capsys, *forecast_args, "--zones", "FR", "--duration", "2h", "--max-delay", "6h", "--now", NOW)
+    assert (got["zone"], got["baselineGPerKWh"], got["reason"]) == ("FR", 200.0, "StartNow")
+
+
+def test_start_when_below(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*forecast_args, "--zones", "FR,GB", "--duration", "2h", "--max-delay", "6h", "--now", NOW]
+    got = plan_json(capsys, *argv, "--start-when-below", "250")
+    assert (got["zone"], got["start"], got["reason"]) == ("FR", NOW, "StartWhenBelow")
+
+
+def test_table_output(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", *forecast_args, "--duration", "2h", "--max-delay", "6h", "--now", NOW]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == [
+        "ZONE",
+        "START",
+        "LATEST-START",
+        "EXPECTED-G/KWH",
+        "BASELINE-G/KWH",
+        "SAVED-%",
+        "REASON",
+    ]
+    want = ["GB", "2026-01-01T02:00:00Z", "2026-01-01T06:00:00Z", "100.0", "300.0", "66.7", "ForecastWindow"]
+    assert row.split() == want
+    # Aligned: every column starts at the same offset in the header and the row.
+    assert header.index("START") == row.index("2026-01-01T02:00:00Z")
+
+
+def test_now_defaults_to_the_current_time(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Far after the forecast, both zones hold their last value: 300 in GB, 200 in FR: FR at once.
+    got = plan_json(capsys, *forecast_args, "--duration", "2h", "--max-delay", "6h")
+    assert (got["zone"], got["reason"]) == ("FR", "StartNow")
+
+
+def test_jobs_batch_keeps_going_after_a_bad_line(
+    forecast_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"id": "wait", "now": NOW, "duration": "2h", "maxDelay": "6h"},
+        "this is not JSON",
+        {"id": "fr-only", "now": NOW, "duration": "2h", "deadline": "2026-01-01T12:00:00Z", "zones": ["FR"]},
+        {"id": "no-duration", "now": NOW, "maxDelay": "6h"},
+        {"id": "bad-zone", "now": NOW, "duration": "1h", "maxDelay": "1h", "zones": ["DE"]},
+        {"id": "both", "now": NOW, "duration": "1h", "maxDelay": "1h", "deadline": "2026-01-01T12:00:00Z"},
+    ]
+    jobs.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n\n")
+    assert main(["plan", *forecast_args, "--jobs", str(jobs), "-o", "json"]) == 1
+    captured = capsys.readouterr()
+    out = [json.loads(line) for line in captured.out.splitlines()]
+    assert [o["id"] for o in out] == ["wait", "fr-only"]
+    assert set(out[0]) == {
+        "id",
+        "zone",
+        "start",
+        "expectedGPerKWh",
+        "baselineGPerKWh",
+        "expectedSavingsPercent",
+    }
+    assert (out[0]["zone"], out[0]["start"]) == ("GB", "2026-01-01T02:00:00Z")
+    assert (out[1]["zone"], out[1]["start"], out[1]["baselineGPerKWh"]) == ("FR", NOW, 200.0)
+    errors = captured.err.splitlines()
+    assert [e.split(": ")[2] for e in errors] == [f"{jobs} line {n}" for n in (2, 4, 5, 6)]
+    assert "duration" in errors[1]
+    assert "DE" in errors[2]
+
+
+def test_a_good_batch_exits_zero(forecast_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "a", "now": NOW, "duration": "1h", "maxDelay": "PT1H"}) + "\n")
+    assert main(["plan", *forecast_args, "--jobs", str(jobs), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--duration", "2h"], "--deadline or --max-delay"),
+        (["--max-delay", "2h"], "--duration"),
+        (["--duration", "soon", "--max-delay", "2h"], "invalid duration"),
+        (["--duration", "2h", "--max-delay", "2h", "--zones", "DE"], "DE"),
+    ],
+)
+def test_user_errors_are_reported_not_raised(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["plan", *forecast_args, "--now", NOW, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_forecast_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Time,Carbon Intensity\n2026-01-01 00:00:00,1\nyesterday,5\n")
+    assert main(["plan", "--forecast", f"GB={bad}", "--duration", "1h", "--max-delay", "1h"]) == 2
+    assert "GB=" in capsys.readouterr().err
