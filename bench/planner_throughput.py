@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import CITATION, RESULTS, load_trace, table, trace_dir
+
 from greenjobs.carbon.planner import PlanRequest, plan, plan_bruteforce
 from greenjobs.carbon.series import IntensitySeries, to_epoch
 

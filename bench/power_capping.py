@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
 from greenjobs.api.models import Power
 from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.power import should_update, target_cap

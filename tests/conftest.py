@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.kube import CLUSTER_SH, REPO, Cluster
+from tests.operator_proc import OperatorProcess, start_operator
 
 CRD = REPO / "crds" / "greentrainingjobs.yaml"
 
@@ -41,6 +43,25 @@ def cluster() -> Iterator[Cluster]:
     yield c
     if not already and not os.environ.get("GREENJOBS_KEEP_CLUSTER"):
         subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env, check=False)
+
+
+@pytest.fixture
+def operator_factory(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operators for this test's namespace; at teardown delete its GreenTrainingJobs while an
+    operator still runs (kopf's timer finalizer needs it), then stop every operator started."""
+    started: list[OperatorProcess] = []
+
+    def start(config: dict[str, Any], **kwargs: Any) -> OperatorProcess:
+        op = start_operator(cluster, [namespace], tmp_path, config, name=f"operator-{len(started)}", **kwargs)
+        started.append(op)
+        return op
+
+    yield start
+    if not any(op.alive() for op in started) and started:
+        started.append(start_operator(cluster, [namespace], tmp_path, {}, name="operator-cleanup"))
+    cluster.kubectl("delete", "greentrainingjobs", "--all", "-n", namespace, "--timeout=60s", check=False)
+    for op in started:
+        op.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 import grpc
+
 from greenjobs.api.constants import GPU_RESOURCE
 
 from .gpu.base import GpuDevice

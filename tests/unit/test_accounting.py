@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from greenjobs.api.models import Budget, Emissions, NodeEnergy
 from greenjobs.carbon.accounting import Accounting, account, check_budget, rounded
 

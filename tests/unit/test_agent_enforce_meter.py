@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from greenjobs_agent.agent import Agent
 from greenjobs_agent.gpu.simulated import H100_SXM, SimulatedBackend, read_simulated_limits_watts
 from greenjobs_agent.meter import Meter

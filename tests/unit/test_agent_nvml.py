@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from greenjobs_agent.enforcer import Enforcer
 from greenjobs_agent.gpu.base import GpuError, GpuLost, NoPermission, NotSupported
 from greenjobs_agent.gpu.nvml import NvmlBackend

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from greenjobs_agent.gpu.base import GpuDevice
 from greenjobs_agent.podresources import KubeletPodGpuSource, SimulatedPodGpuSource
 from greenjobs_agent.podresources_pb import api_pb2, api_pb2_grpc

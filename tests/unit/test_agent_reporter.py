@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+from kubernetes import client
+
 from greenjobs_agent.pods import JobKey
 from greenjobs_agent.reporter import JobGone, KubeStatusPatcher, NodeEnergyReport, build_patch
-from kubernetes import client
 
 NOW = datetime(2026, 11, 23, 18, 2, 11, 500_000, tzinfo=UTC)
 

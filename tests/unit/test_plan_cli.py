@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from greenjobs.cli import main
 
 # GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again. FR: a flat 200.

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import greenjobs
 import pytest
+
+import greenjobs
 from greenjobs.carbon.planner import (
     REASON_DEADLINE_PASSED,
     REASON_FORECAST_WINDOW,

@@ -4,6 +4,7 @@ import itertools
 import math
 
 import pytest
+
 from greenjobs.api.models import Power
 from greenjobs.power import CapDecision, should_update, target_cap
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from greenjobs.carbon.providers import CachingProvider, Forecast, RateLimited
 from greenjobs.carbon.series import IntensitySeries
 

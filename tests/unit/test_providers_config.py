@@ -10,6 +10,7 @@ import httpx
 import pydantic
 import pytest
 import yaml
+
 from greenjobs.carbon.providers import AllProvidersFailed, build_provider, parse_specs
 from greenjobs.carbon.providers.config import CarbonAwareSpec, ElectricityMapsSpec, FileSpec, ReplaySpec
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from greenjobs.api.durations import parse_time
 from greenjobs.carbon.providers import AuthFailed, BadResponse, RateLimited, TimedOut, ZoneUnknown
 from greenjobs.carbon.providers.electricitymaps import ElectricityMapsProvider

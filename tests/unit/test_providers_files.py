@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from greenjobs.api.durations import parse_time
 from greenjobs.carbon.providers import ProviderError, ZoneUnknown
 from greenjobs.carbon.providers.files import FileProvider

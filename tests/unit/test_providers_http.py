@@ -7,6 +7,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+
 from greenjobs.carbon.providers.base import BadResponse, RateLimited, TimedOut, Unavailable
 from greenjobs.carbon.providers.http import HttpFetcher, parse_retry_after
 

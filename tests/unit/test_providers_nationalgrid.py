@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from greenjobs.api.durations import parse_time
 from greenjobs.carbon.providers import BadResponse, ProviderError, Unavailable, ZoneUnknown
 from greenjobs.carbon.providers.http import HttpFetcher

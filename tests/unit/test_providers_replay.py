@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from greenjobs.carbon.providers import ZoneUnknown
 from greenjobs.carbon.providers.replay import ReplayProvider
 from greenjobs.carbon.series import IntensitySeries

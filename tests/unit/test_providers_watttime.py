@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from greenjobs.api.durations import parse_time
 from greenjobs.carbon.providers import AuthFailed, BadResponse, ZoneUnknown
 from greenjobs.carbon.providers.http import HttpFetcher

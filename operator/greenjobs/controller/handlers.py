@@ -36,12 +36,12 @@ def _nodes(kwargs: dict[str, Any]) -> Collection[str]:
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     gtj: dict[str, Any] = {"group": c.GROUP, "version": c.VERSION, "plural": c.PLURAL, "registry": registry}
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # A private registry has none of kopf's default login handlers: in-cluster first, then KUBECONFIG.
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="configure")
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Our structural status schema would prune kopf's own status fields: keep its state in
         # annotations under our prefix instead.
