@@ -1,0 +1,62 @@
+"""The CRD in crds/ is generated from the pydantic models; this fails when they drift."""
+
+from pathlib import Path
+
+import yaml
+
+from greenjobs.api.crd import build_crd, render_crd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_crds_folder_matches_the_models() -> None:
+    on_disk = (REPO / "crds" / "greentrainingjobs.yaml").read_text()
+    assert on_disk == render_crd(), "crds/ drifted from greenjobs.api.models: run `make crd`"
+
+
+def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
+    out: list[tuple[str, dict[str, object]]] = []
+    if isinstance(node, dict):
+        out.append((path, node))
+        for k, v in node.items():
+            out.extend(_walk(v, f"{path}.{k}"))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out.extend(_walk(v, f"{path}[{i}]"))
+    return out
+
+
+def test_schema_is_structural() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
+        if "properties" in node:
+            assert node.get("type") == "object", path
+            assert "additionalProperties" not in node, path
+
+
+def test_every_spec_field_is_described_for_kubectl_explain() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for section in ("timing", "placement", "power", "budget"):
+        for name, field in spec["properties"][section]["properties"].items():
+            assert field.get("description"), f"spec.{section}.{name} has no description"
+
+
+def test_names_and_printer_columns_follow_the_api_contract() -> None:
+    crd = yaml.safe_load(render_crd())
+    names = crd["spec"]["names"]
+    assert names["shortNames"] == ["gtj", "gtjs"] and names["categories"] == ["greenjobs"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [(c["name"].upper(), c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
+    assert [n for n, p in columns if p == 0] == [
+        "PHASE",
+        "ZONE",
+        "START",
+        "CAP-W",
+        "ENERGY-KWH",
+        "CO2E-G",
+        "SAVED-%",
+        "AGE",
+    ]
+    assert [n for n, p in columns if p == 1] == ["DEADLINE", "JOB"]

@@ -1,0 +1,57 @@
+"""The owned Job's shape, and condition bookkeeping."""
+
+from datetime import UTC, datetime, timedelta
+
+from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.controller.conditions import CondUpdate, apply_conditions
+from greenjobs.controller.jobs import build_job, job_outcome, owned_by, start_patch
+
+SPEC = GreenTrainingJobSpec.model_validate(
+    {
+        "jobTemplate": {
+            "metadata": {"labels": {"team": "nlp"}, "annotations": {"a": "b"}},
+            "spec": {"parallelism": 2, "template": {"spec": {"nodeSelector": {"gpu": "h100"}}}},
+        }
+    }
+)
+
+
+def test_job_is_suspended_owned_and_labelled_and_gets_no_zone_selector_until_start() -> None:
+    job = build_job(
+        "llm", "ml", "uid-1", SPEC, zone="FR", zone_selector={"greenjobs.dev/grid-zone": "FR"}, start_now=False
+    )
+    assert job["spec"]["suspend"] is True and job["spec"]["parallelism"] == 2
+    assert owned_by(job, "uid-1") and job["metadata"]["ownerReferences"][0]["controller"] is True
+    assert job["metadata"]["labels"] == {"team": "nlp", "greenjobs.dev/job": "llm", "greenjobs.dev/zone": "FR"}
+    assert job["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/job"] == "llm"
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}
+    assert SPEC.job_template.spec["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}  # not mutated
+
+    started = build_job(
+        "llm", "ml", "uid-1", SPEC, zone="FR", zone_selector={"greenjobs.dev/grid-zone": "FR"}, start_now=True
+    )
+    assert started["spec"]["suspend"] is False
+    assert started["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100", "greenjobs.dev/grid-zone": "FR"}
+
+
+def test_start_patch_unsuspends_with_the_zone_selector() -> None:
+    p = start_patch("llm", "GB", {"greenjobs.dev/grid-zone": "GB"})
+    assert p["spec"]["suspend"] is False
+    assert p["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "GB"}
+    assert p["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/zone"] == "GB"
+
+
+def test_job_outcome_reads_job_conditions() -> None:
+    assert job_outcome({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "Succeeded"
+    assert job_outcome({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "Failed"
+    assert job_outcome({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}}) is None
+    assert job_outcome({}) is None
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    conds = apply_conditions([], [CondUpdate("Planned", "True", "ForecastWindow", "a")], t0, 1)
+    later = apply_conditions(conds, [CondUpdate("Planned", "True", "Replanned", "b")], t0 + timedelta(hours=1), 2)
+    assert later[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and later[0]["message"] == "b"
+    flipped = apply_conditions(later, [CondUpdate("Planned", "False", "X", "c")], t0 + timedelta(hours=2), 3)
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T02:00:00Z" and flipped[0]["observedGeneration"] == 3

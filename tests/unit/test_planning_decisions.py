@@ -1,0 +1,107 @@
+"""The operator's plan decision (pure): windows, zones without nodes, outages, deadlines."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.carbon.providers.base import Forecast, ProviderError
+from greenjobs.carbon.series import IntensitySeries
+from greenjobs.controller.planning import decide_plan, same_plan
+from greenjobs.controller.timing import window_of
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def spec(**timing: object) -> GreenTrainingJobSpec:
+    return GreenTrainingJobSpec.model_validate(
+        {
+            "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}},
+            "timing": timing,
+            "placement": {"zones": ["GB", "FR"]},
+        }
+    )
+
+
+def series(values: list[float]) -> IntensitySeries:
+    return IntensitySeries.from_points([(NOW + i * H, v) for i, v in enumerate(values)])
+
+
+FORECASTS = {"GB": series([300, 300, 300, 300, 300, 300]), "FR": series([200, 200, 50, 50, 200, 200])}
+
+
+def fetch(zone: str, start: datetime, end: datetime) -> Forecast:
+    if zone not in FORECASTS:
+        raise ProviderError(f"zone {zone} unknown")
+    return Forecast(zone, FORECASTS[zone], "file", NOW)
+
+
+def failing(zone: str, start: datetime, end: datetime) -> Forecast:
+    raise ProviderError("503 from upstream")
+
+
+def no_current(zone: str) -> float:
+    raise ProviderError("no current")
+
+
+def test_window_from_deadline_and_from_max_delay() -> None:
+    w = window_of(spec(estimatedDuration="2h", deadline="2026-11-23T20:00:00Z").timing, NOW)
+    assert (w.latest_start, w.deadline, w.shiftable) == (NOW + 6 * H, NOW + 8 * H, True)
+    w = window_of(spec(estimatedDuration="2h", maxDelay="3h").timing, NOW)
+    assert (w.latest_start, w.deadline) == (NOW + 3 * H, NOW + 5 * H)
+    assert not window_of(spec().timing, NOW).shiftable
+
+
+def test_plans_the_clean_window_in_the_clean_zone() -> None:
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current)
+    assert out.plan is not None
+    assert (out.plan.zone, out.plan.scheduled_start) == ("FR", NOW + 2 * H)
+    assert out.plan.expected_g_per_k_wh == 50.0 and out.plan.baseline_g_per_k_wh == 300.0
+    assert out.plan.expected_savings_percent == pytest.approx(83.3)
+    assert not out.starts_now(NOW)
+    assert {c.type: c.status for c in out.conditions}["Planned"] == "True"
+
+
+def test_zone_without_nodes_is_skipped_and_reported() -> None:
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB"}, fetch, no_current)
+    assert out.plan is not None and out.plan.zone == "GB"
+    cond = {c.type: c for c in out.conditions}["ZoneUnavailable"]
+    assert cond.status == "True" and "FR" in cond.message
+    assert [e.reason for e in out.events] == ["ZoneUnavailable"]
+
+
+def test_no_node_in_any_zone_means_no_plan_yet() -> None:
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, set(), fetch, no_current)
+    assert out.plan is None
+    assert {c.type: c.status for c in out.conditions}["Planned"] == "False"
+
+
+def test_all_forecasts_failing_still_starts_by_latest_start() -> None:
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, failing, no_current)
+    assert out.plan is not None
+    assert out.plan.scheduled_start == NOW + 4 * H and out.plan.forecast_source == "none"
+    cond = {c.type: c for c in out.conditions}["ForecastUnavailable"]
+    assert cond.status == "True" and "503" in cond.message
+
+
+def test_impossible_deadline_starts_now_and_says_so() -> None:
+    out = decide_plan(
+        spec(estimatedDuration="2h", deadline="2026-11-23T13:00:00Z"), NOW, NOW, {"GB", "FR"}, fetch, no_current
+    )
+    assert out.plan is not None and out.starts_now(NOW)
+    assert {c.type: c.status for c in out.conditions}["DeadlineAtRisk"] == "True"
+
+
+def test_urgent_job_starts_now_in_its_only_zone_without_asking_forecasts() -> None:
+    s = GreenTrainingJobSpec.model_validate({"jobTemplate": {"spec": {"template": {}}}, "placement": {"zones": ["GB"]}})
+    out = decide_plan(s, NOW, NOW, {"GB"}, failing, no_current)
+    assert out.plan is not None and out.plan.zone == "GB" and out.starts_now(NOW)
+
+
+def test_same_plan_ignores_jitter_but_not_a_new_zone_or_start() -> None:
+    a = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current).plan
+    assert a is not None
+    assert same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start + timedelta(seconds=30)}))
+    assert not same_plan(a, a.model_copy(update={"zone": "GB"}))
+    assert not same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start + H}))
