@@ -223,3 +223,20 @@ def test_energy_budget_with_suspend_action_suspends_the_job(env: Any) -> None:
     assert ("patch", {"spec": {"suspend": True}}) in kube.calls
     assert {c["type"]: c["status"] for c in st["conditions"]}["BudgetExceeded"] == "True"
     assert events[-1].reason == "BudgetExceeded"
+
+
+def test_several_condition_updates_in_one_pass_all_land(env: Any) -> None:
+    rec, _, clock, events = env
+    clock.now = T0 + 10 * H  # past the plan's deadline
+    status = {
+        "phase": "Running",
+        "plan": {"zone": "FR", "deadline": "2026-11-23T18:00:00Z"},
+        "power": {"targetCapWatts": 250, "reason": "Static"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4}}},
+    }
+    patch = kopf.Patch()
+    rec.tick(body(budget={"maxEnergyKWh": 1.0}), status, patch, {"GB", "FR"}, JobState("j", ("u1",), False, None))
+    conds = {c["type"]: c for c in status_of(patch)["conditions"]}
+    assert conds["DeadlineAtRisk"]["reason"] == "RunningPastDeadline"
+    assert conds["BudgetExceeded"]["reason"] == "Warn"
+    assert [e.reason for e in events] == ["DeadlineAtRisk", "BudgetExceeded"]

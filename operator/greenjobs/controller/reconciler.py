@@ -74,6 +74,14 @@ class Reconciler:
     ) -> list[dict[str, Any]]:
         return apply_conditions(list(status.get("conditions") or []), updates, self.clock(), gen)
 
+    def _set_conditions(
+        self, status: Mapping[str, Any], patch: dict[str, Any], updates: list[CondUpdate], gen: int | None
+    ) -> None:
+        """Merge `updates` on top of what this same pass already patched, so updates never clobber."""
+        st = patch.setdefault("status", {})
+        base = st.get("conditions") or list(status.get("conditions") or [])
+        st["conditions"] = apply_conditions(base, updates, self.clock(), gen)
+
     def _events(self, body: dict[str, Any], events: list[Event]) -> None:
         for e in events:
             self.emit(body, e)
@@ -369,6 +377,7 @@ class Reconciler:
         if spec is None:
             return
         plan = Plan.model_validate(status.get("plan") or {})
+        self._check_overrun(body, status, patch, plan, now)
         last = self.last_power.get(uid)
         if last is None or now - last >= self.config.power_interval:
             self.last_power[uid] = now
@@ -377,8 +386,9 @@ class Reconciler:
             if (new.target_cap_watts, new.reason) != (old.target_cap_watts, old.reason):
                 patch.setdefault("status", {})["power"] = new.dump()
                 capped = new.target_cap_watts is not None
-                patch["status"]["conditions"] = self._conditions(
+                self._set_conditions(
                     status,
+                    patch,
                     [
                         CondUpdate(
                             Cond.POWER_CAPPED,
@@ -390,6 +400,24 @@ class Reconciler:
                     gen,
                 )
         self._account(body, status, patch, final=False, spec=spec)
+
+    def _check_overrun(
+        self, body: dict[str, Any], status: Mapping[str, Any], patch: dict[str, Any], plan: Plan, now: datetime
+    ) -> None:
+        """A job still running after its deadline (estimatedDuration was too short) is flagged once."""
+        conditions = list(status.get("conditions") or [])
+        if (
+            plan.deadline is None
+            or now <= plan.deadline
+            or condition_status(conditions, Cond.DEADLINE_AT_RISK) == "True"
+        ):
+            return
+        msg = f"still running after the deadline {format_time(plan.deadline)}: estimatedDuration may be too short"
+        gen = body["metadata"].get("generation")
+        self._set_conditions(
+            status, patch, [CondUpdate(Cond.DEADLINE_AT_RISK, "True", "RunningPastDeadline", msg)], gen
+        )
+        self.emit(body, Event("Warning", "DeadlineAtRisk", msg))
 
     def finish(self, body: dict[str, Any], status: Mapping[str, Any], patch: dict[str, Any], outcome: str) -> None:
         gen = body["metadata"].get("generation")
@@ -451,8 +479,9 @@ class Reconciler:
         gen = body["metadata"].get("generation")
         was = condition_status(list(status.get("conditions") or []), Cond.BUDGET_EXCEEDED)
         if verdict.exceeded and was != "True":
-            st["conditions"] = self._conditions(
+            self._set_conditions(
                 status,
+                patch,
                 [
                     CondUpdate(
                         Cond.BUDGET_EXCEEDED,
