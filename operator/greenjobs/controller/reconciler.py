@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
@@ -41,6 +41,24 @@ class JobState:
     owner_uids: tuple[str, ...]
     suspended: bool
     outcome: str | None  # Succeeded | Failed | None
+
+
+class Ref(NamedTuple):
+    """Who a GreenTrainingJob is, read once from its body."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+
+
+def ref_of(body: Mapping[str, Any]) -> Ref:
+    meta = body["metadata"]
+    return Ref(meta["name"], meta["namespace"], meta["uid"], meta.get("generation"))
+
+
+def created_of(body: Mapping[str, Any]) -> datetime:
+    return parse_time(body["metadata"]["creationTimestamp"])
 
 
 @dataclass
@@ -97,8 +115,7 @@ class Reconciler:
         job: JobState | None,
     ) -> None:
         """Plan the job and create its Job if that has not happened yet (create, resume, retries)."""
-        meta = body["metadata"]
-        name, uid, gen = meta["name"], meta["uid"], meta.get("generation")
+        name, _, uid, gen = ref_of(body)
         now = self.clock()
         spec = self._spec(body, status, patch)
         if spec is None:
@@ -107,7 +124,7 @@ class Reconciler:
             return  # planned and the Job exists: a resume after restart has nothing to do
         outcome = decide_plan(
             spec,
-            parse_time(meta["creationTimestamp"]),
+            created_of(body),
             now,
             zones_with_nodes,
             self._fetch,
@@ -171,8 +188,7 @@ class Reconciler:
         start_now: bool,
     ) -> bool:
         """Create the owned Job, or adopt the one a previous run created; False if the user must act."""
-        meta = body["metadata"]
-        name, namespace, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
+        name, namespace, uid, gen = ref_of(body)
         selector = self.zone_selector(plan.zone)
         try:
             if job is None:
@@ -205,7 +221,7 @@ class Reconciler:
         except ValidationError as exc:
             # The schema refuses almost everything; what slips through (e.g. a zero duration) lands here.
             problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            self._invalid(body, status, patch, "InvalidSpec", problems, body["metadata"].get("generation"))
+            self._invalid(body, status, patch, "InvalidSpec", problems, ref_of(body).generation)
             return None
 
     def _invalid(
@@ -239,7 +255,7 @@ class Reconciler:
         job: JobState | None,
     ) -> None:
         phase = status.get("phase")
-        uid = body["metadata"]["uid"]
+        uid = ref_of(body).uid
         self.metrics.observe_phase(uid, phase)
         if phase in (None, Phase.PENDING):
             if condition_status(list(status.get("conditions") or []), Cond.INVALID_TEMPLATE) != "True":
@@ -259,8 +275,7 @@ class Reconciler:
         zones_with_nodes: Collection[str] | None,
         job: JobState | None,
     ) -> None:
-        meta = body["metadata"]
-        name, namespace, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
+        name, namespace, uid, gen = ref_of(body)
         now = self.clock()
         plan = Plan.model_validate(status.get("plan") or {})
         if job is None:
@@ -278,7 +293,7 @@ class Reconciler:
             return
         outcome = decide_plan(
             spec,
-            parse_time(meta["creationTimestamp"]),
+            created_of(body),
             now,
             zones_with_nodes,
             self._fetch,
@@ -317,8 +332,7 @@ class Reconciler:
         plan: Plan,
         extra: list[CondUpdate] | None = None,
     ) -> None:
-        meta = body["metadata"]
-        name, namespace, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
+        name, namespace, uid, gen = ref_of(body)
         now = self.clock()
         spec = self._spec(body, status, patch)
         if spec is None:
@@ -367,8 +381,7 @@ class Reconciler:
     def _running(
         self, body: dict[str, Any], status: Mapping[str, Any], patch: dict[str, Any], job: JobState | None
     ) -> None:
-        meta = body["metadata"]
-        uid, gen = meta["uid"], meta.get("generation")
+        _, _, uid, gen = ref_of(body)
         now = self.clock()
         if job is not None and job.outcome is not None:
             self.finish(body, status, patch, job.outcome)
@@ -413,14 +426,14 @@ class Reconciler:
         ):
             return
         msg = f"still running after the deadline {format_time(plan.deadline)}: estimatedDuration may be too short"
-        gen = body["metadata"].get("generation")
+        gen = ref_of(body).generation
         self._set_conditions(
             status, patch, [CondUpdate(Cond.DEADLINE_AT_RISK, "True", "RunningPastDeadline", msg)], gen
         )
         self.emit(body, Event("Warning", "DeadlineAtRisk", msg))
 
     def finish(self, body: dict[str, Any], status: Mapping[str, Any], patch: dict[str, Any], outcome: str) -> None:
-        gen = body["metadata"].get("generation")
+        gen = ref_of(body).generation
         ok = outcome == Phase.SUCCEEDED
         conds = [
             CondUpdate(
@@ -441,7 +454,7 @@ class Reconciler:
                 "conditions": self._conditions({**status, **st}, conds, gen),
             }
         )
-        self.metrics.observe_phase(body["metadata"]["uid"], outcome)
+        self.metrics.observe_phase(ref_of(body).uid, outcome)
         self.emit(
             body,
             Event(
@@ -476,7 +489,7 @@ class Reconciler:
         if spec is None or final:
             return
         verdict = check_budget(spec.budget, acc.k_wh, acc.grams)
-        gen = body["metadata"].get("generation")
+        gen = ref_of(body).generation
         was = condition_status(list(status.get("conditions") or []), Cond.BUDGET_EXCEEDED)
         if verdict.exceeded and was != "True":
             self._set_conditions(
@@ -494,8 +507,8 @@ class Reconciler:
             )
             self.emit(body, Event("Warning", "BudgetExceeded", verdict.message))
             if verdict.suspend:
-                meta = body["metadata"]
-                self.kube.patch_job(meta["namespace"], meta["name"], {"spec": {"suspend": True}})
+                ref = ref_of(body)
+                self.kube.patch_job(ref.namespace, ref.name, {"spec": {"suspend": True}})
                 st["phase"] = Phase.SUSPENDED
 
     def _intensity_now(self, plan: Plan) -> float:
@@ -519,11 +532,11 @@ class Reconciler:
     ) -> None:
         """A spec change: re-plan a job that has not started; a new template replaces its Job."""
         phase = status.get("phase")
-        meta = body["metadata"]
+        ref = ref_of(body)
         if phase in (None, Phase.PENDING, Phase.DEFERRED):
             template_changed = any(tuple(d[1])[:1] == ("jobTemplate",) for d in diff or [])
             if template_changed and job is not None:
-                self.kube.delete_job(meta["namespace"], meta["name"])
+                self.kube.delete_job(ref.namespace, ref.name)
                 job = None
             cleared = {
                 **status,
@@ -532,23 +545,23 @@ class Reconciler:
             }
             self.ensure(body, cleared, patch, zones_with_nodes, job)
         elif phase in (Phase.RUNNING, Phase.SUSPENDED):
-            self.last_power.pop(meta["uid"], None)  # re-evaluate the cap at the next tick
+            self.last_power.pop(ref.uid, None)  # re-evaluate the cap at the next tick
             spec = self._spec(body, status, patch)
             if phase == Phase.SUSPENDED and spec is not None:
                 energy = status.get("energy") or {}
                 grams = (status.get("emissions") or {}).get("grams") or 0.0
                 if not check_budget(spec.budget, energy.get("kWh") or 0.0, grams).exceeded:
-                    self.kube.patch_job(meta["namespace"], meta["name"], {"spec": {"suspend": False}})
+                    self.kube.patch_job(ref.namespace, ref.name, {"spec": {"suspend": False}})
                     patch["status"] = {
                         "phase": Phase.RUNNING,
                         "conditions": self._conditions(
                             status,
                             [CondUpdate(Cond.BUDGET_EXCEEDED, "False", "BudgetRaised", "within budget again")],
-                            meta.get("generation"),
+                            ref.generation,
                         ),
                     }
                     self.emit(body, Event("Normal", "Resumed", "budget raised: Job resumed"))
-        patch.setdefault("status", {})["observedGeneration"] = meta.get("generation")
+        patch.setdefault("status", {})["observedGeneration"] = ref.generation
 
 
 def condition_reason(updates: list[CondUpdate], type_: str) -> str:
