@@ -107,7 +107,10 @@ def test_deferred_to_the_clean_window_then_runs_in_that_zone_and_succeeds(
     obj = gtj(cluster, namespace, "llm")
     assert parse_time(obj["status"]["startTime"]) >= start
     assert obj["status"]["power"]["targetCapWatts"] == 250
-    pods = wait_until("a pod", lambda: cluster.get_json("pods", "-n", namespace)["items"])
+    pods = wait_until(
+        "a scheduled pod",
+        lambda: [p for p in cluster.get_json("pods", "-n", namespace)["items"] if p["spec"].get("nodeName")],
+    )
     assert {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["FR"])
     assert pods[0]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
 
