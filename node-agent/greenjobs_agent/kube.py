@@ -7,7 +7,7 @@ list's resourceVersion; on 410 Gone (history compacted) or any stream end it lis
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +59,17 @@ def target_cap(gtj: dict[str, Any]) -> tuple[JobKey, int | None]:
 
 
 class KubeClusterView:
-    def __init__(self, node: str, api_client: Any) -> None:
+    """`namespaces`: only pods and GreenTrainingJobs of these namespaces are seen (empty: all). The
+    watches stay cluster-wide (one stream per kind); objects of other namespaces are dropped on arrival."""
+
+    def __init__(self, node: str, api_client: Any, namespaces: Collection[str] = ()) -> None:
         from kubernetes import client  # noqa: PLC0415 - only the real agent needs the client
 
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._api_client = api_client
         self._node = node
+        self._namespaces = frozenset(namespaces)
         self._lock = threading.Lock()
         self._pods: dict[PodKey, PodInfo] = {}
         self._caps: dict[JobKey, int | None] = {}
@@ -152,12 +156,17 @@ class KubeClusterView:
                 log.warning("watch failed: %s; retrying in 5 s", e)
                 self._stop.wait(5)
 
+    def _wanted(self, obj: dict[str, Any]) -> bool:
+        return not self._namespaces or (obj.get("metadata") or {}).get("namespace") in self._namespaces
+
     def _replace_pods(self, items: list[dict[str, Any]]) -> None:
-        pods = {p.key: p for p in map(pod_info, items)}
+        pods = {p.key: p for p in map(pod_info, filter(self._wanted, items))}
         with self._lock:
             self._pods = pods
 
     def _apply_pod(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self._wanted(obj):
+            return
         pod = pod_info(obj)
         with self._lock:
             if kind == "DELETED":
@@ -166,11 +175,13 @@ class KubeClusterView:
                 self._pods[pod.key] = pod
 
     def _replace_jobs(self, items: list[dict[str, Any]]) -> None:
-        caps = dict(map(target_cap, items))
+        caps = dict(map(target_cap, filter(self._wanted, items)))
         with self._lock:
             self._caps = caps
 
     def _apply_job(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self._wanted(obj):
+            return
         job, cap = target_cap(obj)
         with self._lock:
             if kind == "DELETED":

@@ -38,6 +38,11 @@ class AgentSettings(BaseSettings):
     power_capping: bool = True  # false: metering only (no CAP_SYS_ADMIN needed)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     log_level: str = "INFO"
+    # Comma-separated namespaces whose pods and GreenTrainingJobs this agent manages; empty: all.
+    namespaces: str = ""
+
+    def namespace_list(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "GREENJOBS_SIM_GPUS, GREENJOBS_POWER_CAPPING=true|false, "
         "GREENJOBS_PODRESOURCES=kubelet|simulated, GREENJOBS_PODRESOURCES_SOCKET, "
         "GREENJOBS_STATE_DIR, GREENJOBS_SAMPLE_INTERVAL, GREENJOBS_REPORT_INTERVAL, GREENJOBS_METRICS_PORT, "
+        "GREENJOBS_NAMESPACES=a,b (manage only these namespaces' pods; default all), "
         "KUBECONFIG (else in-cluster config)."
     )
 
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     backend = _backend(settings)
     api = _api_client()
-    view = KubeClusterView(settings.node_name, api)
+    view = KubeClusterView(settings.node_name, api, settings.namespace_list())
     source: PodGpuSource
     if settings.podresources == "simulated":
         source = SimulatedPodGpuSource(view.pods, len(backend.devices()), settings.state_dir)
@@ -120,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
     view.start(on_change=wake.set)
     log.info(
         "agent started",
-        extra={"node": settings.node_name, "gpus": len(backend.devices()), "backend": settings.gpu_backend},
+        extra={
+            "node": settings.node_name,
+            "gpus": len(backend.devices()),
+            "backend": settings.gpu_backend,
+            "metricsPort": server.server_address[1],  # the bound one when GREENJOBS_METRICS_PORT=0
+            "namespaces": settings.namespace_list() or "all",
+        },
     )
     while not stop.is_set():
         try:

@@ -102,7 +102,7 @@ def test_rounded_keeps_marks_exact() -> None:
         accounted_joules={"a": 1.23456789},
     )
     r = rounded(acc)
-    assert (r.k_wh, r.gpu_hours, r.grams, r.avg_g_per_kwh) == (12.3457, 1.2346, 492.1, 38.3)
+    assert (r.k_wh, r.gpu_hours, r.grams, r.avg_g_per_kwh) == (12.3457, 1.2346, 492.149, 38.3)
     assert r.accounted_joules == {"a": 1.23456789}
     assert rounded(Accounting(0.0, 0.0, 0.0, None, {})).avg_g_per_kwh is None
 

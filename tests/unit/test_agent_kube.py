@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from greenjobs_agent.agent import Agent
 from greenjobs_agent.gpu.simulated import SimulatedBackend
 from greenjobs_agent.kube import pod_info, target_cap
@@ -65,3 +67,34 @@ def test_agent_touches_nothing_before_the_first_list(tmp_path: Path) -> None:
     agent.tick()
     assert backend.limits_mw()[0] == 700_000
     assert agent.metrics.ready.is_set()
+
+
+def test_namespace_filter_drops_pods_and_jobs_of_other_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes import client
+
+    from greenjobs_agent.kube import KubeClusterView
+    from greenjobs_agent.main import AgentSettings
+
+    monkeypatch.setenv("NODE_NAME", "gpu-gb-0")
+    monkeypatch.setenv("GREENJOBS_NAMESPACES", " ml, research ,")
+    assert AgentSettings().namespace_list() == ["ml", "research"]
+
+    def pod(ns: str, name: str) -> dict[str, object]:
+        meta = {"namespace": ns, "name": name, "labels": {"greenjobs.dev/job": "j"}}
+        return {"metadata": meta, "spec": {"containers": []}, "status": {"phase": "Running"}}
+
+    def job(ns: str) -> dict[str, object]:
+        return {"metadata": {"namespace": ns, "name": "j"}, "status": {"power": {"targetCapWatts": 250}}}
+
+    view = KubeClusterView("gpu-gb-0", client.ApiClient(), ["ml"])
+    view._replace_pods([pod("ml", "a"), pod("other", "b")])
+    view._apply_pod("ADDED", pod("other", "c"))
+    view._apply_pod("ADDED", pod("ml", "d"))
+    view._replace_jobs([job("ml"), job("other")])
+    view._apply_job("MODIFIED", job("other"))
+    assert sorted(p.key for p in view.pods()) == [PodKey("ml", "a"), PodKey("ml", "d")]
+    assert view.target_caps() == {JobKey("ml", "j"): 250}
+
+    everything = KubeClusterView("gpu-gb-0", client.ApiClient())
+    everything._replace_pods([pod("ml", "a"), pod("other", "b")])
+    assert len(everything.pods()) == 2

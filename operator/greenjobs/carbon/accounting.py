@@ -66,16 +66,18 @@ def account(nodes: Mapping[str, NodeEnergy], previous: Emissions | None, intensi
 
 
 def rounded(acc: Accounting) -> Accounting:
-    """Figures as written to the status: kWh and GPU-hours to 4 decimals, grams and gCO2e/kWh to 1.
+    """Figures as written to the status: kWh and GPU-hours to 4 decimals, grams to 3, gCO2e/kWh to 1.
 
     The per-node marks stay exact: they are state, not display, and rounding them would re-charge or
-    drop the rounding residue on the next call.
+    drop the rounding residue on the next call. Grams are state too (the next call adds to them): at
+    0.1 g the residue of every call accumulated (+7 % on a 15 s test job reported every second), at
+    1 mg it stays far below anything shown.
     """
     return replace(
         acc,
         k_wh=round(acc.k_wh, 4),
         gpu_hours=round(acc.gpu_hours, 4),
-        grams=round(acc.grams, 1),
+        grams=round(acc.grams, 3),
         avg_g_per_kwh=None if acc.avg_g_per_kwh is None else round(acc.avg_g_per_kwh, 1),
     )
 

@@ -1,0 +1,380 @@
+"""The node agent against the real control plane, with the real operator: one `greenjobs agent` process
+per fake GPU node (simulated GPUs and PodResources, scoped to the test's namespace), GreenTrainingJobs
+whose pods kwok runs for a few seconds.
+
+What it shows: caps land on exactly the GPUs of the job's pod, follow status.power.targetCapWatts and
+are restored when the pod ends; a kill -9 of the agent leaves nothing capped that should not be and
+counts no joule twice; each agent writes only its own status.energy.nodes.<node> entry and the
+operator's totals are the sum of those entries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greenjobs.api.durations import parse_time
+from greenjobs.carbon.accounting import JOULES_PER_KWH
+from tests.agent_proc import AgentProcess, start_agent
+from tests.kube import Cluster, wait_until
+from tests.operator_proc import OperatorProcess, gtj, write_forecast
+
+pytestmark = pytest.mark.cluster
+
+DEFAULT_W = 700.0  # the simulated H100's default power limit
+IDLE_W = 70.0  # and its idle power (load 0)
+INTENSITY = 200.0  # gCO2e/kWh: a flat forecast, so the job starts at once and grams = kWh x 200
+N_GPUS = 8
+
+
+@pytest.fixture
+def agents(cluster: Cluster, namespace: str) -> Iterator[list[AgentProcess]]:
+    """Agents started by the test (via start_agent), stopped with SIGTERM at teardown."""
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop()
+
+
+@pytest.fixture
+def operator(cluster: Cluster, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
+    now = datetime.now(UTC).replace(microsecond=0)
+    points = [(now + i * timedelta(minutes=1), INTENSITY) for i in range(-5, 60)]
+    write_forecast(tmp_path / "fc", "GB", points)
+    write_forecast(tmp_path / "fc", "FR", points)
+    return operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+
+
+def _manifest(
+    namespace: str,
+    name: str,
+    *,
+    gpus: int,
+    run_for: str,
+    power: str,
+    node: str | None = None,
+    zones: str = "[GB, FR]",
+    pods: int = 1,
+) -> str:
+    # Pinned to `node`: then `zones` must be that node's zone (the operator adds the zone's selector).
+    selector = f"nodeSelector: {{kubernetes.io/hostname: {node}}}" if node else ""
+    return f"""
+apiVersion: greenjobs.dev/v1alpha1
+kind: GreenTrainingJob
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  jobTemplate:
+    spec:
+      completions: {pods}
+      parallelism: {pods}
+      template:
+        metadata: {{annotations: {{kwok.greenjobs.dev/run-for: {run_for}}}}}
+        spec:
+          restartPolicy: Never
+          {selector}
+          containers: [{{name: train, image: busybox, resources: {{limits: {{nvidia.com/gpu: {gpus}}}}}}}]
+  placement: {{zones: {zones}}}
+  power: {power}
+"""
+
+
+def _freest_node(cluster: Cluster) -> str:
+    """The fake GPU node with the fewest GPUs requested by unfinished pods (other tests share them)."""
+    used = {n: 0 for zone in cluster.nodes.values() for n in zone}
+    for p in cluster.get_json("pods", "-A")["items"]:
+        node = p["spec"].get("nodeName")
+        if node in used and p["status"].get("phase") not in ("Succeeded", "Failed"):
+            for c in p["spec"]["containers"]:
+                used[node] += int((c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+    return min(sorted(used), key=lambda n: used[n])
+
+
+def _zone(cluster: Cluster, node: str) -> str:
+    return next(z for z, names in cluster.nodes.items() if node in names)
+
+
+def _pods(cluster: Cluster, namespace: str, job: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json("pods", "-n", namespace, "-l", f"greenjobs.dev/job={job}")["items"]
+    return items
+
+
+def _running_pod(cluster: Cluster, namespace: str, job: str) -> dict[str, Any] | None:
+    return next((p for p in _pods(cluster, namespace, job) if p["status"].get("phase") == "Running"), None)
+
+
+def _gpus_of(agent: AgentProcess, namespace: str, pod: dict[str, Any]) -> list[int]:
+    return agent.gpus_of_pods().get(f"{namespace}/{pod['metadata']['name']}", [])
+
+
+def _node_entry(cluster: Cluster, namespace: str, name: str, node: str) -> dict[str, Any] | None:
+    entry: dict[str, Any] | None = (
+        gtj(cluster, namespace, name).get("status", {}).get("energy", {}).get("nodes", {}).get(node)
+    )
+    return entry
+
+
+def _run_seconds(pod: dict[str, Any]) -> float:
+    """How long the pod ran: status.startTime to its container's finishedAt (second resolution; kwok
+    writes the same time into the terminated state's startedAt and finishedAt)."""
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    return (parse_time(term["finishedAt"]) - parse_time(pod["status"]["startTime"])).total_seconds()
+
+
+class JoulesRecorder:
+    """Samples status.energy.nodes.<node>.joules of one job in a thread, to check it never goes down."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str, node: str) -> None:
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._args = (cluster, namespace, name, node)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                entry = _node_entry(*self._args)
+            except (AssertionError, json.JSONDecodeError):
+                entry = None
+            if entry is not None:
+                self.values.append(float(entry["joules"]))
+            self._stop.wait(0.5)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.values
+
+
+def test_caps_only_the_pods_gpus_follow_the_target_and_are_restored_at_pod_end(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    node = _freest_node(cluster)
+    agent = start_agent(cluster, node, tmp_path / "agent", namespace)
+    agents.append(agent)
+    assert agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W)
+
+    # A GPU pod of another namespace on the same node: this agent must neither see nor count it.
+    other = f"{namespace}-other"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        cluster.kubectl(
+            "run",
+            "foreign",
+            "-n",
+            other,
+            "--image=busybox",
+            "--restart=Never",
+            "--labels=greenjobs.dev/job=foreign",
+            "--annotations=kwok.greenjobs.dev/run-for=60s",
+            "--overrides",
+            json.dumps(
+                {
+                    "spec": {
+                        "nodeName": node,
+                        "containers": [
+                            {"name": "foreign", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 1}}}
+                        ],
+                    }
+                }
+            ),
+        )
+        manifest = _manifest(
+            namespace,
+            "capped",
+            gpus=4,
+            run_for="20s",
+            power="{policy: Static, capWatts: 250}",
+            node=node,
+            zones=f"[{_zone(cluster, node)}]",
+        )
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+
+        pod = wait_until("the job's pod to run", lambda: _running_pod(cluster, namespace, "capped"), timeout=45)
+        mine = wait_until("GPUs assigned to the pod", lambda: _gpus_of(agent, namespace, pod), timeout=10)
+        assert len(mine) == 4
+        assert list(agent.gpus_of_pods()) == [f"{namespace}/{pod['metadata']['name']}"]  # not the foreign pod
+        expected = {i: 250.0 if i in mine else DEFAULT_W for i in range(N_GPUS)}
+        wait_until("4 GPUs capped at 250 W, the rest at default", lambda: agent.limits_watts() == expected, timeout=10)
+
+        # Static 250 -> 300: the operator re-computes targetCapWatts, the agent follows on the same GPUs.
+        patch = {"spec": {"power": {"capWatts": 300}}}
+        cluster.kubectl("patch", "gtj", "capped", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+        expected = {i: 300.0 if i in mine else DEFAULT_W for i in range(N_GPUS)}
+        wait_until("the new cap on the same 4 GPUs", lambda: agent.limits_watts() == expected, timeout=10)
+        assert gtj(cluster, namespace, "capped")["status"]["power"]["targetCapWatts"] == 300
+        entry = wait_until(
+            "an energy entry with the new cap",
+            lambda: (e := _node_entry(cluster, namespace, "capped", node)) and e.get("capWatts") == 300 and e,
+            timeout=10,
+        )
+        assert entry["gpus"] == 4
+
+        # Pod ends: every GPU back at its default limit, and the final entry says no GPU is held.
+        wait_until(
+            "the pod to succeed",
+            lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "capped")),
+            timeout=40,
+        )
+        wait_until(
+            "all GPUs at default",
+            lambda: agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W),
+            timeout=10,
+        )
+        final = wait_until(
+            "the final entry", lambda: (e := _node_entry(cluster, namespace, "capped", node)) and e["gpus"] == 0 and e
+        )
+        assert final["joules"] > 0
+        assert agent.alive()
+        assert '"foreign"' not in agent.logs()
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_kill_9_restart_restores_freed_gpus_keeps_caps_and_counts_no_joule_twice(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    node = _freest_node(cluster)
+    state = tmp_path / "agent"
+    agent = start_agent(cluster, node, state, namespace)
+    agents.append(agent)
+    t0 = datetime.now(UTC)
+    counters0 = agent.counters_mj(t0)
+
+    for name, run_for, cap in (("short", "10s", 300), ("long", "30s", 250)):
+        manifest = _manifest(
+            namespace,
+            name,
+            gpus=4,
+            run_for=run_for,
+            power=f"{{policy: Static, capWatts: {cap}}}",
+            node=node,
+            zones=f"[{_zone(cluster, node)}]",
+        )
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+    short_pod = wait_until("short to run", lambda: _running_pod(cluster, namespace, "short"), timeout=45)
+    long_pod = wait_until("long to run", lambda: _running_pod(cluster, namespace, "long"), timeout=45)
+    short_gpus = wait_until("short's GPUs", lambda: _gpus_of(agent, namespace, short_pod), timeout=10)
+    long_gpus = wait_until("long's GPUs", lambda: _gpus_of(agent, namespace, long_pod), timeout=10)
+    assert not set(short_gpus) & set(long_gpus)
+    capped = {**dict.fromkeys(short_gpus, 300.0), **dict.fromkeys(long_gpus, 250.0)}
+    wait_until("both jobs capped", lambda: agent.limits_watts() == capped, timeout=10)
+    recorder = JoulesRecorder(cluster, namespace, "long", node)
+    wait_until("a first report of long", lambda: recorder.values and recorder.values[-1] > 0, timeout=10)
+
+    agent.kill()  # no SIGTERM handler runs: the caps stay, nothing is flushed
+    at_kill = recorder.values[-1]
+    killed_at = time.monotonic()
+    wait_until(
+        "short's pod to end while the agent is dead",
+        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "short")),
+        timeout=30,
+    )
+    assert agent.limits_watts() == capped  # the dead agent restored nothing: short's GPUs still capped
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))  # down for a few report intervals at least
+
+    agent = start_agent(cluster, node, state, namespace)
+    agents.append(agent)
+    assert _running_pod(cluster, namespace, "long") is not None, "long must still run after the restart"
+    back = {i: 250.0 if i in long_gpus else DEFAULT_W for i in range(N_GPUS)}
+    wait_until("freed GPUs at default, long's still capped", lambda: agent.limits_watts() == back, timeout=5)
+
+    wait_until(
+        "long's pod to end",
+        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "long")),
+        timeout=45,
+    )
+    wait_until(
+        "all GPUs at default",
+        lambda: agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W),
+        timeout=10,
+    )
+    entry = wait_until(
+        "long's final entry", lambda: (e := _node_entry(cluster, namespace, "long", node)) and e["gpus"] == 0 and e
+    )
+    t1 = datetime.now(UTC)
+    counters1 = agent.counters_mj(t1)
+    time.sleep(1.5)
+    values = recorder.stop()
+
+    # Reported joules never go down, and the restart did not start over from a lower value.
+    assert values == sorted(values), values
+    assert values[-1] == pytest.approx(entry["joules"])
+    assert entry["joules"] > 1.5 * at_kill  # reporting went on after the restart
+    joules, gpu_s = float(entry["joules"]), float(entry["gpuSeconds"])
+    # The GPUs were held for the pod's whole run (4 GPUs x ~30 s), the dead seconds counted once.
+    run_s = _run_seconds(_pods(cluster, namespace, "long")[0])
+    assert gpu_s == pytest.approx(4 * run_s, rel=0.12), (gpu_s, run_s)
+    # Under a 250 W cap at full load the mean power is 250 W (the 2 % ripple averages out).
+    assert joules / gpu_s == pytest.approx(250.0, rel=0.02)
+    # The simulated counters of long's GPUs moved by its joules plus idle power for the rest of the time:
+    # nothing charged twice, nothing lost across the kill.
+    moved = sum(counters1[i] - counters0[i] for i in long_gpus) / 1000
+    idle = IDLE_W * (len(long_gpus) * (t1 - t0).total_seconds() - gpu_s)
+    assert joules == pytest.approx(moved - idle, rel=0.01), (joules, moved, idle)
+
+
+def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    nodes = cluster.nodes["GB"]
+    for node in nodes:
+        agents.append(start_agent(cluster, node, tmp_path / f"agent-{node}", namespace))
+    # Two pods of 6 GPUs cannot share an 8-GPU node: one pod on each GB node.
+    manifest = _manifest(
+        namespace, "wide", gpus=6, run_for="15s", power="{policy: Static, capWatts: 400}", zones="[GB]", pods=2
+    )
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    wait_until(
+        "entries from both nodes",
+        lambda: set(gtj(cluster, namespace, "wide").get("status", {}).get("energy", {}).get("nodes", {})) == set(nodes),
+        timeout=60,
+    )
+    wait_until("Succeeded", lambda: gtj(cluster, namespace, "wide")["status"].get("phase") == "Succeeded", timeout=60)
+
+    def settled() -> dict[str, Any] | None:
+        # Final entries (no GPU held any more) from both nodes, and totals accounted from them.
+        status: dict[str, Any] = gtj(cluster, namespace, "wide")["status"]
+        entries = status["energy"]["nodes"]
+        if any(e["gpus"] != 0 for e in entries.values()):
+            return None
+        total = sum(e["joules"] for e in entries.values()) / JOULES_PER_KWH
+        return status if status["energy"].get("kWh") == round(total, 4) else None
+
+    status = wait_until("totals over the final entries", settled, timeout=15)
+    entries = status["energy"]["nodes"]
+    assert {p["spec"]["nodeName"] for p in _pods(cluster, namespace, "wide")} == set(nodes)
+    for node, e in entries.items():
+        assert e["capWatts"] == 400 or "capWatts" not in e  # the last entry holds no GPU
+        # 6 GPUs x ~15 s at 400 W each, give or take the watch latencies at start and end.
+        assert e["joules"] == pytest.approx(400.0 * e["gpuSeconds"], rel=0.02), node
+        assert e["gpuSeconds"] == pytest.approx(6 * 15, rel=0.2), node
+    k_wh = sum(e["joules"] for e in entries.values()) / JOULES_PER_KWH
+    assert status["energy"]["kWh"] == pytest.approx(k_wh, abs=1e-4)
+    assert status["energy"]["gpuHours"] == pytest.approx(
+        sum(e["gpuSeconds"] for e in entries.values()) / 3600, abs=1e-4
+    )
+    assert status["emissions"]["grams"] == pytest.approx(k_wh * INTENSITY, abs=0.01)
+    assert status["emissions"]["avgGPerKWh"] == pytest.approx(INTENSITY, abs=0.5)
+    for a in agents:
+        assert a.alive()
+        assert "energy report failed" not in a.logs()
