@@ -169,6 +169,6 @@ class Agent:
                 m.error("metrics")
             counter = self.meter.last_counter_mj.get(i)
             if counter is not None:
-                m.gpu_energy.labels(gpu=label).set(counter / 1000)
+                m.gpu_energy.set(counter / 1000, gpu=label)
         for job, totals in self.state.jobs.items():
-            m.job_energy.labels(namespace=job.namespace, job=job.name).set(totals.joules)
+            m.job_energy.set(totals.joules, namespace=job.namespace, job=job.name)

@@ -2,10 +2,39 @@
 
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class CumulativeCounter(Collector):
+    """A Prometheus counter whose value is READ from a cumulative source (a GPU's energy counter, a
+    job's running total) instead of incremented; exported as `<name>_total` so rate() applies."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry) -> None:
+        self._name, self._doc, self._labelnames = name, documentation, labelnames
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def set(self, value: float, **labels: str) -> None:
+        with self._lock:
+            self._values[tuple(labels[n] for n in self._labelnames)] = value
+
+    def remove(self, *labelvalues: str) -> None:
+        with self._lock:
+            self._values.pop(tuple(labelvalues), None)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+        with self._lock:
+            for labelvalues, value in self._values.items():
+                family.add_metric(list(labelvalues), value)
+        yield family
 
 
 class AgentMetrics:
@@ -13,15 +42,15 @@ class AgentMetrics:
         self.registry = CollectorRegistry()
         self.node = node
         self.gpu_power = Gauge("greenjobs_gpu_power_watts", "GPU power draw, W.", ["gpu"], registry=self.registry)
-        self.gpu_energy = Gauge(
-            "greenjobs_gpu_energy_joules", "GPU energy counter, J.", ["gpu"], registry=self.registry
+        self.gpu_energy = CumulativeCounter(
+            "greenjobs_gpu_energy_joules", "GPU energy counter, J.", ["gpu"], self.registry
         )
         self.gpu_cap = Gauge("greenjobs_gpu_cap_watts", "GPU power limit in force, W.", ["gpu"], registry=self.registry)
-        self.job_energy = Gauge(
+        self.job_energy = CumulativeCounter(
             "greenjobs_job_energy_joules",
             "Cumulative GPU energy of a GreenTrainingJob on this node, J.",
             ["namespace", "job"],
-            registry=self.registry,
+            self.registry,
         )
         self.errors = Counter("greenjobs_agent_errors_total", "Errors, by kind.", ["kind"], registry=self.registry)
         self._stale_after_s = stale_after_s
