@@ -60,6 +60,13 @@ class Timing(_Model):
                     ".estimatedDuration",
                     "FieldValueRequired",
                 ),
+                # A duration is zero exactly when it has no non-zero digit (0s, 0.0h, PT0S, P0D).
+                _cel(
+                    "!has(self.estimatedDuration) || self.estimatedDuration.matches('[1-9]')",
+                    "estimatedDuration must be greater than zero",
+                    ".estimatedDuration",
+                    "FieldValueInvalid",
+                ),
             ]
         }
     )
@@ -86,6 +93,13 @@ class Timing(_Model):
     def _parses(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
+        return v
+
+    @field_validator("estimated_duration")
+    @classmethod
+    def _positive(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= timedelta(0):
+            raise ValueError("estimatedDuration must be greater than zero")
         return v
 
     def duration(self) -> timedelta | None:

@@ -131,15 +131,19 @@ class Reconciler:
             self._current,
             self.config.default_zone,
         )
-        self._events(body, outcome.events)
         conds = list(outcome.conditions)
         if outcome.plan is None:
+            waiting = status.get("phase") == Phase.PENDING and status.get("observedGeneration") == gen
+            if waiting and not _changes(list(status.get("conditions") or []), conds):
+                return  # still waiting for the same reason: no status write, no repeated Event
+            self._events(body, outcome.events)
             patch["status"] = {
                 "phase": Phase.PENDING,
                 "observedGeneration": gen,
                 "conditions": self._conditions(status, conds, gen),
             }
             return
+        self._events(body, outcome.events)
         plan = outcome.plan
         start_now = outcome.starts_now(now)
         if job is not None and not job.suspended:
@@ -562,6 +566,16 @@ class Reconciler:
                     }
                     self.emit(body, Event("Normal", "Resumed", "budget raised: Job resumed"))
         patch.setdefault("status", {})["observedGeneration"] = ref.generation
+
+
+def _changes(current: list[dict[str, Any]], updates: list[CondUpdate]) -> bool:
+    """Whether `updates` would change any condition's status, reason or message."""
+    by_type = {c_.get("type"): c_ for c_ in current}
+    for u in updates:
+        old = by_type.get(u.type)
+        if old is None or (old.get("status"), old.get("reason"), old.get("message")) != (u.status, u.reason, u.message):
+            return True
+    return False
 
 
 def condition_reason(updates: list[CondUpdate], type_: str) -> str:
