@@ -7,7 +7,7 @@ server (status, the owned Job). Kubernetes writes go through `Kube`; forecasts t
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from kubernetes.client.exceptions import ApiException
@@ -99,6 +99,10 @@ class Reconciler:
         st = patch.setdefault("status", {})
         base = st.get("conditions") or list(status.get("conditions") or [])
         st["conditions"] = apply_conditions(base, updates, self.clock(), gen)
+
+    def _tick_slack(self) -> timedelta:
+        # A start is only late when it misses latestStart by more than the operator's own pacing.
+        return timedelta(seconds=2 * self.config.tick_seconds + 5)
 
     def _events(self, body: dict[str, Any], events: list[Event]) -> None:
         for e in events:
@@ -346,7 +350,7 @@ class Reconciler:
             *(extra or []),
             CondUpdate(Cond.STARTED, "True", "Started", f"Job started in {plan.zone or 'any zone'}"),
         ]
-        if plan.latest_start is not None and now > plan.latest_start:
+        if plan.latest_start is not None and now > plan.latest_start + self._tick_slack():
             conds.append(
                 CondUpdate(
                     Cond.DEADLINE_AT_RISK,
