@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("greenjobs_agent.main", "run a node agent (one per GPU node)"),
     "plan": ("greenjobs.carbon.plan_cli", "what-if planning: when and where would a job run"),
     "crd": ("greenjobs.api.crd_cli", "print or write the CustomResourceDefinition"),
+    "demo": ("greenjobs.demo", "the end-to-end demo on a local control plane (needs a repository checkout)"),
 }
 
 

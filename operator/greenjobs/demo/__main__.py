@@ -1,0 +1,3 @@
+from greenjobs.demo.run import main
+
+raise SystemExit(main())
