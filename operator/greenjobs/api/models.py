@@ -5,12 +5,15 @@ are CEL `x-kubernetes-validations` so that the API server refuses bad manifests 
 """
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
 
-from .durations import DURATION_PATTERN, parse_duration
+from .durations import DURATION_PATTERN, format_time, parse_duration
+
+# Times in status are written as Kubernetes writes them: RFC 3339 UTC, to the second.
+Time = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="json")]
 
 PowerPolicy = Literal["None", "Static", "CarbonAware"]
 BudgetAction = Literal["Warn", "Suspend"]
@@ -220,10 +223,10 @@ class GreenTrainingJobSpec(_Model):
 
 class Plan(_Model):
     zone: str | None = Field(default=None, description="Chosen grid zone; empty when no zones were given.")
-    scheduled_start: datetime | None = Field(default=None, description="When the Job will be unsuspended.")
-    latest_start: datetime | None = Field(default=None, description="Latest start that still meets the deadline.")
-    deadline: datetime | None = Field(default=None, description="Latest completion (latestStart + duration).")
-    decided_at: datetime | None = Field(default=None, description="When this plan was made.")
+    scheduled_start: Time | None = Field(default=None, description="When the Job will be unsuspended.")
+    latest_start: Time | None = Field(default=None, description="Latest start that still meets the deadline.")
+    deadline: Time | None = Field(default=None, description="Latest completion (latestStart + duration).")
+    decided_at: Time | None = Field(default=None, description="When this plan was made.")
     forecast_source: str | None = Field(default=None, description="Provider whose forecast was used.")
     expected_g_per_k_wh: float | None = Field(
         default=None, alias="expectedGPerKWh", description="Mean forecast intensity over the planned run."
@@ -250,7 +253,7 @@ class NodeEnergy(_Model):
     cap_watts: int | None = Field(default=None, description="Cap in force on those GPUs, W.")
     avg_power_watts: float | None = Field(default=None, description="Mean power over the last interval, W.")
     gpu_seconds: float | None = Field(default=None, ge=0, description="GPU-seconds used on this node.")
-    updated_at: datetime | None = Field(default=None, description="When the agent wrote this entry.")
+    updated_at: Time | None = Field(default=None, description="When the agent wrote this entry.")
 
 
 class Energy(_Model):
@@ -275,7 +278,7 @@ class Condition(_Model):
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(default="", max_length=1024)
     message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime | None = None
+    last_transition_time: Time | None = None
     observed_generation: int | None = None
 
 
@@ -286,8 +289,8 @@ class GreenTrainingJobStatus(_Model):
     observed_generation: int | None = Field(default=None, description="Generation of the spec last acted on.")
     job_name: str | None = Field(default=None, description="The batch/v1 Job owned by this resource.")
     plan: Plan | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
+    start_time: Time | None = None
+    completion_time: Time | None = None
     power: PowerStatus | None = None
     energy: Energy | None = None
     emissions: Emissions | None = None
