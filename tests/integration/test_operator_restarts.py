@@ -1,0 +1,352 @@
+"""Chaos: the operator is SIGKILLed at random moments while it plans, defers, starts and finishes
+dozens of jobs, and restarted each time; then two replicas with kopf peering, where only one acts
+and the other takes over when the active one dies.
+
+State lives in the API server (status, the owned Job), so a restart must lose nothing and duplicate
+nothing: exactly one Job per GreenTrainingJob for its whole life, every plan kept, every start by
+the plan's latest start, every job Succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greenjobs.api.durations import parse_time
+from tests.kube import REPO, Cluster, wait_until
+from tests.operator_proc import OperatorProcess, condition, write_forecast
+
+pytestmark = pytest.mark.cluster
+
+STEP = timedelta(seconds=10)
+SEED = 20261123
+JOBS = 60
+KILLS = 7
+# A start may lag its latest start by one tick plus one restart (kill -> new process listing).
+START_TOLERANCE = timedelta(seconds=15)
+PEERING_CRDS = REPO / "helm" / "greenjobs" / "crds" / "kopf-peerings.yaml"
+
+
+def _forecasts(directory: Path, now: datetime) -> None:
+    """GB flat and dirty (start at once); FR falls from 250 to 40 at now+50..60 s, then back up.
+
+    Jobs bounded by maxDelay 20 s / 35 s start at their latest start; 3 min ones wait for +50 s.
+    """
+    fr = {1: 220.0, 2: 180.0, 3: 140.0, 4: 90.0, 5: 40.0}
+    steps = range(-6, 60)
+    write_forecast(directory, "GB", [(now + i * STEP, 300.0) for i in steps])
+    write_forecast(directory, "FR", [(now + i * STEP, fr.get(i, 250.0)) for i in steps])
+
+
+def _gtj(namespace: str, name: str, *, zones: list[str], timing: dict[str, str] | None, gpus: int, run_for: str) -> Any:
+    spec: dict[str, Any] = {
+        "jobTemplate": {
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kwok.greenjobs.dev/run-for": run_for}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {"name": "train", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
+                        ],
+                    },
+                }
+            }
+        },
+        "placement": {"zones": zones},
+    }
+    if timing:
+        spec["timing"] = timing
+    return {
+        "apiVersion": "greenjobs.dev/v1alpha1",
+        "kind": "GreenTrainingJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _mixed_jobs(namespace: str, rng: random.Random) -> list[Any]:
+    """A quarter start at once in GB; the rest are deferred ~20 s, ~35 s or ~50 s in FR."""
+    kinds: list[tuple[list[str], dict[str, str] | None]] = [
+        (["GB"], None),
+        (["FR"], {"estimatedDuration": "10s", "maxDelay": "20s"}),
+        (["FR"], {"estimatedDuration": "10s", "maxDelay": "35s"}),
+        (["GB", "FR"], {"estimatedDuration": "10s", "maxDelay": "3m"}),
+    ]
+    items = []
+    for i in range(JOBS):
+        zones, timing = kinds[i % len(kinds)]
+        run_for = f"{rng.randint(5, 15)}s"
+        items.append(_gtj(namespace, f"chaos-{i:03d}", zones=zones, timing=timing, gpus=1 + i % 2, run_for=run_for))
+    return items
+
+
+def _apply(cluster: Cluster, items: list[Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+@dataclass
+class JobWatch:
+    """Every Job event in the namespace (ADDED/MODIFIED/DELETED name uid), from a kubectl watch."""
+
+    proc: subprocess.Popen[str]
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def uids(self) -> dict[str, set[str]]:
+        seen: dict[str, set[str]] = defaultdict(set)
+        for _, name, uid in self.lines:
+            seen[name].add(uid)
+        return seen
+
+    def of_type(self, type_: str) -> list[tuple[str, str, str]]:
+        return [line for line in self.lines if line[0] == type_]
+
+
+@pytest.fixture
+def job_watch(cluster: Cluster, namespace: str) -> Iterator[JobWatch]:
+    template = '{.type} {.object.metadata.name} {.object.metadata.uid}{"\\n"}'
+    proc = subprocess.Popen(
+        [
+            str(cluster.bin_dir / "kubectl"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "get",
+            "jobs",
+            "-n",
+            namespace,
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            f"jsonpath={template}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cluster.env(),
+    )
+    watch = JobWatch(proc)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3:
+                watch.lines.append((parts[0], parts[1], parts[2]))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    yield watch
+    proc.terminate()
+    proc.wait(10)
+    reader.join(5)
+
+
+def _items(cluster: Cluster, kind: str, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json(kind, "-n", namespace)["items"]
+    return items
+
+
+def _gtj_events(cluster: Cluster, namespace: str) -> dict[str, Counter[str]]:
+    """reason counts per GreenTrainingJob (an Event's `count` included)."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for e in _items(cluster, "events", namespace):
+        if e["involvedObject"].get("kind") == "GreenTrainingJob":
+            counts[e["involvedObject"]["name"]][e["reason"]] += int(e.get("count") or 1)
+    return counts
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorProcess],
+    job_watch: JobWatch,
+) -> None:
+    rng = random.Random(SEED)
+    now = datetime.now(UTC).replace(microsecond=0)
+    _forecasts(tmp_path / "fc", now)
+    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    op = operator_factory(config)
+    items = _mixed_jobs(namespace, rng)
+    _apply(cluster, items)
+    names = [i["metadata"]["name"] for i in items]
+
+    kills: list[float] = []
+    t0 = time.monotonic()
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(2.0, 10.0))
+        assert op.alive(), f"the operator died on its own:\n{op.logs()[-3000:]}"
+        op.kill()
+        kills.append(round(time.monotonic() - t0, 1))
+        op = operator_factory(config)
+
+    def converged() -> bool:
+        phases = [(g.get("status") or {}).get("phase") for g in _items(cluster, "gtj", namespace)]
+        return len(phases) == JOBS and all(p == "Succeeded" for p in phases)
+
+    wait_until("every job to succeed", converged, timeout=180, interval=2)
+    converged_s = round(time.monotonic() - t0, 1)
+    assert op.alive()
+
+    gtjs = {g["metadata"]["name"]: g for g in _items(cluster, "gtj", namespace)}
+    jobs = {j["metadata"]["name"]: j for j in _items(cluster, "jobs", namespace)}
+    assert sorted(gtjs) == sorted(names)
+    assert sorted(jobs) == sorted(names), "exactly one Job per GreenTrainingJob"
+    late: list[float] = []
+    plan_lag: list[float] = []  # creation -> the plan in status (the last one, after any re-plan)
+    deferred = 0
+    for name, g in gtjs.items():
+        st, job = g["status"], jobs[name]
+        assert [r["uid"] for r in job["metadata"]["ownerReferences"]] == [g["metadata"]["uid"]]
+        assert st.get("plan"), f"{name} lost its plan"
+        assert st["phase"] == "Succeeded"
+        assert st["jobName"] == name
+        assert (condition(g, "Complete") or {}).get("status") == "True", name
+        assert (condition(g, "Started") or {}).get("status") == "True", name
+        assert st.get("completionTime"), name
+        latest, started = parse_time(st["plan"]["latestStart"]), parse_time(st["startTime"])
+        late.append((started - latest).total_seconds())
+        assert started <= latest + START_TOLERANCE, f"{name} started {started} after its latest start {latest}"
+        assert parse_time(job["status"]["startTime"]) <= latest + 2 * START_TOLERANCE, name
+        decided = parse_time(st["plan"]["decidedAt"])
+        deferred += parse_time(st["plan"]["scheduledStart"]) > decided + timedelta(seconds=5)
+        plan_lag.append((decided - parse_time(g["metadata"]["creationTimestamp"])).total_seconds())
+        assert any(c.get("type") == "Complete" and c.get("status") == "True" for c in job["status"]["conditions"])
+
+    # Over the whole run: one Job UID per name, never deleted and re-created.
+    time.sleep(1)  # the watch trails the API server a little
+    uids = job_watch.uids()
+    assert {n: len(u) for n, u in uids.items() if len(u) != 1} == {}
+    assert {n: {jobs[n]["metadata"]["uid"]} for n in names} == {n: uids[n] for n in names}
+    assert job_watch.of_type("DELETED") == []
+    assert Counter(name for _, name, _ in job_watch.of_type("ADDED")) == Counter(names)
+
+    events = _gtj_events(cluster, namespace)
+    repeats = sum(max(c["Deferred"] + (c["Started"] if c["Deferred"] == 0 else 0) - 1, 0) for c in events.values())
+    print(
+        f"\nchaos: {len(kills)} SIGKILLs at {kills} s, {JOBS} jobs ({deferred} deferred), 0 lost, 0 duplicate Jobs;"
+        f" all Succeeded {converged_s} s after the first apply; start vs latestStart:"
+        f" max {max(late):+.1f} s; creation to plan: median {sorted(plan_lag)[len(plan_lag) // 2]:.1f} s,"
+        f" max {max(plan_lag):.1f} s; repeated Deferred/Started events after restarts: {repeats}"
+    )
+    assert JOBS // 2 <= deferred < JOBS, "the forecast should defer most jobs, not all"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Two replicas with kopf peering
+
+
+PEERING = "greenjobs"
+LIFETIME_S = 8
+
+
+def _peered(operator_factory: Callable[..., OperatorProcess], config: dict[str, Any]) -> OperatorProcess:
+    # No --priority: main.py derives a distinct one per process (equal priorities pause everyone).
+    return operator_factory(config, args=["--peering", PEERING, "--peering-lifetime", str(LIFETIME_S)])
+
+
+def _priority(op: OperatorProcess) -> int:
+    match = re.search(r"peering '[^']+' with priority (\d+)", op.logs())
+    assert match, op.logs()
+    return int(match.group(1))
+
+
+def _paused(op: OperatorProcess) -> bool:
+    """kopf starts every peered operator paused and logs only transitions: "Resuming operations" when
+    no peer of equal or higher priority is alive, "Pausing operations in favour of" when one appears."""
+    states = re.findall(r"(Pausing operations in favour of|Resuming operations after the pause)", op.logs())
+    return not states or states[-1].startswith("Pausing")
+
+
+def _handled(op: OperatorProcess) -> int:
+    return op.logs().count("Handler 'ensure' succeeded")
+
+
+def test_two_peered_replicas_one_acts_and_the_other_takes_over(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorProcess],
+    job_watch: JobWatch,
+) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": namespace}}
+        ),
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    _forecasts(tmp_path / "fc", now)
+    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    a = _peered(operator_factory, config)
+    b = _peered(operator_factory, config)
+    assert _priority(a) != _priority(b), "replicas need distinct peering priorities"
+    active, standby = (a, b) if _priority(a) > _priority(b) else (b, a)
+    wait_until("the higher-priority replica to act", lambda: not _paused(active), timeout=30)
+    time.sleep(3)  # both have seen each other's keep-alive by now
+    assert _paused(standby) and not _paused(active)
+    assert "Pausing all operators" not in a.logs() + b.logs()
+
+    # 8 jobs deferred ~50 s (FR's clean window) while the active replica runs.
+    rng = random.Random(SEED)
+    first = [
+        _gtj(namespace, f"peer-{i}", zones=["FR"], timing={"estimatedDuration": "10s", "maxDelay": "3m"}, gpus=1,
+             run_for=f"{rng.randint(5, 10)}s")
+        for i in range(8)
+    ]  # fmt: skip
+    _apply(cluster, first)
+    wait_until(
+        "every peer job planned",
+        lambda: (
+            all((g.get("status") or {}).get("plan") for g in _items(cluster, "gtj", namespace))
+            and len(_items(cluster, "gtj", namespace)) == len(first)
+        ),
+        timeout=30,
+    )
+    assert _handled(active) >= len(first)
+    assert _handled(standby) == 0, "the paused replica must not act"
+    assert len(_items(cluster, "jobs", namespace)) == len(first)
+    events = _gtj_events(cluster, namespace)
+    assert {n: c["Deferred"] for n, c in events.items()} == {g["metadata"]["name"]: 1 for g in first}
+
+    # The active replica dies without a goodbye: its peering record expires, the standby resumes,
+    # starts the deferred jobs at their time and plans new ones.
+    active.kill()
+    killed = time.monotonic()
+    wait_until("the standby to resume", lambda: not _paused(standby), timeout=60)
+    takeover_s = round(time.monotonic() - killed, 1)
+    second = [
+        _gtj(namespace, "peer-late", zones=["GB"], timing=None, gpus=1, run_for="5s"),
+    ]
+    _apply(cluster, second)
+
+    def all_succeeded() -> bool:
+        gs = _items(cluster, "gtj", namespace)
+        return len(gs) == len(first) + 1 and all((g.get("status") or {}).get("phase") == "Succeeded" for g in gs)
+
+    wait_until("every peer job to succeed under the standby", all_succeeded, timeout=150, interval=2)
+    jobs = _items(cluster, "jobs", namespace)
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(g["metadata"]["name"] for g in first + second)
+    assert {n: len(u) for n, u in job_watch.uids().items() if len(u) != 1} == {}
+    events = _gtj_events(cluster, namespace)
+    assert {n: (c["Deferred"], c["Started"]) for n, c in events.items() if n != "peer-late"} == {
+        g["metadata"]["name"]: (1, 1) for g in first
+    }
+    assert events["peer-late"]["Started"] == 1
+    assert "Handler 'ensure' succeeded" in standby.logs()
+    print(f"\npeering: standby resumed {takeover_s} s after SIGKILL of the active replica (lifetime {LIFETIME_S} s)")
