@@ -7,6 +7,7 @@
 #   e2e/cluster.sh down      stop everything, leave no process behind (keeps the PKI)
 #   e2e/cluster.sh env       print `export KUBECONFIG=... PATH=...` for eval
 #   e2e/cluster.sh status    what is running
+#   e2e/cluster.sh restart-apiserver [S]   API server down S seconds, then back (outage tests)
 #
 # Settings (env): GREENJOBS_E2E_DIR (state, default e2e/.run), GREENJOBS_E2E_PORT (apiserver, 16443),
 # GREENJOBS_E2E_ZONES ("GB FR"), GREENJOBS_E2E_NODES_PER_ZONE (2), GREENJOBS_E2E_GPUS (8).
@@ -109,6 +110,31 @@ NEOF
   done | "$b/kubectl" --kubeconfig="$KC" create -f - >/dev/null
 }
 
+start_apiserver() {
+  local b=$1
+  start kube-apiserver "$b/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$PORT" \
+    --tls-cert-file="$D/pki/server.crt" --tls-private-key-file="$D/pki/server.key" --client-ca-file="$D/pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$D/pki/sa.pub" --service-account-signing-key-file="$D/pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC --allow-privileged=true \
+    --endpoint-reconciler-type=none --profiling=false
+}
+
+# restart-apiserver [SECONDS]: stop the API server, keep it down SECONDS (default 3), start it again
+# (etcd and everything else keep running): for tests of watch loss and API outages.
+restart_apiserver() {
+  local b pid; b=$(bin_dir)
+  pid=$(cat "$D/pids/kube-apiserver")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  sleep "${1:-3}"
+  start_apiserver "$b"
+  wait_for kube-apiserver 90 "$b/kubectl" --kubeconfig="$KC" get --raw /readyz
+  log "kube-apiserver restarted"
+}
+
 up() {
   local b; b=$(bin_dir)
   mkdir -p "$D/logs" "$D/pids" "$D/etcd"
@@ -124,13 +150,7 @@ up() {
     --listen-peer-urls="http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls="http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-cluster="e2e=http://127.0.0.1:$((ETCD_PORT + 1))" --listen-metrics-urls="http://127.0.0.1:$((ETCD_PORT + 2))"
   wait_for etcd 30 curl -sf "http://127.0.0.1:$((ETCD_PORT + 2))/health"
-  start kube-apiserver "$b/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$PORT" \
-    --tls-cert-file="$D/pki/server.crt" --tls-private-key-file="$D/pki/server.key" --client-ca-file="$D/pki/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$D/pki/sa.pub" --service-account-signing-key-file="$D/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC --allow-privileged=true \
-    --endpoint-reconciler-type=none --profiling=false
+  start_apiserver "$b"
   wait_for kube-apiserver 90 "$b/kubectl" --kubeconfig="$KC" get --raw /readyz
   start kube-controller-manager "$b/kube-controller-manager" --kubeconfig="$KC" \
     --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
@@ -184,5 +204,6 @@ case "${1:-}" in
   down) down ;;
   env) env_ ;;
   status) status ;;
-  *) echo "usage: $0 build|up|down|env|status" >&2; exit 2 ;;
+  restart-apiserver) restart_apiserver "${2:-3}" ;;
+  *) echo "usage: $0 build|up|down|env|status|restart-apiserver [seconds]" >&2; exit 2 ;;
 esac

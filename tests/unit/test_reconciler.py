@@ -240,3 +240,16 @@ def test_several_condition_updates_in_one_pass_all_land(env: Any) -> None:
     assert conds["DeadlineAtRisk"]["reason"] == "RunningPastDeadline"
     assert conds["BudgetExceeded"]["reason"] == "Warn"
     assert [e.reason for e in events] == ["DeadlineAtRisk", "BudgetExceeded"]
+
+
+def test_resume_while_the_job_index_lags_confirms_the_job_instead_of_replanning(env: Any) -> None:
+    rec, kube, _, events = env
+    kube.existing = {"metadata": {"uid": "j1", "ownerReferences": [{"uid": "u1"}]}, "spec": {"suspend": True}}
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    patch = kopf.Patch()
+    rec.ensure(body(), status, patch, {"GB", "FR"}, None)
+    assert not patch and not events
+    patch = kopf.Patch()
+    rec.tick(body(), status, patch, {"GB", "FR"}, None)  # re-plans once after a restart: the same plan
+    assert "plan" not in status_of(patch) and not events
+    assert [c[0] for c in kube.calls] == ["get", "get"]  # looked, created nothing

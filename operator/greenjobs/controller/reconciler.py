@@ -124,7 +124,7 @@ class Reconciler:
         spec = self._spec(body, status, patch)
         if spec is None:
             return
-        if status.get("plan") and status.get("jobName") and job is not None:
+        if status.get("plan") and status.get("jobName") and self._confirm_job(body, job) is not None:
             return  # planned and the Job exists: a resume after restart has nothing to do
         outcome = decide_plan(
             spec,
@@ -184,6 +184,18 @@ class Reconciler:
         reason = "Started" if start_now else "Deferred"
         msg = next((u.message for u in conds if u.type == Cond.PLANNED), "")
         self.emit(body, Event("Normal", reason, msg))
+
+    def _confirm_job(self, body: dict[str, Any], job: JobState | None) -> JobState | None:
+        """The owned Job, asking the API server when the Job index has none.
+
+        After a restart or a peering takeover the Job watch can lag the GreenTrainingJob watch; without
+        this check a planned job would look Job-less and be re-planned (a second plan and Event).
+        """
+        if job is not None:
+            return job
+        name, namespace, uid, _ = ref_of(body)
+        existing = self.kube.get_job(namespace, name)
+        return job_state(existing) if existing is not None and owned_by(existing, uid) else None
 
     def _create_or_adopt(
         self,
@@ -286,6 +298,7 @@ class Reconciler:
         name, namespace, uid, gen = ref_of(body)
         now = self.clock()
         plan = Plan.model_validate(status.get("plan") or {})
+        job = self._confirm_job(body, job)
         if job is None:
             self.ensure(body, {**status, "plan": None}, patch, zones_with_nodes, None)  # Job lost: recreate
             return

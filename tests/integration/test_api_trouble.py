@@ -1,0 +1,100 @@
+"""API trouble: the API server goes away mid-run (every watch breaks, requests fail) and comes back.
+The operator and a node agent must both recover by themselves and lose no update: the deferred job
+still starts in its window and succeeds, the agent's energy entry keeps growing and the operator's
+totals catch up. (Status writes are JSON merge patches without resourceVersion, so they cannot
+conflict; the one create that can, the Job, is adopted on 409: see test_operator_restarts.)"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from greenjobs.api.durations import parse_time
+from tests.agent_proc import AgentProcess, start_agent
+from tests.kube import CLUSTER_SH, Cluster, wait_until
+from tests.operator_proc import OperatorProcess, gtj, write_forecast
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def agent(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[AgentProcess]:
+    a = start_agent(cluster, cluster.nodes["GB"][0], tmp_path / "agent", [namespace])
+    yield a
+    a.stop()
+
+
+def _joules(cluster: Cluster, namespace: str, node: str) -> float:
+    entry = gtj(cluster, namespace, "outage").get("status", {}).get("energy", {}).get("nodes", {}).get(node)
+    return float(entry["joules"]) if entry else 0.0
+
+
+def test_operator_and_agent_recover_from_an_api_server_restart(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorProcess],
+    agent: AgentProcess,
+) -> None:
+    node = cluster.nodes["GB"][0]
+    now = datetime.now(UTC).replace(microsecond=0)
+    # GB only, dirty for 20 s then clean: the job is deferred across the outage.
+    write_forecast(
+        tmp_path / "fc", "GB", [(now + i * timedelta(seconds=10), 300.0 if i < 2 else 50.0) for i in range(-6, 120)]
+    )
+    op = operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    manifest = f"""
+apiVersion: greenjobs.dev/v1alpha1
+kind: GreenTrainingJob
+metadata: {{name: outage, namespace: {namespace}}}
+spec:
+  jobTemplate:
+    spec:
+      template:
+        metadata: {{annotations: {{kwok.greenjobs.dev/run-for: 30s}}}}
+        spec:
+          restartPolicy: Never
+          nodeSelector: {{kubernetes.io/hostname: {node}}}
+          containers: [{{name: train, image: busybox, resources: {{limits: {{nvidia.com/gpu: 2}}}}}}]
+  timing: {{estimatedDuration: 30s, maxDelay: 2m}}
+  placement: {{zones: [GB]}}
+  power: {{policy: Static, capWatts: 300}}
+"""
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    plan = wait_until("a plan", lambda: gtj(cluster, namespace, "outage").get("status", {}).get("plan"))
+    start = parse_time(plan["scheduledStart"])
+    assert start >= now + timedelta(seconds=15)
+
+    # Outage 1: while the job is deferred, across its planned start.
+    subprocess.run([str(CLUSTER_SH), "restart-apiserver", "8"], check=True, capture_output=True, env=cluster.env())
+    wait_until(
+        "Running after the outage",
+        lambda: gtj(cluster, namespace, "outage")["status"].get("phase") == "Running",
+        timeout=60,
+    )
+    started = parse_time(gtj(cluster, namespace, "outage")["status"]["startTime"])
+    assert started <= parse_time(plan["latestStart"])
+    first = wait_until("energy from the agent", lambda: _joules(cluster, namespace, node), timeout=30)
+
+    # Outage 2: while it runs and the agent reports.
+    subprocess.run([str(CLUSTER_SH), "restart-apiserver", "5"], check=True, capture_output=True, env=cluster.env())
+    later = wait_until(
+        "energy to keep growing", lambda: (j := _joules(cluster, namespace, node)) > first and j, timeout=30
+    )
+    assert later > first
+    wait_until("Succeeded", lambda: gtj(cluster, namespace, "outage")["status"].get("phase") == "Succeeded", timeout=90)
+
+    # The final flush and the operator's totals catch up: kWh is the node entry's joules.
+    def settled() -> bool:
+        st = gtj(cluster, namespace, "outage")["status"]
+        entry = st["energy"]["nodes"][node]
+        return entry.get("gpus") == 0 and abs(st["energy"]["kWh"] - entry["joules"] / 3.6e6) < 1e-4
+
+    wait_until("totals to match the final node entry", settled, timeout=30)
+    assert op.alive() and agent.alive()
+    jobs = cluster.get_json("jobs", "-n", namespace)["items"]
+    assert len(jobs) == 1
