@@ -9,8 +9,6 @@ through the state dir (`limits_watts()`, `counters_mj()`).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -22,7 +20,7 @@ from typing import Any
 
 from greenjobs_agent.gpu.simulated import SimulatedBackend, read_simulated_limits_watts
 from greenjobs_agent.podresources import SIM_STATE_FILE
-from tests.kube import Cluster, wait_until
+from tests.kube import Cluster, ManagedProcess, wait_until
 
 FAST_AGENT_ENV: dict[str, str] = {
     "GREENJOBS_GPU_BACKEND": "simulated",
@@ -34,32 +32,9 @@ FAST_AGENT_ENV: dict[str, str] = {
 
 
 @dataclass
-class AgentProcess:
+class AgentProcess(ManagedProcess):
     node: str
     state_dir: Path
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_offset: int = 0  # where this process's lines begin in a log shared with earlier runs
-
-    def logs(self) -> str:
-        return self.log_path.read_bytes()[self.log_offset :].decode(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would: nothing is restored or flushed."""
-        self.stop(signal.SIGKILL)
 
     def metrics_port(self) -> int | None:
         for line in self.logs().splitlines():
@@ -136,7 +111,7 @@ def start_agent(
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster.env(full_env), start_new_session=True
         )
-    agent = AgentProcess(node, state_dir, proc, log_path, offset)
+    agent = AgentProcess(proc, log_path, node, state_dir, log_offset=offset)
     if wait_ready:
         wait_until(f"the agent of {node} to be ready", lambda: not agent.alive() or agent.ready(), timeout=30)
         if not agent.alive():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -66,3 +67,32 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60, in
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class ManagedProcess:
+    """A product process (operator, agent) started by a test in its own process group."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log_offset: int = field(default=0, kw_only=True)  # where this run's lines begin in a shared log
+
+    def logs(self) -> str:
+        return self.log_path.read_bytes()[self.log_offset :].decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: nothing is restored or flushed."""
+        self.stop(signal.SIGKILL)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.kube import Cluster, wait_until
+from tests.kube import Cluster, ManagedProcess, wait_until
 
 FAST_SETTINGS: dict[str, Any] = {"tickSeconds": 1, "replanInterval": "5s", "powerInterval": "2s", "metricsPort": 0}
 
@@ -29,30 +26,8 @@ def write_forecast(directory: Path, zone: str, points: Iterable[tuple[datetime, 
     return path
 
 
-@dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would."""
-        self.stop(signal.SIGKILL)
+class OperatorProcess(ManagedProcess):
+    """`greenjobs operator` run by a test."""
 
 
 def start_operator(

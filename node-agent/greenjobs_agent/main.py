@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from . import logs
+from greenjobs.logs import configure_logging
+
 from .agent import Agent
 from .gpu.base import GpuBackend
 from .metrics import AgentMetrics, serve
@@ -85,7 +86,7 @@ def _api_client() -> object:
 
 def run(args: argparse.Namespace) -> int:
     settings = AgentSettings()  # fields come from the environment
-    logs.setup(settings.log_level)
+    configure_logging(settings.log_level)
     from kubernetes import client  # noqa: PLC0415
 
     from .kube import KubeClusterView  # noqa: PLC0415

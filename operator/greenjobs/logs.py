@@ -1,9 +1,12 @@
-"""Structured (JSON) logs for the operator and the agent."""
+"""Structured logs for the operator and the agent: one JSON object per line, with the `extra={...}`
+fields of the call, and the Kubernetes object a kopf record is about."""
 
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -14,15 +17,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        obj = getattr(record, "k8s_ref", None)  # kopf attaches the object it logs about
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key == "settings" or key.startswith("k8s_"):
+                continue  # kopf's own bookkeeping, rendered below or not at all
+            out[key] = value
+        obj = getattr(record, "k8s_ref", None)
         if isinstance(obj, dict):
             out["object"] = f"{obj.get('namespace', '')}/{obj.get('name', '')}"
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return json.dumps(out, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

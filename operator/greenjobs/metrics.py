@@ -31,31 +31,22 @@ class OperatorMetrics:
             "greenjobs_api_writes_total", "Writes the operator sent to the API server", ["kind"], registry=r
         )
         self._phases: dict[str, str] = {}
-        for phase in (
-            Phase.PENDING,
-            Phase.DEFERRED,
-            Phase.RUNNING,
-            Phase.SUCCEEDED,
-            Phase.FAILED,
-            Phase.SUSPENDED,
-        ):
+        self._counts: Tally[str] = Tally()
+        for phase in Phase.ALL:
             self.jobs.labels(phase).set(0)
 
     def observe_phase(self, uid: str, phase: str | None) -> None:
-        if phase is None:
-            self._phases.pop(uid, None)
-        else:
+        """Track each job's phase; O(1) per call (it runs on every tick of every job)."""
+        old = self._phases.pop(uid, None) if phase is None else self._phases.get(uid)
+        if old == phase:
+            return
+        if phase is not None:
             self._phases[uid] = phase
-        counts = Tally(self._phases.values())
-        for p in (
-            Phase.PENDING,
-            Phase.DEFERRED,
-            Phase.RUNNING,
-            Phase.SUCCEEDED,
-            Phase.FAILED,
-            Phase.SUSPENDED,
-        ):
-            self.jobs.labels(p).set(counts.get(p, 0))
+            self._counts[phase] += 1
+            self.jobs.labels(phase).set(self._counts[phase])
+        if old is not None:
+            self._counts[old] -= 1
+            self.jobs.labels(old).set(self._counts[old])
 
     def on_forecast_error(self, provider: str, zone: str, kind: str) -> None:
         self.forecast_errors.labels(provider, kind).inc()

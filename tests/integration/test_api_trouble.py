@@ -16,6 +16,7 @@ import pytest
 from greenjobs.api.durations import parse_time
 from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import CLUSTER_SH, Cluster, wait_until
+from tests.manifests import gtj_json
 from tests.operator_proc import OperatorProcess, gtj, write_forecast
 
 pytestmark = pytest.mark.cluster
@@ -47,23 +48,16 @@ def test_operator_and_agent_recover_from_an_api_server_restart(
         tmp_path / "fc", "GB", [(now + i * timedelta(seconds=10), 300.0 if i < 2 else 50.0) for i in range(-6, 120)]
     )
     op = operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
-    manifest = f"""
-apiVersion: greenjobs.dev/v1alpha1
-kind: GreenTrainingJob
-metadata: {{name: outage, namespace: {namespace}}}
-spec:
-  jobTemplate:
-    spec:
-      template:
-        metadata: {{annotations: {{kwok.greenjobs.dev/run-for: 30s}}}}
-        spec:
-          restartPolicy: Never
-          nodeSelector: {{kubernetes.io/hostname: {node}}}
-          containers: [{{name: train, image: busybox, resources: {{limits: {{nvidia.com/gpu: 2}}}}}}]
-  timing: {{estimatedDuration: 30s, maxDelay: 2m}}
-  placement: {{zones: [GB]}}
-  power: {{policy: Static, capWatts: 300}}
-"""
+    manifest = gtj_json(
+        namespace,
+        "outage",
+        zones=["GB"],
+        timing={"estimatedDuration": "30s", "maxDelay": "2m"},
+        power={"policy": "Static", "capWatts": 300},
+        gpus=2,
+        run_for="30s",
+        node_selector={"kubernetes.io/hostname": node},
+    )
     cluster.kubectl("apply", "-f", "-", input=manifest)
     plan = wait_until("a plan", lambda: gtj(cluster, namespace, "outage").get("status", {}).get("plan"))
     start = parse_time(plan["scheduledStart"])

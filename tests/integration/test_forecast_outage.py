@@ -29,6 +29,7 @@ import pytest
 
 from greenjobs.api.durations import parse_time
 from tests.kube import Cluster, wait_until
+from tests.manifests import gtj_json
 from tests.operator_proc import OperatorProcess, condition, gtj
 
 pytestmark = pytest.mark.cluster
@@ -188,30 +189,7 @@ def outage() -> Iterator[tuple[Outage, FakeApi]]:
 
 
 def _manifest(namespace: str, name: str, zones: list[str], timing: dict[str, str]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "greenjobs.dev/v1alpha1",
-            "kind": "GreenTrainingJob",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "metadata": {"annotations": {"kwok.greenjobs.dev/run-for": "120s"}},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {"name": "t", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 1}}}
-                                ],
-                            },
-                        }
-                    }
-                },
-                "timing": timing,
-                "placement": {"zones": zones},
-            },
-        }
-    )
+    return gtj_json(namespace, name, zones=zones, timing=timing, gpus=1, run_for="120s")
 
 
 def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

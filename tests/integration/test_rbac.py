@@ -31,6 +31,7 @@ from greenjobs_agent.pods import JobKey
 from greenjobs_agent.reporter import KubeStatusPatcher, NodeEnergyReport, build_patch
 from tests.integration.test_forecast_outage import Answer, FakeApi
 from tests.kube import REPO, Cluster, wait_until
+from tests.manifests import gtj_json
 from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
 
 pytestmark = pytest.mark.cluster
@@ -119,25 +120,7 @@ def _job(namespace: str, name: str) -> str:
 
 
 def _gtj(namespace: str, name: str, zones: list[str]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "greenjobs.dev/v1alpha1",
-            "kind": "GreenTrainingJob",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "metadata": {"annotations": {"kwok.greenjobs.dev/run-for": "60s"}},
-                            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
-                        }
-                    }
-                },
-                "timing": {"estimatedDuration": "1m", "maxDelay": "10m"},
-                "placement": {"zones": zones},
-            },
-        }
-    )
+    return gtj_json(namespace, name, zones=zones, timing={"estimatedDuration": "1m", "maxDelay": "10m"}, run_for="60s")
 
 
 def _patch_status(kubeconfig: Path, namespace: str, name: str) -> bool:

@@ -29,6 +29,7 @@ class Phase:
     SUSPENDED: Final = "Suspended"
 
     FINISHED: Final = frozenset({"Succeeded", "Failed"})
+    ALL: Final = ("Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended")
 
 
 class Cond:

@@ -26,7 +26,7 @@ from .conditions import CondUpdate, apply_conditions, condition_status
 from .config import OperatorConfig
 from .jobs import build_job, job_outcome, owned_by, start_patch
 from .kube import Kube, api_error_message
-from .planning import Event, decide_plan, same_plan
+from .planning import Event, PlanOutcome, decide_plan, same_plan
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,13 @@ class Reconciler:
     def _current(self, zone: str) -> float:
         return self.provider.current(zone)
 
+    def _decide(
+        self, body: dict[str, Any], spec: GreenTrainingJobSpec, now: datetime, zones_with_nodes: Collection[str] | None
+    ) -> PlanOutcome:
+        return decide_plan(
+            spec, created_of(body), now, zones_with_nodes, self._fetch, self._current, self.config.default_zone
+        )
+
     def zone_selector(self, zone: str | None) -> dict[str, str] | None:
         if not zone:
             return None
@@ -126,15 +133,7 @@ class Reconciler:
             return
         if status.get("plan") and status.get("jobName") and self._confirm_job(body, job) is not None:
             return  # planned and the Job exists: a resume after restart has nothing to do
-        outcome = decide_plan(
-            spec,
-            created_of(body),
-            now,
-            zones_with_nodes,
-            self._fetch,
-            self._current,
-            self.config.default_zone,
-        )
+        outcome = self._decide(body, spec, now, zones_with_nodes)
         conds = list(outcome.conditions)
         if outcome.plan is None:
             waiting = status.get("phase") == Phase.PENDING and status.get("observedGeneration") == gen
@@ -312,15 +311,7 @@ class Reconciler:
         spec = self._spec(body, status, patch)
         if spec is None:
             return
-        outcome = decide_plan(
-            spec,
-            created_of(body),
-            now,
-            zones_with_nodes,
-            self._fetch,
-            self._current,
-            self.config.default_zone,
-        )
+        outcome = self._decide(body, spec, now, zones_with_nodes)
         if outcome.plan is None or same_plan(plan, outcome.plan):
             # Still refresh conditions that changed (e.g. forecasts came back).
             updates = [u for u in outcome.conditions if u.type != Cond.PLANNED]
