@@ -16,10 +16,10 @@ from greenjobs.api.durations import parse_time
 from greenjobs.carbon.series import IntensitySeries
 
 from .base import BadResponse, Clock, Forecast, NoData, ZoneUnknown, clip
-from .http import HttpFetcher
+from .http import HttpFetcher, HttpProvider
 
 
-class CarbonAwareProvider:
+class CarbonAwareProvider(HttpProvider):
     def __init__(
         self,
         fetcher: HttpFetcher,
@@ -29,11 +29,7 @@ class CarbonAwareProvider:
         zones: dict[str, str] | None = None,
         name: str = "carbonaware",
     ) -> None:
-        self.http = fetcher
-        self.clock = clock
-        self.url = url.rstrip("/")
-        self.zones = zones or {}
-        self.name = name
+        super().__init__(fetcher, clock, url=url, zones=zones, name=name)
 
     def _get(self, path: str, zone: str) -> Any:
         location = self.zones.get(zone, zone)

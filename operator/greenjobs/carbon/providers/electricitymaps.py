@@ -16,13 +16,13 @@ from greenjobs.api.durations import parse_time
 from greenjobs.carbon.series import IntensitySeries
 
 from .base import AuthFailed, BadResponse, Clock, Forecast, ProviderError, ZoneUnknown, clip
-from .http import HttpFetcher
+from .http import HttpFetcher, HttpProvider
 from .secrets import SecretFile
 
 DEFAULT_URL = "https://api.electricitymap.org"
 
 
-class ElectricityMapsProvider:
+class ElectricityMapsProvider(HttpProvider):
     def __init__(
         self,
         fetcher: HttpFetcher,
@@ -33,12 +33,8 @@ class ElectricityMapsProvider:
         zones: dict[str, str] | None = None,
         name: str = "electricitymaps",
     ) -> None:
-        self.http = fetcher
-        self.clock = clock
+        super().__init__(fetcher, clock, url=url, zones=zones, name=name)
         self.api_key = api_key
-        self.url = url.rstrip("/")
-        self.zones = zones or {}
-        self.name = name
         fetcher.secrets = self._secrets
 
     def _secrets(self) -> Iterable[str]:

@@ -166,3 +166,16 @@ class HttpFetcher:
         if resp.status_code in (401, 403):
             return AuthFailed(f"{self.provider}: credentials refused (HTTP {resp.status_code}){detail}")
         return ProviderError(f"{self.provider}: {what} failed (HTTP {resp.status_code}){detail}")
+
+
+class HttpProvider:
+    """What every HTTP forecast provider holds: its fetcher, clock, base URL and zone-name map."""
+
+    def __init__(
+        self, fetcher: HttpFetcher, clock: Clock, *, url: str, zones: dict[str, str] | None, name: str
+    ) -> None:
+        self.http = fetcher
+        self.clock = clock
+        self.url = url.rstrip("/")
+        self.zones = zones or {}
+        self.name = name

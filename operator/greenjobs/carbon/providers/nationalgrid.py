@@ -18,7 +18,7 @@ from greenjobs.api.durations import parse_time
 from greenjobs.carbon.series import IntensitySeries
 
 from .base import BadResponse, Clock, Forecast, ZoneUnknown, clip
-from .http import HttpFetcher
+from .http import HttpFetcher, HttpProvider
 
 DEFAULT_URL = "https://api.carbonintensity.org.uk"
 REGION_IDS = range(1, 18)
@@ -57,7 +57,7 @@ def parse_slots(slots: Any, what: str) -> IntensitySeries:
         raise BadResponse(f"{what}: unexpected answer shape ({type(exc).__name__}: {exc})") from None
 
 
-class NationalGridProvider:
+class NationalGridProvider(HttpProvider):
     def __init__(
         self,
         fetcher: HttpFetcher,
@@ -67,11 +67,7 @@ class NationalGridProvider:
         zones: dict[str, str] | None = None,
         name: str = "nationalgrid",
     ) -> None:
-        self.http = fetcher
-        self.clock = clock
-        self.url = url.rstrip("/")
-        self.zones = zones or {}
-        self.name = name
+        super().__init__(fetcher, clock, url=url, zones=zones, name=name)
 
     def _region(self, zone: str) -> int | None:
         """None for the national series, else the regional id; ZoneUnknown for anything else."""

@@ -18,7 +18,7 @@ from greenjobs.api.durations import parse_time
 from greenjobs.carbon.series import IntensitySeries
 
 from .base import AuthFailed, BadResponse, Clock, Forecast, ProviderError, ZoneUnknown, clip
-from .http import HttpFetcher
+from .http import HttpFetcher, HttpProvider
 from .secrets import SecretFile
 
 DEFAULT_URL = "https://api.watttime.org"
@@ -29,7 +29,7 @@ LB_IN_G = 453.59237
 UNITS = {"lbs_co2_per_mwh": LB_IN_G / 1000.0, "g_co2_per_kwh": 1.0, "kg_co2_per_mwh": 1.0}
 
 
-class WattTimeProvider:
+class WattTimeProvider(HttpProvider):
     def __init__(
         self,
         fetcher: HttpFetcher,
@@ -42,14 +42,10 @@ class WattTimeProvider:
         signal_type: str = "co2_moer",
         name: str = "watttime",
     ) -> None:
-        self.http = fetcher
-        self.clock = clock
+        super().__init__(fetcher, clock, url=url, zones=zones, name=name)
         self.username = username
         self.password = password
-        self.url = url.rstrip("/")
-        self.zones = zones or {}
         self.signal_type = signal_type
-        self.name = name
         self._token: str | None = None
         self._token_expires: datetime | None = None
         fetcher.secrets = self._secrets
