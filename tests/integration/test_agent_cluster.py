@@ -113,6 +113,27 @@ def _gpus_of(agent: AgentProcess, namespace: str, pod: dict[str, Any]) -> list[i
     return agent.gpus_of_pods().get(f"{namespace}/{pod['metadata']['name']}", [])
 
 
+def _await_end_and_restore(
+    cluster: Cluster, agent: AgentProcess, namespace: str, job: str, node: str, *, timeout: float
+) -> dict[str, Any]:
+    """Wait for the job's pods to succeed, every GPU to be back at its default limit, and the agent's
+    final entry (no GPU held); return that entry."""
+    wait_until(
+        f"{job}'s pods to succeed",
+        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, job)),
+        timeout=timeout,
+    )
+    wait_until(
+        "all GPUs at default",
+        lambda: agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W),
+        timeout=10,
+    )
+    entry: dict[str, Any] = wait_until(
+        f"{job}'s final entry", lambda: (e := _node_entry(cluster, namespace, job, node)) and e["gpus"] == 0 and e
+    )
+    return entry
+
+
 def _node_entry(cluster: Cluster, namespace: str, name: str, node: str) -> dict[str, Any] | None:
     entry: dict[str, Any] | None = (
         gtj(cluster, namespace, name).get("status", {}).get("energy", {}).get("nodes", {}).get(node)
@@ -222,19 +243,7 @@ def test_caps_only_the_pods_gpus_follow_the_target_and_are_restored_at_pod_end(
         assert entry["gpus"] == 4
 
         # Pod ends: every GPU back at its default limit, and the final entry says no GPU is held.
-        wait_until(
-            "the pod to succeed",
-            lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "capped")),
-            timeout=40,
-        )
-        wait_until(
-            "all GPUs at default",
-            lambda: agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W),
-            timeout=10,
-        )
-        final = wait_until(
-            "the final entry", lambda: (e := _node_entry(cluster, namespace, "capped", node)) and e["gpus"] == 0 and e
-        )
+        final = _await_end_and_restore(cluster, agent, namespace, "capped", node, timeout=40)
         assert final["joules"] > 0
         assert agent.alive()
         assert '"foreign"' not in agent.logs()
@@ -294,19 +303,7 @@ def test_kill_9_restart_restores_freed_gpus_keeps_caps_and_counts_no_joule_twice
     back = {i: 250.0 if i in long_gpus else DEFAULT_W for i in range(N_GPUS)}
     wait_until("freed GPUs at default, long's still capped", lambda: agent.limits_watts() == back, timeout=5)
 
-    wait_until(
-        "long's pod to end",
-        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "long")),
-        timeout=45,
-    )
-    wait_until(
-        "all GPUs at default",
-        lambda: agent.limits_watts() == dict.fromkeys(range(N_GPUS), DEFAULT_W),
-        timeout=10,
-    )
-    entry = wait_until(
-        "long's final entry", lambda: (e := _node_entry(cluster, namespace, "long", node)) and e["gpus"] == 0 and e
-    )
+    entry = _await_end_and_restore(cluster, agent, namespace, "long", node, timeout=45)
     t1 = datetime.now(UTC)
     counters1 = agent.counters_mj(t1)
     time.sleep(1.5)
