@@ -14,6 +14,12 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 LABEL_JOB: Final = f"{GROUP}/job"
 LABEL_ZONE: Final = f"{GROUP}/zone"
+# On every pod template the operator creates: the GreenTrainingJob's UID. Agents key energy by it, so
+# a deleted and re-applied GTJ of the same name starts from zero.
+LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
+# On the Job a GTJ owns while its outcome is not yet recorded: the Job (and its status) cannot
+# vanish (TTL, manual delete, GC) before the operator has read it.
+JOB_FINALIZER: Final = f"{GROUP}/outcome"
 NODE_ZONE_LABEL: Final = f"{GROUP}/grid-zone"
 FINALIZER: Final = f"{GROUP}/cleanup"
 
