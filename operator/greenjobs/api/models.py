@@ -240,7 +240,12 @@ class Plan(_Model):
 
 
 class PowerStatus(_Model):
-    target_cap_watts: int | None = Field(default=None, description="Per-GPU cap the node agents enforce now.")
+    target_cap_watts: int | None = Field(default=None, description="Per-GPU cap the policy asks the node agents for.")
+    applied_cap_watts: int | None = Field(
+        default=None,
+        description="Per-GPU cap the GPUs really have, as the agents report it (lowest over nodes); differs from"
+        " targetCapWatts when the GPUs' limits clamp it (PowerCapped says so).",
+    )
     reason: str | None = Field(default=None, description="Why this cap (policy or budget).")
     g_per_k_wh: float | None = Field(
         default=None, alias="gPerKWh", description="Zone intensity the cap was computed from."
