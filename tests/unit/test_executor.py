@@ -19,7 +19,6 @@ from greenjobs.controller.decide import Action, Pacing, Timers, decide
 from greenjobs.controller.executor import Done, Executor
 from greenjobs.controller.jobs import template_hash
 from greenjobs.controller.observe import JobView, observe
-from greenjobs.controller.planning import Event
 from greenjobs.metrics import OperatorMetrics
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

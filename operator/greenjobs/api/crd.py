@@ -98,6 +98,16 @@ def build_crd() -> dict[str, Any]:
                             ),
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    # The owned Job has the same name, and a Job's name becomes a pod label
+                                    # value (at most 63 characters): refuse what could never run.
+                                    "rule": "self.metadata.name.size() <= 63",
+                                    "message": "metadata.name may have at most 63 characters: the Job it owns"
+                                    " carries the same name, which Kubernetes puts in a label",
+                                    "reason": "FieldValueTooLong",
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -213,7 +213,8 @@ class Controller:
         elif decision.risky:
             obs = self._fresh(body, key)
             decision = decide(obs, now, pacing, self.timers)
-        log.debug("%s/%s: %s (%s)", key[0], key[1], decision.action.value, decision.why)
+        quiet = decision.action in (Action.NOTHING, Action.MONITOR, Action.ACCOUNT)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s/%s: %s (%s)", *key, decision.action.value, decision.why)
         done = self.executor.execute(obs, decision, pacing, self.zones())
         with self._lock:
             self.pacing[uid] = done.pacing
