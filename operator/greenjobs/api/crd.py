@@ -105,7 +105,7 @@ def build_crd() -> dict[str, Any]:
                                     "rule": "self.metadata.name.size() <= 63",
                                     "message": "metadata.name may have at most 63 characters: the Job it owns"
                                     " carries the same name, which Kubernetes puts in a label",
-                                    "reason": "FieldValueTooLong",
+                                    "reason": "FieldValueInvalid",
                                 }
                             ],
                             "properties": {
