@@ -194,3 +194,29 @@ def test_job_ref_from_status_and_the_default_host_chain() -> None:
     assert got.joules == pytest.approx(350.0 * 10800.0)
     off = build_host_source(FootprintFactors.from_mapping({"host": {"wattsPerGpu": 0}}).host)
     assert off.job_energy(JobRef("ml", "train", gpu_seconds=100.0)) is None
+
+
+def test_increments_per_part_feed_the_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from greenjobs.metrics import OperatorMetrics
+
+    host = HostEnergy(method=KEPLER, cpu_joules=0.5 * KWH)
+    # Before the split: the status holds GPU-only kWh and grams.
+    old_energy, old_emissions = {"kWh": 1.0}, {"grams": 100.0}
+    fp = account_footprint(
+        nodes(a=2 * KWH), account(nodes(a=KWH), None, 100.0).emissions(), 100.0, host, FACTORS, zone=None
+    )
+    energy, grams = fp.increments_since(old_energy, old_emissions)
+    assert energy == pytest.approx({"gpu": 1.0, "host": 0.5, "facility": fp.facility_k_wh})
+    assert grams["gpu"] == pytest.approx(100.0) and grams["embodied"] == pytest.approx(fp.embodied_grams)
+    # After it: nothing new, nothing added.
+    patch = fp.status_patch()
+    assert all(v < 1e-3 for v in fp.increments_since(patch["energy"], patch["emissions"])[1].values())
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.on_footprint(energy, grams)
+    assert registry.get_sample_value("greenjobs_footprint_energy_kwh_total", {"part": "host"}) == pytest.approx(0.5)
+    assert registry.get_sample_value("greenjobs_footprint_co2e_grams_total", {"part": "embodied"}) == pytest.approx(
+        fp.embodied_grams
+    )

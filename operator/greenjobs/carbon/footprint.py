@@ -232,6 +232,43 @@ class Footprint:
     def avg_g_per_kwh(self) -> float | None:
         return self.operational_grams / self.k_wh if self.k_wh > 0 else None
 
+    def parts(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Cumulative energy (kWh) and emissions (g) by part, as the metrics label them."""
+        energy = {"gpu": self.gpu_k_wh, "host": self.host_k_wh, "facility": self.facility_k_wh}
+        grams = {
+            "gpu": self.gpu.grams,
+            "host": self.host_grams,
+            "facility": self.facility_grams,
+            "embodied": self.embodied_grams,
+        }
+        return energy, grams
+
+    def increments_since(
+        self, energy: Mapping[str, Any] | None, emissions: Mapping[str, Any] | None
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """What this accounting added to each part, against the status it started from (for counters).
+
+        A status from before the split has only GPU figures in kWh and grams.
+        """
+        energy, emissions = energy or {}, emissions or {}
+        split = emissions.get("gpuGrams") is not None
+        before_energy = {
+            "gpu": float((energy.get("gpuKWh") if split else energy.get("kWh")) or 0.0),
+            "host": float(energy.get("hostKWh") or 0.0),
+            "facility": float(energy.get("facilityKWh") or 0.0),
+        }
+        before_grams = {
+            "gpu": float((emissions.get("gpuGrams") if split else emissions.get("grams")) or 0.0),
+            "host": float(emissions.get("hostGrams") or 0.0),
+            "facility": float(emissions.get("facilityGrams") or 0.0),
+            "embodied": float(emissions.get("embodiedGrams") or 0.0),
+        }
+        now_energy, now_grams = self.parts()
+        return (
+            {k: max(v - before_energy[k], 0.0) for k, v in now_energy.items()},
+            {k: max(v - before_grams[k], 0.0) for k, v in now_grams.items()},
+        )
+
     def status_patch(self) -> dict[str, dict[str, Any]]:
         """`{"energy": {...}, "emissions": {...}}` to merge into status (energy.nodes is the agents')."""
         energy = {
