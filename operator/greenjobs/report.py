@@ -487,10 +487,10 @@ def draw(path: Path, card: Card, tl: Timeline) -> Path:
     ax_p.set_ylim(bottom=0)
     ax_p.legend(loc="lower left", fontsize=8)
     split = (
-        f"GPU {card.gpu_k_wh:.3g} + host {card.host_k_wh or 0:.3g} + facility {card.facility_k_wh or 0:.3g} kWh; "
-        f"{card.operational_grams:.3g} g operational + {card.embodied_grams or 0:.3g} g embodied"
+        f"GPU {card.gpu_k_wh:.4g} + host {card.host_k_wh or 0:.4g} + facility {card.facility_k_wh or 0:.4g} kWh; "
+        f"{card.operational_grams:,.1f} g operational + {card.embodied_grams or 0:,.1f} g embodied"
         if card.split
-        else f"GPU {card.gpu_k_wh:.3g} kWh, {card.grams:.3g} g (GPU only)"
+        else f"GPU {card.gpu_k_wh:.4g} kWh, {card.grams:,.1f} g (GPU only)"
     )
     ax_p.set_title(f"{card.namespace}/{card.name} ({card.phase}, {card.zone or '-'}): {split}", fontsize=9)
     if tl.intensity:
