@@ -1,5 +1,7 @@
 """The footprint split: GPU + host + facility energy, operational + embodied emissions, and its factors."""
 
+from typing import Any
+
 import pytest
 
 from greenjobs.api.models import Emissions, GreenTrainingJobStatus, NodeEnergy
@@ -220,3 +222,33 @@ def test_increments_per_part_feed_the_metrics() -> None:
     assert registry.get_sample_value("greenjobs_footprint_co2e_grams_total", {"part": "embodied"}) == pytest.approx(
         fp.embodied_grams
     )
+
+
+def test_reconciler_style_round_trip_through_a_status_dict() -> None:
+    """What the reconciler does each accounting: read the status, account, merge the patch, repeat."""
+    status: dict[str, Any] = {"energy": {"nodes": {}}, "emissions": {}}
+    source = build_host_source(FootprintFactors.from_mapping({"host": {"wattsPerGpu": 100}}).host)
+    totals = []
+    for hour, intensity in ((1, 100.0), (2, 300.0), (2, 300.0)):  # the last call repeats the second
+        status["energy"]["nodes"]["n1"] = {
+            "joules": hour * 8 * 700 * 3600.0,
+            "gpus": 8,
+            "gpuSeconds": hour * 8 * 3600.0,
+        }
+        nodes = {n: NodeEnergy.model_validate(v) for n, v in status["energy"]["nodes"].items()}
+        previous = Emissions.model_validate(status["emissions"])
+        host = source.job_energy(job_ref("ml", "train", status))
+        method = (status["energy"].get("methods") or {}).get("host")
+        fp = account_footprint(
+            nodes, previous, intensity, host, FootprintFactors(), zone="GB", previous_host_method=method
+        )
+        patch = fp.status_patch()
+        status["energy"] = {**status["energy"], **patch["energy"]}  # JSON merge: nodes stay the agents'
+        status["emissions"] = patch["emissions"]
+        totals.append((status["energy"]["kWh"], status["emissions"]["grams"]))
+    assert status["energy"]["nodes"]["n1"]["gpus"] == 8
+    assert totals[2] == pytest.approx(totals[1], abs=1e-3)  # repeating adds nothing
+    # Hour 1 at 100 g, hour 2 at 300 g: GPU 5.6 kWh + host 0.8 kWh each hour, x PUE 1.58.
+    it_first, it_second = 5.6 + 0.8, 5.6 + 0.8
+    assert status["emissions"]["operationalGrams"] == pytest.approx(1.58 * (it_first * 100 + it_second * 300), rel=1e-4)
+    assert status["energy"]["methods"]["host"] == WATTS_PER_GPU

@@ -34,6 +34,7 @@ from .accounting import JOULES_PER_KWH, Accounting, account
 from .host_energy import NONE, HostEnergy, HostEnergyChain, HostEnergySource, JobRef, RaplCpuShare, WattsPerGpu
 from .kepler import DEFAULT_ZONES, KeplerSource, PrometheusRaplReader, RaplQueries, Schema
 from .prometheus import Prometheus
+from .providers.http import HttpFetcher
 
 HOURS_PER_YEAR = 8760.0
 
@@ -177,11 +178,13 @@ def build_host_source(config: HostConfig, client: httpx.Client | None = None) ->
     """The chain Kepler -> RAPL by CPU share -> watts per GPU, as far as configured."""
     sources: list[HostEnergySource] = []
     http = client or httpx.Client(timeout=config.timeout_seconds)
+    # One retry at most: this runs inside the accounting of a handler; the chain falls back on failure.
+    fetcher = HttpFetcher(http, "prometheus", timeout_s=config.timeout_seconds, retries=1)
     if config.kepler is not None:
-        prom = Prometheus(config.kepler.prometheus_url, http)
+        prom = Prometheus(config.kepler.prometheus_url, fetcher=fetcher)
         sources.append(KeplerSource(prom, schema=config.kepler.schema_, zones=config.kepler.zones))
     if config.rapl is not None:
-        prom = Prometheus(config.rapl.prometheus_url, http)
+        prom = Prometheus(config.rapl.prometheus_url, fetcher=fetcher)
         sources.append(RaplCpuShare(PrometheusRaplReader(prom, config.rapl.queries())))
     sources.append(WattsPerGpu(config.watts_per_gpu))
     return HostEnergyChain(sources)
