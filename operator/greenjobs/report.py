@@ -355,10 +355,11 @@ class MlflowMissingError(RuntimeError):
 
 
 def log_mlflow(card: Card, *, run_name: str | None = None, experiment: str | None = None, mlflow: Any = None) -> str:
-    """Log the card's figures to the MLflow run named by the GTJ's annotation (created if absent).
+    """Log the card's figures to the MLflow run named by the GTJ's annotation; create it if there is none.
 
-    Returns the run id. `mlflow` is the module (tests pass a fake); it is imported only here, from the
-    optional extra `greenjobs[mlflow]`.
+    Uses MlflowClient, so an existing run (the training's own) is written to without being resumed or
+    ended. Returns the run id. `mlflow` is the module (tests pass a fake); it is imported only here, from
+    the optional extra `greenjobs[mlflow]`.
     """
     if mlflow is None:
         try:
@@ -370,25 +371,31 @@ def log_mlflow(card: Card, *, run_name: str | None = None, experiment: str | Non
     name = run_name or card.annotations.get(ANNOTATION_MLFLOW_RUN)
     if not name:
         raise ValueError(f"no MLflow run named: annotate the GreenTrainingJob with {ANNOTATION_MLFLOW_RUN}=<run name>")
+    if "'" in name and '"' in name:
+        raise ValueError(f"MLflow run name {name!r} has both kinds of quotes")
     experiment = experiment or card.annotations.get(ANNOTATION_MLFLOW_EXPERIMENT)
+    client = mlflow.MlflowClient()
     if experiment:
-        mlflow.set_experiment(experiment)
-    found = mlflow.search_runs(
-        experiment_names=[experiment] if experiment else None,
-        filter_string=f"attributes.run_name = '{name}'",
-        output_format="list",
-    )
-    run_ctx = mlflow.start_run(run_id=found[0].info.run_id) if found else mlflow.start_run(run_name=name)
-    with run_ctx as run:
-        mlflow.log_metrics({f"greenjobs.{k}": v for k, v in card.metrics().items()})
-        mlflow.set_tags(
-            {
-                "greenjobs.job": f"{card.namespace}/{card.name}",
-                "greenjobs.zone": card.zone or "",
-                **{f"greenjobs.method.{k}": v[:250] for k, v in card.methods.items()},
-            }
-        )
-        return str(run.info.run_id)
+        found_exp = client.get_experiment_by_name(experiment)
+        experiment_id = found_exp.experiment_id if found_exp else client.create_experiment(experiment)
+    else:
+        experiment_id = "0"  # MLflow's Default experiment
+    quoted = f"'{name}'" if "'" not in name else f'"{name}"'
+    runs = client.search_runs([experiment_id], filter_string=f"attributes.run_name = {quoted}", max_results=1)
+    created = not runs
+    run_id = str(client.create_run(experiment_id, run_name=name).info.run_id if created else runs[0].info.run_id)
+    for key, value in card.metrics().items():
+        client.log_metric(run_id, f"greenjobs.{key}", value)
+    tags = {
+        "greenjobs.job": f"{card.namespace}/{card.name}",
+        "greenjobs.zone": card.zone or "",
+        **{f"greenjobs.method.{k}": v[:250] for k, v in card.methods.items()},
+    }
+    for key, text in tags.items():
+        client.set_tag(run_id, key, text)
+    if created:
+        client.set_terminated(run_id)
+    return run_id
 
 
 # ---------------------------------------------------------------- the picture

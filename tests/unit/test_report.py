@@ -5,7 +5,6 @@ import csv
 import importlib.util
 import io
 import json
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,44 +232,63 @@ def test_picture_series_from_prometheus_and_an_intensity_file(tmp_path: Path) ->
     assert png.exists()
 
 
-class FakeMlflow:
-    """The part of the mlflow module that log_mlflow uses."""
+class FakeClient:
+    """The part of mlflow.MlflowClient that log_mlflow uses, with its signatures."""
 
-    def __init__(self, existing: dict[str, str] | None = None) -> None:
-        self.existing = existing or {}
-        self.calls: list[tuple[str, Any]] = []
+    def __init__(self, runs: dict[str, str], experiments: dict[str, str], calls: list[tuple[str, Any]]) -> None:
+        self.runs, self.experiments, self.calls = runs, experiments, calls
 
-    def set_experiment(self, name: str) -> None:
-        self.calls.append(("set_experiment", name))
+    def get_experiment_by_name(self, name: str) -> Any:
+        return SimpleNamespace(experiment_id=self.experiments[name]) if name in self.experiments else None
 
-    def search_runs(self, experiment_names: Any, filter_string: str, output_format: str) -> list[Any]:
-        assert output_format == "list"
+    def create_experiment(self, name: str) -> str:
+        self.calls.append(("create_experiment", name))
+        self.experiments[name] = "exp-new"
+        return "exp-new"
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int) -> list[Any]:
+        self.calls.append(("search_runs", (experiment_ids, filter_string)))
         name = filter_string.split("'")[1]
-        return [SimpleNamespace(info=SimpleNamespace(run_id=self.existing[name]))] if name in self.existing else []
+        return [SimpleNamespace(info=SimpleNamespace(run_id=self.runs[name]))] if name in self.runs else []
 
-    @contextmanager
-    def start_run(self, run_id: str | None = None, run_name: str | None = None) -> Any:
-        self.calls.append(("start_run", run_id or f"new:{run_name}"))
-        yield SimpleNamespace(info=SimpleNamespace(run_id=run_id or "new-id"))
+    def create_run(self, experiment_id: str, run_name: str) -> Any:
+        self.calls.append(("create_run", (experiment_id, run_name)))
+        return SimpleNamespace(info=SimpleNamespace(run_id="new-id"))
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        self.calls.append(("log_metrics", metrics))
+    def log_metric(self, run_id: str, key: str, value: float) -> None:
+        self.calls.append(("log_metric", (run_id, key, value)))
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.calls.append(("set_tags", tags))
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.calls.append(("set_tag", (run_id, key, value)))
+
+    def set_terminated(self, run_id: str) -> None:
+        self.calls.append(("set_terminated", run_id))
 
 
-def test_mlflow_logs_into_the_run_the_annotation_names() -> None:
+class FakeMlflow:
+    def __init__(self, runs: dict[str, str] | None = None, experiments: dict[str, str] | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.client = FakeClient(runs or {}, experiments or {}, self.calls)
+
+    def MlflowClient(self) -> FakeClient:
+        return self.client
+
+
+def test_mlflow_logs_into_the_run_the_annotation_names_without_ending_it() -> None:
     card = card_from(gtj())
-    fake = FakeMlflow(existing={"llama-run-7": "abc123"})
+    fake = FakeMlflow(runs={"llama-run-7": "abc123"})
     assert log_mlflow(card, mlflow=fake) == "abc123"
-    assert ("start_run", "abc123") in fake.calls
-    metrics = next(v for k, v in fake.calls if k == "log_metrics")
+    assert ("search_runs", (["0"], "attributes.run_name = 'llama-run-7'")) in fake.calls
+    metrics = {k: v for kind, (run, k, v) in ((c[0], c[1]) for c in fake.calls if c[0] == "log_metric")}
     assert metrics["greenjobs.co2e_g"] == pytest.approx(card.grams)
     assert metrics["greenjobs.embodied_co2e_g"] == pytest.approx(card.embodied_grams or 0)
-    fresh = FakeMlflow()
+    assert not any(kind in ("create_run", "set_terminated") for kind, _ in fake.calls)  # the training's run
+    fresh = FakeMlflow(experiments={"footprints": "7"})
     assert log_mlflow(card, mlflow=fresh, experiment="footprints") == "new-id"
-    assert fresh.calls[0] == ("set_experiment", "footprints") and ("start_run", "new:llama-run-7") in fresh.calls
+    assert ("create_run", ("7", "llama-run-7")) in fresh.calls and ("set_terminated", "new-id") in fresh.calls
+    other = FakeMlflow()
+    log_mlflow(card, mlflow=other, experiment="new-exp")
+    assert ("create_experiment", "new-exp") in other.calls
 
 
 def test_mlflow_needs_a_run_name() -> None:
