@@ -152,7 +152,12 @@ def card_from(obj: Mapping[str, Any], default_watts: float | None = None) -> Car
         created=_time(meta.get("creationTimestamp")),
         start=_time(status.get("startTime")),
         end=_time(status.get("completionTime")),
-        gpus=sum(int(e.get("gpus") or 0) for e in nodes.values()),
+        gpus=_gpus(
+            nodes,
+            float(energy.get("gpuHours") or 0.0),
+            _time(status.get("startTime")),
+            _time(status.get("completionTime")),
+        ),
         gpu_hours=float(energy.get("gpuHours") or 0.0),
         gpu_k_wh=float(energy.get("gpuKWh") or 0.0) if split else k_wh,
         host_k_wh=_num(energy.get("hostKWh")) if split else None,
@@ -166,12 +171,22 @@ def card_from(obj: Mapping[str, Any], default_watts: float | None = None) -> Car
         baseline_g_per_k_wh=_num(plan.get("baselineGPerKWh")),
         planned_savings_percent=_num(plan.get("expectedSavingsPercent")),
         pue=_num(energy.get("pue")),
-        cap_watts=(status.get("power") or {}).get("targetCapWatts"),
+        # The operator clears its target when the job ends; the agents' entries keep the last cap in force.
+        cap_watts=(status.get("power") or {}).get("targetCapWatts")
+        or max((int(e["capWatts"]) for e in nodes.values() if e.get("capWatts")), default=None),
         methods=methods,
         annotations=dict(meta.get("annotations") or {}),
         nodes=tuple(sorted(nodes)),
     )
     return _with_savings(card, default_watts)
+
+
+def _gpus(nodes: Mapping[str, Any], gpu_hours: float, start: datetime | None, end: datetime | None) -> int:
+    """GPUs in use: the agents' entries while the pods run; after they end (entries say 0), GPU-hours / hours."""
+    now = sum(int(e.get("gpus") or 0) for e in nodes.values())
+    if now or start is None or end is None or end <= start:
+        return now
+    return round(gpu_hours / ((end - start).total_seconds() / 3600.0))
 
 
 def _with_savings(card: Card, default_watts: float | None) -> Card:
@@ -492,7 +507,8 @@ def draw(path: Path, card: Card, tl: Timeline) -> Path:
         ax_p.step(*zip(*tl.cap, strict=True), where="post", color="black", ls="--", label=f"cap ({tl.cap_source})")
     ax_p.set_ylabel("W per GPU")
     ax_p.set_ylim(bottom=0)
-    ax_p.legend(loc="lower left", fontsize=8)
+    if tl.power or tl.cap:
+        ax_p.legend(loc="lower left", fontsize=8)
     split = (
         f"GPU {card.gpu_k_wh:.4g} + host {card.host_k_wh or 0:.4g} + facility {card.facility_k_wh or 0:.4g} kWh; "
         f"{card.operational_grams:,.1f} g operational + {card.embodied_grams or 0:,.1f} g embodied"

@@ -315,3 +315,12 @@ def test_report_is_a_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[st
     src.write_text(json.dumps(gtj()))
     assert main(["report", "llama", "--file", str(src), "--no-png"]) == 0
     assert "EMISSIONS" in capsys.readouterr().out
+
+
+def test_a_finished_job_whose_entries_say_zero_gpus_still_has_its_gpus_and_last_cap() -> None:
+    obj = gtj()
+    obj["status"]["energy"]["nodes"]["n1"].update({"gpus": 0, "capWatts": 450})
+    obj["status"]["power"] = {}
+    card = card_from(obj)
+    assert card.gpus == 8  # 16 GPU-hours over 2 h
+    assert card.cap_watts == 450
