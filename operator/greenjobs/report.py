@@ -441,7 +441,7 @@ def timeline_from_status(card: Card) -> Timeline:
         mean = card.gpu_k_wh * 3.6e6 / seconds / card.gpus
         tl.power, tl.power_source = [(t, mean) for t in span], "status: mean GPU power over the run"
     if card.cap_watts:
-        tl.cap, tl.cap_source = [(t, float(card.cap_watts)) for t in span], "status: cap in force now"
+        tl.cap, tl.cap_source = [(t, float(card.cap_watts)) for t in span], "status: last cap in force, not its history"
     if card.avg_g_per_k_wh is not None:
         tl.intensity = [(t, card.avg_g_per_k_wh) for t in span]
         tl.intensity_source = "status: mean intensity the job ran at"
