@@ -559,6 +559,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
             raise ValueError(f"{args.file}: not a {c.KIND}")
         return obj
     from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
     namespace = args.namespace
     try:
@@ -567,11 +568,18 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
             _, active = config.list_kube_config_contexts()
             namespace = (active or {}).get("context", {}).get("namespace") or "default"
     except config.ConfigException:
-        config.load_incluster_config()
-    api = client.CustomObjectsApi()
-    got: dict[str, Any] = api.get_namespaced_custom_object(
-        c.GROUP, c.VERSION, namespace or "default", c.PLURAL, args.name
-    )
+        try:
+            config.load_incluster_config()
+        except config.ConfigException as exc:
+            raise ValueError(f"no kubeconfig and not in a cluster ({exc}); or pass --file") from None
+    namespace = namespace or "default"
+    try:
+        got: dict[str, Any] = client.CustomObjectsApi().get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.PLURAL, args.name
+        )
+    except ApiException as exc:
+        what = "not found" if exc.status == 404 else f"HTTP {exc.status} {exc.reason}"
+        raise ValueError(f"{c.KIND} {namespace}/{args.name}: {what}") from None
     return got
 
 
