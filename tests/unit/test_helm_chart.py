@@ -680,6 +680,8 @@ METRICS = [
     "greenjobs_gpu_cap_watts",
     "greenjobs_gpu_energy_joules_total",
     "greenjobs_job_energy_joules_total",
+    "greenjobs_footprint_energy_kwh_total",
+    "greenjobs_footprint_co2e_grams_total",
 ]
 
 
