@@ -255,8 +255,13 @@ def test_completion_is_recorded_and_accounted_before_the_job_is_let_go(env: Env)
     assert env.kube.writes() == ["status", "release"]  # outcome first, then the finalizer goes
     st = env.kube.statuses()[0]
     assert st["phase"] == "Succeeded" and st["completionTime"]
-    assert st["energy"]["kWh"] == pytest.approx(2.0) and st["energy"]["gpuHours"] == pytest.approx(4.0)
-    assert st["emissions"]["grams"] == pytest.approx(300.0)  # 2 kWh x 150 g/kWh (current intensity)
+    assert st["energy"]["gpuKWh"] == pytest.approx(2.0) and st["energy"]["gpuHours"] == pytest.approx(4.0)
+    assert st["energy"]["kWh"] == pytest.approx(2.0 * 1.58)  # no host source here; facility at PUE 1.58
+    assert st["emissions"]["gpuGrams"] == pytest.approx(300.0)  # 2 kWh x 150 g/kWh (current intensity)
+    assert st["emissions"]["operationalGrams"] == pytest.approx(2.0 * 1.58 * 150.0)
+    assert st["emissions"]["grams"] == pytest.approx(
+        st["emissions"]["operationalGrams"] + st["emissions"]["embodiedGrams"]
+    )
     # Finished, outcome recorded, Job let go: the same input accounts nothing more, creates nothing.
     env.kube.calls.clear()
     action, _ = env.step(body({**status, **st}), None)

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from greenjobs.api.constants import Cond, Phase
 from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import Emissions, GreenTrainingJobSpec, NodeEnergy, Plan, PowerStatus
-from greenjobs.carbon.accounting import account, check_budget, rounded
+from greenjobs.carbon.accounting import check_budget
+from greenjobs.carbon.footprint import FootprintFactors, account_footprint, job_ref
+from greenjobs.carbon.host_energy import HostEnergySource
 from greenjobs.carbon.providers.base import Forecast, ForecastProvider, ProviderError
 from greenjobs.metrics import OperatorMetrics
 from greenjobs.power import target_cap
@@ -86,6 +88,8 @@ class Executor:
     metrics: OperatorMetrics
     clock: Callable[[], datetime]
     emit: EmitEvent
+    factors: FootprintFactors = field(default_factory=FootprintFactors)
+    host_source: HostEnergySource | None = None  # host (CPU, DRAM) energy per job; None: GPU only
 
     # ------------------------------------------------------------------ entry point
 
@@ -543,14 +547,24 @@ class Executor:
             return  # nothing new since the last accounting: no write
         plan = Plan.model_validate(status.get("plan") or {})
         intensity = self._intensity_now(plan)
-        acc = rounded(account(nodes, previous, intensity))
-        self.metrics.energy.inc(max(acc.k_wh - (energy.get("kWh") or 0.0), 0.0))
-        self.metrics.co2e.inc(max(acc.grams - (previous.grams or 0.0), 0.0))
-        d.status["energy"] = {"kWh": acc.k_wh, "gpuHours": acc.gpu_hours}
-        d.status["emissions"] = acc.emissions().dump()
+        obs = d.obs
+        host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status)) if self.host_source else None
+        fp = account_footprint(
+            nodes,
+            previous,
+            intensity,
+            host,
+            self.factors,
+            zone=plan.zone,
+            previous_host_method=(energy.get("methods") or {}).get("host"),
+        )
+        self.metrics.energy.inc(max(fp.k_wh - (energy.get("kWh") or 0.0), 0.0))
+        self.metrics.co2e.inc(max(fp.grams - (previous.grams or 0.0), 0.0))
+        self.metrics.on_footprint(*fp.increments_since(energy, status.get("emissions")))
+        d.status.update(fp.status_patch())
         if spec is None:
             return
-        verdict = check_budget(spec.budget, acc.k_wh, acc.grams)
+        verdict = check_budget(spec.budget, fp.k_wh, fp.grams)  # budgets apply to the totals
         if verdict.exceeded and d.obs.condition(Cond.BUDGET_EXCEEDED) != "True":
             d.cond(Cond.BUDGET_EXCEEDED, "True", "Suspended" if verdict.suspend else "Warn", verdict.message)
             d.event("Warning", "BudgetExceeded", verdict.message)

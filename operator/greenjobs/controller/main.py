@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import kopf
 import kubernetes
 
+from greenjobs.carbon.footprint import FootprintFactors, build_host_source
 from greenjobs.carbon.providers.config import build_provider
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
@@ -91,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
         on_error=metrics.on_forecast_error, on_latency=metrics.on_forecast_latency,
     )  # fmt: skip
     api = _api_client()
-    executor = Executor(config, provider, Kube(api, metrics), metrics, utc_now, EventRecorder(api, metrics))
+    factors = FootprintFactors.from_mapping(config.footprint)
+    executor = Executor(
+        config, provider, Kube(api, metrics), metrics, utc_now, EventRecorder(api, metrics),
+        factors=factors, host_source=build_host_source(factors.host),
+    )  # fmt: skip
     controller = Controller(executor, utc_now, config.zone_label, config.zone_map, workers=config.workers)
     elector: LeaderElector | None = None
     if args.lease:
