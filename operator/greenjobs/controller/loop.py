@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from greenjobs.api import constants as c
 from greenjobs.api.constants import Phase
@@ -181,6 +182,8 @@ class Controller:
             self.queue.add(uid, 0.2)
         except ApiException as exc:
             self._retry(uid, key, f"API error {exc.status} {exc.reason}")
+        except (HTTPError, OSError) as exc:  # the API server is unreachable: retried, not a bug
+            self._retry(uid, key, f"API server unreachable: {type(exc).__name__}")
         except Exception as exc:
             log.exception("reconciling %s/%s failed", *key)
             self._retry(uid, key, repr(exc))

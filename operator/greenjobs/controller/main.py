@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -81,8 +82,20 @@ def _api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+class _QuietEvents(logging.Filter):
+    """Drop kopf's "Handler 'node' succeeded." records: the event handlers only feed the work queue,
+    and one line per watch event (every node heartbeat) is noise. Failures are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and QUIET.match(record.getMessage()))
+
+
+QUIET = re.compile(r"^Handler '(gtj|job|node)' succeeded\.$")
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("kopf.objects").addFilter(_QuietEvents())
     config = load_config(args.config)
     metrics = OperatorMetrics()
     if config.metrics_port:
