@@ -220,7 +220,7 @@ def test_same_name_recreated_is_a_new_job_from_zero(
     first = _wait_phase(cluster, namespace, "again", "Succeeded")
     wait_until(
         "energy of the first run",
-        lambda: (gtj(cluster, namespace, "again")["status"].get("energy") or {}).get("kWh"),
+        lambda: (gtj(cluster, namespace, "again")["status"].get("energy") or {}).get("gpuKWh"),
         timeout=30,
     )
     first = gtj(cluster, namespace, "again")
@@ -231,12 +231,12 @@ def test_same_name_recreated_is_a_new_job_from_zero(
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     wait_until(
         "energy of the second run",
-        lambda: (gtj(cluster, namespace, "again")["status"].get("energy") or {}).get("kWh"),
+        lambda: (gtj(cluster, namespace, "again")["status"].get("energy") or {}).get("gpuKWh"),
         timeout=30,
     )
     second = gtj(cluster, namespace, "again")
     # The second run is charged for its own joules only: the same order as the first, not the sum.
-    assert second["status"]["energy"]["kWh"] < 1.6 * first["status"]["energy"]["kWh"]
+    assert second["status"]["energy"]["gpuKWh"] < 1.6 * first["status"]["energy"]["gpuKWh"]
     assert len(job_watch.uids()["again"]) == 2
     for agent in agents:
         agent.stop()
