@@ -7,9 +7,13 @@ import pytest
 
 from greenjobs.cli import main
 
-# GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again. FR: a flat 200.
-GB_CSV = "Time,Carbon Intensity\n2026-01-01 00:00:00,300\n2026-01-01 02:00:00,100\n2026-01-01 04:00:00,300\n"
-FR_JSON = json.dumps([{"time": "2026-01-01T00:00:00Z", "gPerKWh": 200}])
+# GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again (covered until 14:00: the last row holds
+# for one 2 h step). FR: a flat 200, covered until 2026-01-02.
+GB_CSV = (
+    "Time,Carbon Intensity\n2026-01-01 00:00:00,300\n2026-01-01 02:00:00,100\n2026-01-01 04:00:00,300\n"
+    "2026-01-01 12:00:00,300\n"
+)
+FR_JSON = json.dumps([{"time": "2026-01-01T00:00:00Z", "gPerKWh": 200}, {"time": "2026-01-01T12:00:00Z", "gPerKWh": 200}])
 NOW = "2026-01-01T00:00:00Z"
 
 
@@ -36,6 +40,8 @@ def test_json_waits_for_the_clean_window(forecast_args: list[str], capsys: pytes
         "expectedSavingsPercent": pytest.approx(100 * 200 / 300, abs=0.01),
         "latestStart": "2026-01-01T06:00:00Z",
         "reason": "ForecastWindow",
+        "forecastHorizon": "2026-01-01T14:00:00Z",
+        "horizonLimited": False,
     }
 
 
@@ -79,9 +85,12 @@ def test_table_output(forecast_args: list[str], capsys: pytest.CaptureFixture[st
 
 
 def test_now_defaults_to_the_current_time(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    # Far after the forecast, both zones hold their last value: 300 in GB, 200 in FR: FR at once.
-    got = plan_json(capsys, *forecast_args, "--duration", "2h", "--max-delay", "6h")
-    assert (got["zone"], got["reason"]) == ("FR", "StartNow")
+    # Now (the clock) is far after the forecasts, which no longer cover it: a clear error, no plan made
+    # up from their last values.
+    assert main(["plan", *forecast_args, "--duration", "2h", "--max-delay", "6h", "-o", "json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the forecast for GB covers 2026-01-01T00:00:00Z to 2026-01-01T14:00:00Z, not now" in captured.err
 
 
 def test_jobs_batch_keeps_going_after_a_bad_line(
@@ -108,6 +117,8 @@ def test_jobs_batch_keeps_going_after_a_bad_line(
         "expectedGPerKWh",
         "baselineGPerKWh",
         "expectedSavingsPercent",
+        "forecastHorizon",
+        "horizonLimited",
     }
     assert (out[0]["zone"], out[0]["start"]) == ("GB", "2026-01-01T02:00:00Z")
     assert (out[1]["zone"], out[1]["start"], out[1]["baselineGPerKWh"]) == ("FR", NOW, 200.0)

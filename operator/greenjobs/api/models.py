@@ -237,6 +237,15 @@ class Plan(_Model):
         description="Mean forecast intensity had the job started at once in its first zone.",
     )
     expected_savings_percent: float | None = Field(default=None, description="100 * (baseline - expected) / baseline.")
+    forecast_horizon: Time | None = Field(
+        default=None,
+        description="Where the forecasts used stop; nothing past it is counted (re-planned as it moves).",
+    )
+
+    def merge_patch(self) -> dict[str, Any]:
+        """The JSON form with an explicit null for every unset field, so that a merge patch of status.plan
+        clears a figure the previous plan had (e.g. savings a plan beyond the horizon cannot give)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
 
 
 class PowerStatus(_Model):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.carbon.series import IntensitySeries
 
 Clock = Callable[[], datetime]
 
@@ -97,9 +97,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def coverage_end(series: IntensitySeries) -> datetime | None:
-    """Where the provider's data stops (None: the last value holds indefinitely)."""
-    return None if series.end is None else from_epoch(series.end)
+def coverage_end(series: IntensitySeries) -> datetime:
+    """Where the provider's data stops (the series' horizon)."""
+    return series.horizon
 
 
 def clip(series: IntensitySeries, start: datetime, end: datetime, what: str) -> IntensitySeries:
@@ -107,9 +107,7 @@ def clip(series: IntensitySeries, start: datetime, end: datetime, what: str) -> 
 
     Raise NoData when the data ends at or before `start` (`what` names the provider and zone).
     """
-    stop = end
-    if series.end is not None and series.end < to_epoch(end):
-        stop = from_epoch(series.end)
+    stop = min(end, series.horizon)
     if stop <= start:
         raise NoData(f"{what}: data ends at {stop.isoformat()}, before the requested {start.isoformat()}")
     return series.window(start, stop)
