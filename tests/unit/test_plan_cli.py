@@ -156,3 +156,41 @@ def test_a_bad_forecast_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("Time,Carbon Intensity\n2026-01-01 00:00:00,1\nyesterday,5\n")
     assert main(["plan", "--forecast", f"GB={bad}", "--duration", "1h", "--max-delay", "1h"]) == 2
     assert "GB=" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the forecast horizon
+
+
+def test_a_deadline_that_cannot_be_met_exits_non_zero(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*forecast_args, "--duration", "2h", "--deadline", "2026-01-01T01:00:00Z", "--now", NOW]
+    assert main(["plan", *argv]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the deadline cannot be met: latest start 2025-12-31T23:00:00Z is before now" in captured.err
+
+
+def test_a_window_past_the_horizon_is_planned_on_the_covered_part_with_a_note(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GB is covered until 14:00: a 2 h job may start until 20:00, only starts until 12:00 count.
+    argv = [*forecast_args, "--zones", "GB", "--duration", "2h", "--max-delay", "20h", "--now", NOW]
+    assert main(["plan", *argv, "-o", "json"]) == 0
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert (got["start"], got["forecastHorizon"], got["horizonLimited"]) == (
+        "2026-01-01T02:00:00Z",
+        "2026-01-01T14:00:00Z",
+        True,
+    )
+    assert "note: the forecast covers until 2026-01-01T14:00:00Z" in captured.err
+
+
+def test_a_run_longer_than_the_forecast_shows_no_figures(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*forecast_args, "--zones", "GB", "--duration", "20h", "--max-delay", "2h", "--now", NOW]
+    assert main(["plan", *argv]) == 0
+    _, row = capsys.readouterr().out.strip().splitlines()
+    assert row.split() == ["GB", "2026-01-01T02:00:00Z", "2026-01-01T02:00:00Z", "-", "-", "-", "BeyondHorizon"]

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from greenjobs.api.durations import parse_time
 
 FloatArray = npt.NDArray[np.float64]
+_EDGE_S = 1e-5
 
 
 def to_epoch(t: datetime) -> float:
@@ -123,7 +124,8 @@ class IntensitySeries:
 
     def covers(self, start: datetime, end: datetime) -> bool:
         """Whether [start, end) lies within the data (no value extended past either edge)."""
-        return float(self.times[0]) <= to_epoch(start) and to_epoch(end) <= self.horizon_s
+        # The tolerance absorbs datetime's rounding to microseconds of an epoch-float edge.
+        return float(self.times[0]) - _EDGE_S <= to_epoch(start) and to_epoch(end) <= self.horizon_s + _EDGE_S
 
     def points(self) -> list[tuple[datetime, float]]:
         return [(from_epoch(float(t)), float(v)) for t, v in zip(self.times, self.values, strict=True)]
