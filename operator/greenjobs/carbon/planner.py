@@ -123,16 +123,21 @@ def plan(
     latest = to_epoch(request.latest_start)
     d = request.duration.total_seconds()
     cov = _coverage(zones, forecasts, now, max(latest, now) + d)
-    baseline = _covered_mean(forecasts[zones[0]], now, d)
     if latest <= now or request.start_when_below is not None:
         decided = _decide_at_once(request, zones, forecasts, current, now=now, latest=latest, d=d)
         if decided is not None:
-            return _result(decided[0], baseline, decided[1], cov)
+            return _result(decided[0], _covered_mean(forecasts[zones[0]], now, d), decided[1], cov)
 
     # The search: every zone's covered candidate starts, then one selection over all of them. This is
     # the hot path (the operator and the benchmarks plan thousands of jobs), hence one numpy pass.
     per_zone = [_candidate_means(forecasts[zone], now=now, latest=latest, d=d) for zone in zones]
     sizes = [len(s) for s, _ in per_zone]
+    # The baseline is the first zone's candidate 0 when that is a covered start at `now`.
+    first_starts, first_means = per_zone[0]
+    if sizes[0] and first_starts[0] == now:
+        baseline: float | None = float(first_means[0])
+    else:
+        baseline = _covered_mean(forecasts[zones[0]], now, d)
     if not any(sizes):
         # No run the job allows lies within any forecast: nothing can be compared without inventing
         # values. Stay deferred to the latest start (never later); the caller re-plans as the horizon
