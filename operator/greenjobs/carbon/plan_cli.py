@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from greenjobs.api.durations import format_time, parse_duration, parse_time
+from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
 from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
 from greenjobs.carbon.series import IntensitySeries
 
@@ -140,10 +140,10 @@ def build_request(
     if d <= timedelta(0):
         raise ValueError(f"duration must be positive, got {duration!r}")
     if deadline is not None:
-        latest = parse_time(deadline) - d
+        latest = shift_time(parse_time(deadline), -d, "deadline")
     else:
         assert max_delay is not None
-        latest = now + parse_duration(max_delay)
+        latest = shift_time(now, parse_duration(max_delay), "maxDelay")
     return PlanRequest(now=now, duration=d, latest_start=latest, zones=zones, start_when_below=start_when_below)
 
 
