@@ -137,6 +137,6 @@ def test_duplicate_types_get_distinct_names(tmp_path: Path) -> None:
     (tmp_path / "b" / "GB.csv").write_text(f"Time,Carbon Intensity\n{hour}:00:00,1\n{hour}:30:00,1\n")
     specs = [FileSpec(type="file", path=tmp_path / "a"), FileSpec(type="file", path=tmp_path / "b")]
     chain = build_provider(specs, lambda: NOW, timedelta(minutes=1))
-    assert [p.name for p in chain.providers] == ["file", "file-2"]
+    assert [p.name for p in chain.inner.providers] == ["file", "file-2"]
     assert chain.forecast("GB", NOW, NOW + timedelta(hours=1)).source == "file-2"
     assert CarbonAwareSpec(type="carbonaware", url="http://x").name is None

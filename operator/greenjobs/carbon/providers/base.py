@@ -89,6 +89,17 @@ class ForecastProvider(Protocol):
     def forecast(self, zone: str, start: datetime, end: datetime) -> Forecast: ...
 
 
+def copied(error: ProviderError) -> ProviderError:
+    """A new instance of a remembered error (same type, message and fields), to raise again.
+
+    Raising one shared instance from several threads would make them write one traceback.
+    """
+    again = type(error).__new__(type(error))
+    again.args = error.args
+    again.__dict__.update(error.__dict__)
+    return again
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret value that occurs in `text` (e.g. an API echoing the key back)."""
     for secret in secrets:
