@@ -17,7 +17,7 @@ starts, so that a slow provider never delays a start).
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,6 +110,13 @@ class BackgroundProvider(Generic[P]):
         if age is None or age >= self.fresh:
             self._refresh_current(zone)
         return hit[1] if hit is not None and age is not None and age < self.max_stale else None
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the refreshes in flight; whether they all ended (tests, shutdown)."""
+        with self._lock:
+            running = list(self._inflight.values())
+        _, pending = wait(running, timeout=timeout)
+        return not pending
 
     def close(self) -> None:
         """Stop the pool: queued refreshes are dropped, running ones finish in their thread."""
