@@ -1,8 +1,10 @@
 """Negative caching and the circuit breaker: an outage costs a bounded number of requests."""
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from greenjobs.carbon.providers import (
@@ -16,6 +18,8 @@ from greenjobs.carbon.providers import (
     RateLimited,
     Unavailable,
     ZoneUnknown,
+    build_provider,
+    parse_specs,
 )
 from greenjobs.carbon.providers.base import copied
 from greenjobs.carbon.series import IntensitySeries
@@ -157,3 +161,34 @@ def test_copied_errors_keep_their_type_message_and_fields() -> None:
     again_all = copied(failed)
     assert isinstance(again_all, AllProvidersFailed) and again_all.errors == {"a": "down"}
     assert str(again_all) == str(failed)
+
+
+def test_the_built_chain_makes_a_bounded_number_of_http_requests_during_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """build_provider's chain, end to end over (mocked) HTTP: ten minutes of an outage asked every second."""
+    caplog.set_level(logging.WARNING, logger="greenjobs.carbon.providers.failover")
+    requests: list[str] = []
+
+    def down(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        return httpx.Response(503, json={"error": {"message": "maintenance"}})
+
+    clock = Clock()
+    specs = parse_specs([{"type": "nationalgrid", "retries": 1}])
+    chain = build_provider(
+        specs, clock, timedelta(minutes=5), httpx.Client(transport=httpx.MockTransport(down)), sleep=lambda s: None
+    )
+    chain.wait_seconds = 10  # the pool answers fast here (no real network): wait for each answer
+    try:
+        for _ in range(600):
+            with pytest.raises(ProviderError, match="HTTP 503: maintenance"):
+                chain.forecast("GB", clock.now, clock.now + timedelta(hours=6))
+            clock.now += S
+    finally:
+        chain.close()
+    # Without the guard: 600 calls x 2 attempts. With it: 3 calls to open, then a probe per 15 s cool-down.
+    assert len(requests) <= 2 * (3 + 600 // 15 + 1)
+    # Failures answered from memory are not logged again as warnings: one per real failed call.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "failed for zone GB" in r.message]
+    assert len(warnings) == len(requests) // 2

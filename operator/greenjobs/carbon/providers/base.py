@@ -26,6 +26,7 @@ class ProviderError(Exception):
     """A provider could not answer. The message is user-facing and never contains a credential."""
 
     kind: str = "error"  # short label for metrics: error, timeout, unavailable, auth, bad_response, ...
+    repeated: bool = False  # answered from memory (negative cache, open circuit): no new request failed
 
 
 class ZoneUnknown(ProviderError):
@@ -97,6 +98,7 @@ def copied(error: ProviderError) -> ProviderError:
     again = type(error).__new__(type(error))
     again.args = error.args
     again.__dict__.update(error.__dict__)
+    again.repeated = True
     return again
 
 

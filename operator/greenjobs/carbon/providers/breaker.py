@@ -151,6 +151,8 @@ class GuardedProvider:
         # The zone's own last error says best what is wrong; keep its text whole (conditions show it).
         when = self.breaker.opened_at + self.breaker.cooldown if self.breaker.opened_at else self.clock()
         why = f"; last error: {last.error}" if last is not None else ""
-        return CircuitOpen(
+        error = CircuitOpen(
             f"{self.name}: not asked until {format_time(when)} after {self.breaker.in_a_row} failures in a row{why}"
         )
+        error.repeated = True  # no request failed just now
+        return error
