@@ -3,6 +3,9 @@
 No sleeps: the fake provider blocks on events the test releases, and the clock is a manual one.
 """
 
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -211,3 +214,29 @@ def test_the_forecast_window_is_clipped_to_what_was_asked(slow: Slow, clock: Clo
     later = provider.forecast("GB", T0 + H, T0 + 30 * H)
     assert (later.series.start, later.series.horizon) == (T0 + H, T0 + 30 * H)
     assert slow.calls == ["GB"]
+
+
+def test_a_hanging_provider_never_holds_the_process_up_at_exit() -> None:
+    script = textwrap.dedent(
+        """
+        import threading
+        from datetime import UTC, datetime, timedelta
+        from greenjobs.carbon.providers import BackgroundProvider, StillLoading
+
+        class Hangs:
+            name = "hangs"
+            def current(self, zone):
+                threading.Event().wait()  # forever
+            def forecast(self, zone, start, end):
+                threading.Event().wait()
+
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        provider = BackgroundProvider(Hangs(), lambda: now, wait_seconds=0.01)
+        try:
+            provider.forecast("GB", now, now + timedelta(hours=1))
+        except StillLoading:
+            print("still loading")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "still loading"), proc.stderr

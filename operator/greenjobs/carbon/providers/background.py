@@ -15,9 +15,10 @@ starts, so that a slow provider never delays a start).
 """
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,36 @@ T = TypeVar("T")
 
 class StillLoading(ProviderError):
     kind = "still_loading"
+
+
+class _DaemonPool:
+    """A fixed pool of daemon threads: a provider call hanging at exit never holds the process up
+    (ThreadPoolExecutor joins its threads at interpreter exit)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], object]) -> Future[object]:
+        future: Future[object] = Future()
+        self._tasks.put((future, fn))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -66,7 +97,7 @@ class BackgroundProvider(Generic[P]):
         self.fresh = fresh
         self.max_stale = max(max_stale, fresh)
         self.horizon = horizon
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="greenjobs-forecast")
+        self._pool = _DaemonPool(max_workers, "greenjobs-forecast")
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], Future[object]] = {}
         self._forecasts: dict[str, _Forecast] = {}
@@ -119,8 +150,8 @@ class BackgroundProvider(Generic[P]):
         return not pending
 
     def close(self) -> None:
-        """Stop the pool: queued refreshes are dropped, running ones finish in their thread."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool's threads once the refreshes already queued are done (never waits)."""
+        self._pool.shutdown()
 
     # ------------------------------------------------------------ refreshes
 
