@@ -198,13 +198,13 @@ class BackgroundProvider(Generic[P]):
             return future.result(timeout=self.wait_seconds)
         except FutureTimeout:
             raise StillLoading(
-                f"{self.name}: {what} still loading after {self.wait_seconds:g}s; it goes on in the background"
+                f"{what} still loading after {self.wait_seconds:g}s (slow providers); it goes on in the background"
             ) from None
         except ProviderError as exc:
             raise copied(exc) from None  # every waiter raises its own copy of the shared failure
         except Exception as exc:
             log.exception("forecast refresh for %s failed unexpectedly", what)
-            raise ProviderError(f"{self.name}: {what}: internal error ({type(exc).__name__})") from None
+            raise ProviderError(f"{what}: internal error ({type(exc).__name__})") from None
 
     # ------------------------------------------------------------ helpers
 
