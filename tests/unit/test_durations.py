@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from greenjobs.api.crd import build_crd
-from greenjobs.api.durations import MAX_DURATION, parse_duration, shift_time
+from greenjobs.api.durations import MAX_DURATION, parse_duration, parse_time, shift_time
 from greenjobs.api.models import DEADLINE_MAX, DEADLINE_MIN, GreenTrainingJobSpec, Timing
 from greenjobs.cli import main
 from greenjobs.controller.timing import window_of
@@ -69,6 +69,12 @@ def test_the_window_of_any_accepted_timing_never_overflows(created: datetime) ->
         w = window_of(timing, created)
         assert w.deadline is not None
         assert abs(w.deadline - w.latest_start) <= MAX_DURATION
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_time_beyond_the_calendar_in_utc_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_time(text)
 
 
 def test_shift_time_says_what_is_out_of_range() -> None:
