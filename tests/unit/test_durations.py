@@ -46,6 +46,8 @@ def _timing(**fields: object) -> Timing:
         ({"estimatedDuration": "400d", "maxDelay": "1h"}, "estimatedDuration"),
         ({"estimatedDuration": "1h", "deadline": "0001-01-01T00:00:00Z"}, "deadline"),
         ({"estimatedDuration": "1h", "deadline": "9999-12-31T23:59:59Z"}, "deadline"),
+        ({"estimatedDuration": "1h", "deadline": "0001-01-01T00:00:00+05:00"}, "deadline"),
+        ({"estimatedDuration": "1h", "deadline": "1969-12-31T23:00:00"}, "deadline"),
     ],
 )
 def test_the_models_refuse_absurd_timing_naming_the_field(fields: dict[str, Any], where: str) -> None:

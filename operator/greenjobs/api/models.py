@@ -136,7 +136,8 @@ class Timing(_Model):
     @field_validator("deadline")
     @classmethod
     def _plausible(cls, v: datetime | None) -> datetime | None:
-        if v is not None and not DEADLINE_MIN <= v.astimezone(UTC) < DEADLINE_MAX:
+        # Compared as aware datetimes, never converted: converting year 1 +05:00 to UTC would overflow.
+        if v is not None and not DEADLINE_MIN <= (v if v.tzinfo else v.replace(tzinfo=UTC)) < DEADLINE_MAX:
             raise ValueError(f"deadline must be between {DEADLINE_MIN.year} and {DEADLINE_MAX.year}")
         return v
 
