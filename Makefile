@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   build/reuse the local control plane, run operator + simulated agents + sample jobs
-#   make test   lint, type-check and run every test (unit + integration against the real control plane)
+#   make test   lint, type-check, check the import layers and run every test (unit + integration against the real control plane)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml [tool.importlinter]
 
 test: setup lint
 	$(VENV)/bin/pytest

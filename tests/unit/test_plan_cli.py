@@ -7,9 +7,13 @@ import pytest
 
 from greenjobs.cli import main
 
-# GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again. FR: a flat 200.
-GB_CSV = "Time,Carbon Intensity\n2026-01-01 00:00:00,300\n2026-01-01 02:00:00,100\n2026-01-01 04:00:00,300\n"
-FR_JSON = json.dumps([{"time": "2026-01-01T00:00:00Z", "gPerKWh": 200}])
+# GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 again (covered until 14:00: the last row holds
+# for one 2 h step). FR: a flat 200, covered until 2026-01-02.
+GB_CSV = (
+    "Time,Carbon Intensity\n2026-01-01 00:00:00,300\n2026-01-01 02:00:00,100\n2026-01-01 04:00:00,300\n"
+    "2026-01-01 12:00:00,300\n"
+)
+FR_JSON = json.dumps([{"time": f"2026-01-01T{h}:00:00Z", "gPerKWh": 200} for h in ("00", "12")])
 NOW = "2026-01-01T00:00:00Z"
 
 
@@ -36,6 +40,8 @@ def test_json_waits_for_the_clean_window(forecast_args: list[str], capsys: pytes
         "expectedSavingsPercent": pytest.approx(100 * 200 / 300, abs=0.01),
         "latestStart": "2026-01-01T06:00:00Z",
         "reason": "ForecastWindow",
+        "forecastHorizon": "2026-01-01T14:00:00Z",
+        "horizonLimited": False,
     }
 
 
@@ -79,9 +85,12 @@ def test_table_output(forecast_args: list[str], capsys: pytest.CaptureFixture[st
 
 
 def test_now_defaults_to_the_current_time(forecast_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    # Far after the forecast, both zones hold their last value: 300 in GB, 200 in FR: FR at once.
-    got = plan_json(capsys, *forecast_args, "--duration", "2h", "--max-delay", "6h")
-    assert (got["zone"], got["reason"]) == ("FR", "StartNow")
+    # Now (the clock) is far after the forecasts, which no longer cover it: a clear error, no plan made
+    # up from their last values.
+    assert main(["plan", *forecast_args, "--duration", "2h", "--max-delay", "6h", "-o", "json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the forecast for GB covers 2026-01-01T00:00:00Z to 2026-01-01T14:00:00Z, not now" in captured.err
 
 
 def test_jobs_batch_keeps_going_after_a_bad_line(
@@ -108,6 +117,8 @@ def test_jobs_batch_keeps_going_after_a_bad_line(
         "expectedGPerKWh",
         "baselineGPerKWh",
         "expectedSavingsPercent",
+        "forecastHorizon",
+        "horizonLimited",
     }
     assert (out[0]["zone"], out[0]["start"]) == ("GB", "2026-01-01T02:00:00Z")
     assert (out[1]["zone"], out[1]["start"], out[1]["baselineGPerKWh"]) == ("FR", NOW, 200.0)
@@ -145,3 +156,41 @@ def test_a_bad_forecast_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("Time,Carbon Intensity\n2026-01-01 00:00:00,1\nyesterday,5\n")
     assert main(["plan", "--forecast", f"GB={bad}", "--duration", "1h", "--max-delay", "1h"]) == 2
     assert "GB=" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the forecast horizon
+
+
+def test_a_deadline_that_cannot_be_met_exits_non_zero(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*forecast_args, "--duration", "2h", "--deadline", "2026-01-01T01:00:00Z", "--now", NOW]
+    assert main(["plan", *argv]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the deadline cannot be met: latest start 2025-12-31T23:00:00Z is before now" in captured.err
+
+
+def test_a_window_past_the_horizon_is_planned_on_the_covered_part_with_a_note(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GB is covered until 14:00: a 2 h job may start until 20:00, only starts until 12:00 count.
+    argv = [*forecast_args, "--zones", "GB", "--duration", "2h", "--max-delay", "20h", "--now", NOW]
+    assert main(["plan", *argv, "-o", "json"]) == 0
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert (got["start"], got["forecastHorizon"], got["horizonLimited"]) == (
+        "2026-01-01T02:00:00Z",
+        "2026-01-01T14:00:00Z",
+        True,
+    )
+    assert "note: the forecast covers until 2026-01-01T14:00:00Z" in captured.err
+
+
+def test_a_run_longer_than_the_forecast_shows_no_figures(
+    forecast_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*forecast_args, "--zones", "GB", "--duration", "20h", "--max-delay", "2h", "--now", NOW]
+    assert main(["plan", *argv]) == 0
+    _, row = capsys.readouterr().out.strip().splitlines()
+    assert row.split() == ["GB", "2026-01-01T02:00:00Z", "2026-01-01T02:00:00Z", "-", "-", "-", "BeyondHorizon"]

@@ -10,6 +10,7 @@ import pytest
 
 import greenjobs
 from greenjobs.carbon.planner import (
+    REASON_BEYOND_HORIZON,
     REASON_DEADLINE_PASSED,
     REASON_FORECAST_WINDOW,
     REASON_START_NOW,
@@ -218,11 +219,13 @@ def test_no_forecast_for_any_zone_is_a_clear_error() -> None:
     assert info.value.zones == ["XX", "YY"]
 
 
-def test_a_single_point_series_is_a_constant() -> None:
+def test_a_single_point_series_covers_no_run() -> None:
+    # One point says nothing about how long it holds: no run is covered, so no figure is made up and
+    # the job keeps waiting (until its latest start at most).
     forecasts = {"GB": IntensitySeries.from_points([(T0, 123.0)])}
     got = plan(PlanRequest(T0 - 5 * H, 2 * H, T0 + 10 * H, ["GB"]), forecasts)
-    assert got.start == T0 - 5 * H
-    assert got.expected_g_per_kwh == pytest.approx(123.0)
+    assert (got.start, got.reason) == (T0 + 10 * H, REASON_BEYOND_HORIZON)
+    assert got.expected_g_per_kwh is None and got.expected_savings_percent is None
 
 
 def test_gaps_hold_the_last_value_and_duplicates_are_averaged() -> None:

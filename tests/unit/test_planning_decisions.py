@@ -7,7 +7,7 @@ import pytest
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.controller.planning import decide_plan, same_plan
+from greenjobs.controller.planning import FetchForecast, decide_plan, same_plan
 from greenjobs.controller.timing import window_of
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -105,3 +105,53 @@ def test_same_plan_ignores_jitter_but_not_a_new_zone_or_start() -> None:
     assert same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start + timedelta(seconds=30)}))
     assert not same_plan(a, a.model_copy(update={"zone": "GB"}))
     assert not same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start + H}))
+
+
+# ------------------------------------------------------------------ the forecast horizon
+
+
+def _fetch_from(forecasts: dict[str, IntensitySeries]) -> FetchForecast:
+    def fetch_(zone: str, start: datetime, end: datetime) -> Forecast:
+        return Forecast(zone, forecasts[zone], "file", NOW)
+
+    return fetch_
+
+
+def test_a_window_past_the_horizon_is_planned_on_the_covered_part_and_says_so() -> None:
+    # Both forecasts stop at +6 h; the job could start until +10 h. Only runs ending by +6 h count.
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="10h"), NOW, NOW, {"GB", "FR"}, fetch, no_current)
+    assert out.plan is not None
+    assert (out.plan.zone, out.plan.scheduled_start, out.plan.forecast_horizon) == ("FR", NOW + 2 * H, NOW + 6 * H)
+    planned = {c.type: c for c in out.conditions}["Planned"]
+    assert planned.reason == "ForecastWindow"
+    assert planned.message.endswith("; forecast covers until 2026-11-23T18:00:00Z: re-planned as it moves")
+    assert "Z" in out.plan.dump()["forecastHorizon"]
+
+
+def test_a_window_inside_the_horizon_says_nothing_about_it() -> None:
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current)
+    assert out.plan is not None and out.plan.forecast_horizon == NOW + 6 * H
+    assert "forecast covers" not in {c.type: c for c in out.conditions}["Planned"].message
+
+
+def test_no_covered_run_stays_deferred_to_the_latest_start_without_figures() -> None:
+    out = decide_plan(spec(estimatedDuration="8h", maxDelay="3h"), NOW, NOW, {"GB", "FR"}, fetch, no_current)
+    assert out.plan is not None
+    assert out.plan.scheduled_start == NOW + 3 * H and not out.starts_now(NOW)
+    assert out.plan.expected_g_per_k_wh is None and out.plan.expected_savings_percent is None
+    planned = {c.type: c for c in out.conditions}["Planned"]
+    assert (planned.status, planned.reason) == ("True", "BeyondHorizon")
+    assert "forecast covers until 2026-11-23T18:00:00Z" in planned.message
+    assert "re-planned as the horizon moves" in planned.message
+    # A merge patch of this plan clears the figures an earlier plan may have written.
+    assert out.plan.merge_patch()["expectedSavingsPercent"] is None
+
+
+def test_an_uncovered_start_at_once_gives_no_savings_figure() -> None:
+    # GB's forecast begins in an hour: "at once in GB" (the baseline) is not covered.
+    late_gb = IntensitySeries.from_points([(NOW + (i + 1) * H, 300.0) for i in range(6)])
+    fetch_ = _fetch_from({"GB": late_gb, "FR": FORECASTS["FR"]})
+    out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch_, no_current)
+    assert out.plan is not None and out.plan.zone == "FR" and out.plan.expected_g_per_k_wh == 50.0
+    assert out.plan.baseline_g_per_k_wh is None and out.plan.expected_savings_percent is None
+    assert "no savings figure" in {c.type: c for c in out.conditions}["Planned"].message

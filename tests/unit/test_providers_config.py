@@ -133,9 +133,10 @@ def test_all_fail_with_each_reason_and_no_key(tmp_path: Path, caplog: pytest.Log
 def test_duplicate_types_get_distinct_names(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "GB.csv").write_text("Time,Carbon Intensity\n2026-01-01 00:00:00,1\n")
+    hour = f"{NOW:%Y-%m-%d %H}"
+    (tmp_path / "b" / "GB.csv").write_text(f"Time,Carbon Intensity\n{hour}:00:00,1\n{hour}:30:00,1\n")
     specs = [FileSpec(type="file", path=tmp_path / "a"), FileSpec(type="file", path=tmp_path / "b")]
     chain = build_provider(specs, lambda: NOW, timedelta(minutes=1))
-    assert [p.name for p in chain.providers] == ["file", "file-2"]
+    assert [p.name for p in chain.inner.providers] == ["file", "file-2"]
     assert chain.forecast("GB", NOW, NOW + timedelta(hours=1)).source == "file-2"
     assert CarbonAwareSpec(type="carbonaware", url="http://x").name is None

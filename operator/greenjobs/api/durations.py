@@ -11,6 +11,14 @@ _ISO = re.compile(
 )
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+# The longest duration accepted anywhere (maxDelay, estimatedDuration, the CLI, the operator config): a
+# year and a day. It keeps every time computed from one (creation + maxDelay, deadline - duration) far
+# from datetime's limits, so that no arithmetic on them can overflow.
+MAX_DURATION = timedelta(days=366)
+MAX_DURATION_TEXT = "366d"
+# The same bound for the CRD's CEL rules, in seconds.
+MAX_DURATION_SECONDS = int(MAX_DURATION.total_seconds())
+
 # The same grammar for the CRD's OpenAPI `pattern` (RE2: no look-around), so the API server refuses
 # what parse_duration() would refuse.
 DURATION_PATTERN = (
@@ -20,15 +28,34 @@ DURATION_PATTERN = (
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse `6h`, `1h30m`, `90m`, `2d`, `PT6H`, `P1DT2H`; raise ValueError naming the input otherwise."""
+    """Parse `6h`, `1h30m`, `90m`, `2d`, `PT6H`, `P1DT2H`, at most MAX_DURATION (366d).
+
+    Raise ValueError naming the input otherwise; never OverflowError, however many digits it has.
+    """
     s = text.strip()
+    seconds: float | None = None
     if _GO_FULL.fullmatch(s):
-        return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_PART.findall(s)))
-    m = _ISO.fullmatch(s)
-    if m and s not in ("P", "PT") and not s.endswith("T") and any(m.groupdict().values()):
-        g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-        return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
-    raise ValueError(f"invalid duration {text!r}: use e.g. 90m, 6h, 1h30m or ISO 8601 PT6H")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_PART.findall(s))
+    else:
+        m = _ISO.fullmatch(s)
+        if m and s not in ("P", "PT") and not s.endswith("T") and any(m.groupdict().values()):
+            g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+            seconds = g["w"] * 604800 + g["d"] * 86400 + g["h"] * 3600 + g["m"] * 60 + g["s"]
+    if seconds is None:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90m, 6h, 1h30m or ISO 8601 PT6H")
+    # Compared as a float first: a huge number of digits is inf here, never an OverflowError below.
+    if not seconds <= MAX_DURATION_SECONDS:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValueError(f"duration {shown!r} is too long: at most {MAX_DURATION_TEXT}")
+    return timedelta(seconds=seconds)
+
+
+def shift_time(t: datetime, d: timedelta, what: str) -> datetime:
+    """`t + d`, or a ValueError naming `what` when the result is outside the years datetime can hold."""
+    try:
+        return t + d
+    except OverflowError:
+        raise ValueError(f"{what}: {format_time(t)} shifted by {format_duration(d)} is out of range") from None
 
 
 def format_duration(d: timedelta) -> str:
@@ -48,7 +75,10 @@ def parse_time(text: str) -> datetime:
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
     t = datetime.fromisoformat(s)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    try:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError(f"time {text!r} is out of range") from None
 
 
 def format_time(t: datetime) -> str:

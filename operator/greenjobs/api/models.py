@@ -4,13 +4,13 @@
 are CEL `x-kubernetes-validations` so that the API server refuses bad manifests at `kubectl apply`.
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
 
-from .durations import DURATION_PATTERN, format_time, parse_duration
+from .durations import DURATION_PATTERN, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, format_time, parse_duration
 
 # Times in status are written as Kubernetes writes them: RFC 3339 UTC, to the second.
 Time = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="json")]
@@ -47,6 +47,32 @@ def _duration_field(description: str) -> Any:
     return Field(default=None, description=description, pattern=DURATION_PATTERN, max_length=32)
 
 
+def _cel_seconds(field: str) -> str:
+    """CEL: a duration string of ours (Go style or ISO 8601, already checked by DURATION_PATTERN) in
+    seconds. Lower-cased, both grammars are numbers with a unit: ISO's M after T is minutes (the pattern
+    allows no months), W weeks, D days. RE2's leftmost-first alternation reads `90ms` as milliseconds."""
+    unit = "(t.endsWith('w') ? 604800.0 : t.endsWith('d') ? 86400.0 : t.endsWith('h') ? 3600.0"
+    unit += " : t.endsWith('m') ? 60.0 : 1.0)"
+    return (
+        f"self.{field}.lowerAscii().findAll('[0-9.]+(ms|s|m|h|d|w)').map(t, t.endsWith('ms')"
+        f" ? double(t.substring(0, t.size() - 2)) / 1000.0 : double(t.substring(0, t.size() - 1)) * {unit}).sum()"
+    )
+
+
+def _cel_at_most_max_duration(field: str) -> Any:
+    return _cel(
+        f"!has(self.{field}) || {_cel_seconds(field)} <= {MAX_DURATION_SECONDS}.0",
+        f"{field} must be at most {MAX_DURATION_TEXT}",
+        f".{field}",
+        "FieldValueInvalid",
+    )
+
+
+# Deadlines outside these years are typos (and would overflow time arithmetic near year 1 or 9999).
+DEADLINE_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+DEADLINE_MAX = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class Timing(_Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -68,6 +94,15 @@ class Timing(_Model):
                     "!has(self.estimatedDuration) || self.estimatedDuration.matches('[1-9]')",
                     "estimatedDuration must be greater than zero",
                     ".estimatedDuration",
+                    "FieldValueInvalid",
+                ),
+                _cel_at_most_max_duration("estimatedDuration"),
+                _cel_at_most_max_duration("maxDelay"),
+                _cel(
+                    f"!has(self.deadline) || (self.deadline >= timestamp('{format_time(DEADLINE_MIN)}')"
+                    f" && self.deadline < timestamp('{format_time(DEADLINE_MAX)}'))",
+                    f"deadline must be between {DEADLINE_MIN.year} and {DEADLINE_MAX.year}",
+                    ".deadline",
                     "FieldValueInvalid",
                 ),
             ]
@@ -96,6 +131,14 @@ class Timing(_Model):
     def _parses(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
+        return v
+
+    @field_validator("deadline")
+    @classmethod
+    def _plausible(cls, v: datetime | None) -> datetime | None:
+        # Compared as aware datetimes, never converted: converting year 1 +05:00 to UTC would overflow.
+        if v is not None and not DEADLINE_MIN <= (v if v.tzinfo else v.replace(tzinfo=UTC)) < DEADLINE_MAX:
+            raise ValueError(f"deadline must be between {DEADLINE_MIN.year} and {DEADLINE_MAX.year}")
         return v
 
     @field_validator("estimated_duration")
@@ -245,6 +288,15 @@ class Plan(_Model):
         description="Mean forecast intensity had the job started at once in its first zone.",
     )
     expected_savings_percent: float | None = Field(default=None, description="100 * (baseline - expected) / baseline.")
+    forecast_horizon: Time | None = Field(
+        default=None,
+        description="Where the forecasts used stop; nothing past it is counted (re-planned as it moves).",
+    )
+
+    def merge_patch(self) -> dict[str, Any]:
+        """The JSON form with an explicit null for every unset field, so that a merge patch of status.plan
+        clears a figure the previous plan had (e.g. savings a plan beyond the horizon cannot give)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
 
 
 class PowerStatus(_Model):

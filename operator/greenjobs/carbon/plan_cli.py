@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from greenjobs.api.durations import format_time, parse_duration, parse_time
+from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
 from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
 from greenjobs.carbon.series import IntensitySeries
 
@@ -80,10 +80,16 @@ def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = 
             zones=zones,
             start_when_below=args.start_when_below,
         )
+        check_plannable(request, forecasts)
         result = plan(request, forecasts)
+    except CannotPlan as e:
+        _error(str(e))
+        return 1
     except ValueError as e:
         _error(str(e))
         return 2
+    if result.horizon_limited and result.horizon is not None:
+        _note(f"the forecast covers until {format_time(result.horizon)}: later starts were not considered")
     if args.output == "json":
         obj = {
             **result_json(result),
@@ -134,20 +140,47 @@ def build_request(
     if d <= timedelta(0):
         raise ValueError(f"duration must be positive, got {duration!r}")
     if deadline is not None:
-        latest = parse_time(deadline) - d
+        latest = shift_time(parse_time(deadline), -d, "deadline")
     else:
         assert max_delay is not None
-        latest = now + parse_duration(max_delay)
+        latest = shift_time(now, parse_duration(max_delay), "maxDelay")
     return PlanRequest(now=now, duration=d, latest_start=latest, zones=zones, start_when_below=start_when_below)
+
+
+class CannotPlan(ValueError):
+    """The job cannot be planned as asked (exit status 1): its latest start has passed, or no forecast
+    covers `now`."""
+
+
+def check_plannable(request: PlanRequest, forecasts: Mapping[str, IntensitySeries]) -> None:
+    """Raise CannotPlan when the latest start is already past, or a zone's forecast does not cover now."""
+    if request.latest_start < request.now:
+        raise CannotPlan(
+            f"the deadline cannot be met: latest start {format_time(request.latest_start)}"
+            f" is before now ({format_time(request.now)})"
+        )
+    for zone in request.zones:
+        series = forecasts.get(zone)
+        if series is not None and not series.start <= request.now < series.horizon:
+            raise CannotPlan(
+                f"the forecast for {zone} covers {format_time(series.start)} to {format_time(series.horizon)},"
+                f" not now ({format_time(request.now)})"
+            )
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def result_json(result: PlanResult) -> dict[str, Any]:
     return {
         "zone": result.zone,
         "start": format_time(result.start),
-        "expectedGPerKWh": round(result.expected_g_per_kwh, 3),
-        "baselineGPerKWh": round(result.baseline_g_per_kwh, 3),
-        "expectedSavingsPercent": round(result.expected_savings_percent, 2),
+        "expectedGPerKWh": _round(result.expected_g_per_kwh, 3),
+        "baselineGPerKWh": _round(result.baseline_g_per_kwh, 3),
+        "expectedSavingsPercent": _round(result.expected_savings_percent, 2),
+        "forecastHorizon": format_time(result.horizon) if result.horizon else None,
+        "horizonLimited": result.horizon_limited,
     }
 
 
@@ -158,11 +191,15 @@ def render_table(rows: Sequence[tuple[str | None, PlanRequest, PlanResult]]) -> 
     header += ["BASELINE-G/KWH", "SAVED-%", "REASON"]
     lines = [header]
     for job_id, request, r in rows:
-        cells = [format_time(r.start), format_time(request.latest_start), f"{r.expected_g_per_kwh:.1f}"]
-        cells += [f"{r.baseline_g_per_kwh:.1f}", f"{r.expected_savings_percent:.1f}", r.reason]
+        cells = [format_time(r.start), format_time(request.latest_start), _cell(r.expected_g_per_kwh)]
+        cells += [_cell(r.baseline_g_per_kwh), _cell(r.expected_savings_percent), r.reason]
         lines.append([*([job_id or ""] if with_id else []), r.zone, *cells])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"  # "-": the forecast does not cover it
 
 
 def _zones(selected: Sequence[str] | None, forecasts: Mapping[str, IntensitySeries]) -> list[str]:
@@ -196,6 +233,7 @@ def _run_batch(
                 continue
             try:
                 job_id, request = _parse_job(line, default_now, zones, forecasts, args.start_when_below)
+                check_plannable(request, forecasts)
                 result = plan(request, forecasts)
             except (ValueError, TypeError, KeyError) as e:
                 _error(f"{args.jobs} line {number}: {e}")
@@ -247,3 +285,7 @@ def _parse_job(
 
 def _error(message: str) -> None:
     print(f"greenjobs plan: error: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"greenjobs plan: note: {message}", file=sys.stderr)

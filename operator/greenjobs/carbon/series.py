@@ -1,9 +1,13 @@
 """Carbon-intensity series as step functions, and the CSV/JSON formats they are read from.
 
 A series is a list of (start time, gCO2e/kWh) points: each value holds from its time until the next
-point's time; the last one holds until `end` (or forever when `end` is None). Real traces have gaps
-(the previous value is held across them, as a forecast would), irregular steps and duplicate
-timestamps (averaged).
+point's time; the last one holds until `end`. Real traces have gaps (the previous value is held across
+them, as a forecast would), irregular steps and duplicate timestamps (averaged).
+
+What a series COVERS is [first point, horizon): the horizon is `end` when the source said where its data
+stops, else one typical (median) step after the last point (a half-hourly forecast's last point covers
+its half hour). Arithmetic beyond the horizon (`mean`, `at`) still extends the edge values flat, but the
+planner only counts windows inside the coverage, so nothing it reports rests on that extension.
 """
 
 import csv
@@ -23,6 +27,7 @@ import numpy.typing as npt
 from greenjobs.api.durations import parse_time
 
 FloatArray = npt.NDArray[np.float64]
+_EDGE_S = 1e-5
 
 
 def to_epoch(t: datetime) -> float:
@@ -42,6 +47,8 @@ class IntensitySeries:
     end: float | None = None
     # prefix[i] = integral from times[0] to times[i] (gCO2e/kWh x seconds)
     prefix: FloatArray = field(init=False, repr=False)
+    # Where the data stops (epoch seconds): see the module docstring.
+    horizon_s: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.times) == 0:
@@ -49,6 +56,12 @@ class IntensitySeries:
         steps = np.diff(self.times)
         prefix = np.concatenate(([0.0], np.cumsum(self.values[:-1] * steps)))
         object.__setattr__(self, "prefix", prefix)
+        if self.end is not None:
+            horizon = float(self.end)
+        else:
+            # A single point says nothing about how long it holds: it covers no time at all.
+            horizon = float(self.times[-1]) + (float(np.median(steps)) if len(steps) else 0.0)
+        object.__setattr__(self, "horizon_s", horizon)
 
     # ------------------------------------------------------------ construction
 
@@ -104,6 +117,16 @@ class IntensitySeries:
     def start(self) -> datetime:
         return from_epoch(float(self.times[0]))
 
+    @property
+    def horizon(self) -> datetime:
+        """Where the data stops: the series covers [start, horizon)."""
+        return from_epoch(self.horizon_s)
+
+    def covers(self, start: datetime, end: datetime) -> bool:
+        """Whether [start, end) lies within the data (no value extended past either edge)."""
+        # The tolerance absorbs datetime's rounding to microseconds of an epoch-float edge.
+        return float(self.times[0]) - _EDGE_S <= to_epoch(start) and to_epoch(end) <= self.horizon_s + _EDGE_S
+
     def points(self) -> list[tuple[datetime, float]]:
         return [(from_epoch(float(t)), float(v)) for t, v in zip(self.times, self.values, strict=True)]
 
@@ -132,13 +155,17 @@ class IntensitySeries:
         return self.integral_s(a, a + d) / d
 
     def window(self, start: datetime, end: datetime) -> "IntensitySeries":
-        """The part of the series that covers [start, end], keeping the value in force at `start`."""
+        """The part of the series within [start, end], keeping the value in force at `start`.
+
+        Its `end` is `end` or this series' horizon, whichever comes first: a window never claims
+        coverage the data does not have.
+        """
         a, b = to_epoch(start), to_epoch(end)
         i = max(bisect_right(self.times, a) - 1, 0)
-        j = bisect_right(self.times, b)
+        j = max(bisect_right(self.times, b), i + 1)
         times = self.times[i:j].copy()
         times[0] = max(times[0], a) if times[0] < a else times[0]
-        return IntensitySeries(times, self.values[i:j].copy(), b)
+        return IntensitySeries(times, self.values[i:j].copy(), min(b, self.horizon_s))
 
     def shifted(self, delta: timedelta) -> "IntensitySeries":
         s = delta.total_seconds()

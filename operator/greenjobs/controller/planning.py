@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import format_duration, format_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan
-from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
+from greenjobs.carbon.planner import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
 
@@ -105,9 +105,10 @@ def decide_plan(
             "zone": result.zone if zones else None,
             "scheduled_start": result.start,
             "forecast_source": ",".join(sorted(set(sources.values()))),
-            "expected_g_per_k_wh": round(result.expected_g_per_kwh, 2),
-            "baseline_g_per_k_wh": round(result.baseline_g_per_kwh, 2),
-            "expected_savings_percent": round(result.expected_savings_percent, 1),
+            "expected_g_per_k_wh": _rounded(result.expected_g_per_kwh, 2),
+            "baseline_g_per_k_wh": _rounded(result.baseline_g_per_kwh, 2),
+            "expected_savings_percent": _rounded(result.expected_savings_percent, 1),
+            "forecast_horizon": result.horizon,
         }
     )
     conds.append(CondUpdate(Cond.PLANNED, "True", result.reason, _plan_message(result, now, bool(zones))))
@@ -178,14 +179,34 @@ def _current_values(series: Mapping[str, IntensitySeries], current: CurrentInten
     return values
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _plan_message(result: PlanResult, now: datetime, with_zone: bool) -> str:
     delay = max(result.start - now, timedelta(0))
-    return (
-        f"start {format_time(result.start)} (in {format_duration(delay)})"
-        + (f" in {result.zone}" if with_zone else "")
-        + f": expected {result.expected_g_per_kwh:.1f} gCO2e/kWh vs {result.baseline_g_per_kwh:.1f} at once"
-        + f" ({result.expected_savings_percent:.1f}% less)"
-    )
+    where = f" in {result.zone}" if with_zone else ""
+    horizon = format_time(result.horizon) if result.horizon else "?"
+    if result.reason == REASON_BEYOND_HORIZON:
+        return (
+            f"forecast covers until {horizon}, not one whole run: deferred to the latest start"
+            f" {format_time(result.start)}{where} (in {format_duration(delay)}), re-planned as the horizon moves"
+        )
+    msg = f"start {format_time(result.start)} (in {format_duration(delay)}){where}: " + _figures(result)
+    if result.horizon_limited:
+        msg += f"; forecast covers until {horizon}: re-planned as it moves"
+    return msg
+
+
+def _figures(result: PlanResult) -> str:
+    """Expected vs at-once figures, only those the forecast covers."""
+    expected, baseline = result.expected_g_per_kwh, result.baseline_g_per_kwh
+    if expected is None:
+        return "the forecast does not cover the whole run: no expected figure"
+    text = f"expected {expected:.1f} gCO2e/kWh"
+    if baseline is None or result.expected_savings_percent is None:
+        return text + " (a start at once is not covered by the forecast: no savings figure)"
+    return text + f" vs {baseline:.1f} at once ({result.expected_savings_percent:.1f}% less)"
 
 
 def same_plan(a: Plan | None, b: Plan | None, tolerance: timedelta = timedelta(minutes=1)) -> bool:

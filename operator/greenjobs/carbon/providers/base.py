@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.carbon.series import IntensitySeries
 
 Clock = Callable[[], datetime]
 
@@ -26,6 +26,7 @@ class ProviderError(Exception):
     """A provider could not answer. The message is user-facing and never contains a credential."""
 
     kind: str = "error"  # short label for metrics: error, timeout, unavailable, auth, bad_response, ...
+    repeated: bool = False  # answered from memory (negative cache, open circuit): no new request failed
 
 
 class ZoneUnknown(ProviderError):
@@ -89,6 +90,18 @@ class ForecastProvider(Protocol):
     def forecast(self, zone: str, start: datetime, end: datetime) -> Forecast: ...
 
 
+def copied(error: ProviderError) -> ProviderError:
+    """A new instance of a remembered error (same type, message and fields), to raise again.
+
+    Raising one shared instance from several threads would make them write one traceback.
+    """
+    again = type(error).__new__(type(error))
+    again.args = error.args
+    again.__dict__.update(error.__dict__)
+    again.repeated = True
+    return again
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret value that occurs in `text` (e.g. an API echoing the key back)."""
     for secret in secrets:
@@ -97,9 +110,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def coverage_end(series: IntensitySeries) -> datetime | None:
-    """Where the provider's data stops (None: the last value holds indefinitely)."""
-    return None if series.end is None else from_epoch(series.end)
+def coverage_end(series: IntensitySeries) -> datetime:
+    """Where the provider's data stops (the series' horizon)."""
+    return series.horizon
 
 
 def clip(series: IntensitySeries, start: datetime, end: datetime, what: str) -> IntensitySeries:
@@ -107,9 +120,7 @@ def clip(series: IntensitySeries, start: datetime, end: datetime, what: str) -> 
 
     Raise NoData when the data ends at or before `start` (`what` names the provider and zone).
     """
-    stop = end
-    if series.end is not None and series.end < to_epoch(end):
-        stop = from_epoch(series.end)
+    stop = min(end, series.horizon)
     if stop <= start:
         raise NoData(f"{what}: data ends at {stop.isoformat()}, before the requested {start.isoformat()}")
     return series.window(start, stop)

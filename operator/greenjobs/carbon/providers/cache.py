@@ -70,8 +70,7 @@ class CachingProvider:
         if end <= entry.end:
             return True
         # Asked for more than last time; if the provider stopped short then, it will now too.
-        stop = coverage_end(entry.forecast.series)
-        return stop is not None and stop < entry.end
+        return coverage_end(entry.forecast.series) < entry.end
 
     def forecast(self, zone: str, start: datetime, end: datetime) -> Forecast:
         entry = self._forecasts.get(zone)

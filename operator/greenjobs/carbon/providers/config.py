@@ -15,7 +15,9 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 from . import electricitymaps, nationalgrid, watttime
+from .background import BackgroundProvider
 from .base import Clock, ForecastProvider
+from .breaker import GuardedProvider
 from .cache import CachingProvider
 from .carbonaware import CarbonAwareProvider
 from .electricitymaps import ElectricityMapsProvider
@@ -75,6 +77,27 @@ class WattTimeSpec(_Spec):
 class CarbonAwareSpec(_Spec):
     type: Literal["carbonaware"]
     url: str = Field(description="The SDK WebAPI, e.g. http://carbon-aware-api:8080.")
+
+
+class FetchSettings(BaseModel):
+    """How forecasts are fetched (the operator config's `forecastFetch:`); the defaults are safe.
+
+    docs/forecast-providers.md explains each one.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel), populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    wait_seconds: float = Field(default=3.0, ge=0, le=60, description="Longest a caller waits for a refresh.")
+    workers: int = Field(default=2, ge=1, le=16, description="Threads that call providers (bounded pool).")
+    fresh_seconds: float = Field(default=10.0, ge=0, le=3600, description="Answers this young are reused as is.")
+    max_stale_seconds: float = Field(
+        default=900.0, ge=0, le=86400, description="Older answers up to this age are served while refreshed."
+    )
+    breaker_failures: int = Field(default=3, ge=1, le=100, description="Failures in a row that open a circuit.")
+    breaker_cooldown_seconds: float = Field(default=15.0, gt=0, le=3600, description="How long it stays open.")
+    negative_cache_seconds: float = Field(default=10.0, ge=0, le=3600, description="A failure is reused this long.")
 
 
 ProviderSpec = Annotated[
@@ -146,13 +169,36 @@ def build_provider(
     on_error: OnError | None = None,
     on_latency: OnLatency | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> FailoverProvider:
-    """A caching failover chain in the configured order. Pass `http` to share (or mock) the client."""
+    fetch: FetchSettings | None = None,
+) -> BackgroundProvider[FailoverProvider]:
+    """The chain in the configured order, behind a non-blocking front. Pass `http` to share (or mock)
+    the client.
+
+    Remote providers are each guarded (negative cache, circuit breaker) and cached; local sources (file,
+    replay) are neither: they are cheap, and a cache would only delay a ConfigMap update. The failover
+    chain then runs in BackgroundProvider's bounded pool, so callers wait at most `wait_seconds`.
+    """
+    settings = fetch or FetchSettings()
     client = http if http is not None else httpx.Client(follow_redirects=True)
     providers: list[ForecastProvider] = []
     for spec, name in zip(specs, _unique_names(specs), strict=True):
         provider = build_one(spec, name, clock, client, sleep=sleep)
-        # Local sources are cheap, and a cache would only delay a ConfigMap update.
-        local = isinstance(spec, FileSpec | ReplaySpec)
-        providers.append(provider if local else CachingProvider(provider, cache_ttl, clock))
-    return FailoverProvider(providers, on_error=on_error, on_latency=on_latency)
+        if not isinstance(spec, FileSpec | ReplaySpec):
+            guarded = GuardedProvider(
+                provider,
+                clock,
+                failures=settings.breaker_failures,
+                cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
+                negative_ttl=timedelta(seconds=settings.negative_cache_seconds),
+            )
+            provider = CachingProvider(guarded, cache_ttl, clock)
+        providers.append(provider)
+    chain = FailoverProvider(providers, on_error=on_error, on_latency=on_latency)
+    return BackgroundProvider(
+        chain,
+        clock,
+        max_workers=settings.workers,
+        wait_seconds=settings.wait_seconds,
+        fresh=timedelta(seconds=settings.fresh_seconds),
+        max_stale=timedelta(seconds=settings.max_stale_seconds),
+    )

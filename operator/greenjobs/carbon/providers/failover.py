@@ -40,10 +40,11 @@ class FailoverProvider:
             except ProviderError as exc:
                 errors[provider.name] = str(exc)
                 kind = exc.kind
+                repeated = exc.repeated
             except Exception as exc:  # a provider bug must not hide the next provider's answer
                 log.exception("%s: unexpected failure for zone %s", provider.name, zone)
                 errors[provider.name] = f"internal error ({type(exc).__name__})"
-                kind = "internal"
+                kind, repeated = "internal", False
             else:
                 if self.on_latency:
                     self.on_latency(provider.name, self.timer() - began)
@@ -52,7 +53,9 @@ class FailoverProvider:
                 self.on_latency(provider.name, self.timer() - began)
             if self.on_error:
                 self.on_error(provider.name, zone, kind)
-            log.warning("forecast provider %s failed for zone %s: %s", provider.name, zone, errors[provider.name])
+            # A failure answered from memory (negative cache, open circuit) was logged when it happened.
+            level = logging.DEBUG if repeated else logging.WARNING
+            log.log(level, "forecast provider %s failed for zone %s: %s", provider.name, zone, errors[provider.name])
         raise AllProvidersFailed(zone, errors)
 
     def current(self, zone: str) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from greenjobs.carbon.series import IntensitySeries
 
-from .base import Clock, Forecast, ProviderError, ZoneUnknown
+from .base import Clock, Forecast, ProviderError, ZoneUnknown, clip
 
 SUFFIXES = (".csv", ".json")
 
@@ -86,6 +86,7 @@ class FileProvider:
         return self.series(zone).at(self.clock())
 
     def forecast(self, zone: str, start: datetime, end: datetime) -> Forecast:
-        # A file's last value holds indefinitely: that is what a hand-written forecast means.
-        windowed = self.series(zone).window(start, end)
+        # A file covers until one typical step after its last row (IntensitySeries.horizon): a plan
+        # never counts a value the file does not give.
+        windowed = clip(self.series(zone), start, end, f"{self.name} {zone}")
         return Forecast(zone=zone, series=windowed, source=self.name, fetched_at=self.clock())
