@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from greenjobs.api.constants import NODE_ZONE_LABEL
 from greenjobs.api.durations import parse_duration
-from greenjobs.carbon.providers.config import ProviderSpec
+from greenjobs.carbon.providers.config import FetchSettings, ProviderSpec
 
 
 class OperatorConfig(BaseSettings):
@@ -26,6 +26,11 @@ class OperatorConfig(BaseSettings):
     )
     providers: list[ProviderSpec] = Field(default_factory=list)
     forecast_cache_ttl: timedelta = Field(timedelta(minutes=5), alias="forecastCacheTTL")
+    forecast_fetch: FetchSettings = Field(
+        default_factory=FetchSettings,
+        alias="forecastFetch",
+        description="Pool, waits, negative cache and circuit breaker of forecast calls (docs/forecast-providers.md).",
+    )
     replan_interval: timedelta = Field(timedelta(minutes=5), alias="replanInterval")
     power_interval: timedelta = Field(timedelta(minutes=1), alias="powerInterval")
     account_interval: timedelta = Field(

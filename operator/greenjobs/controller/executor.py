@@ -306,7 +306,7 @@ class Executor:
             return None
         d.cond(Cond.INVALID_TEMPLATE, "False", "Accepted", "the Job template was accepted")
         d.conditional = True
-        d.status.update({"jobName": obs.name, "observedGeneration": obs.generation, "plan": plan.dump()})
+        d.status.update({"jobName": obs.name, "observedGeneration": obs.generation, "plan": plan.merge_patch()})
         self.metrics.plans.labels(_reason(outcome.conditions, Cond.PLANNED)).inc()
         if plan.expected_savings_percent is not None:
             self.metrics.planned_savings.observe(plan.expected_savings_percent)
@@ -394,7 +394,7 @@ class Executor:
             self._start(d, spec, outcome.plan)
             return
         d.conditional = True
-        d.status["plan"] = outcome.plan.dump()
+        d.status["plan"] = outcome.plan.merge_patch()
         d.cond(Cond.STARTED, "False", "Deferred", f"deferred to {format_time(outcome.plan.scheduled_start or d.now)}")
         d.event("Normal", "Replanned", planned)
         log.info("re-planned %s/%s", obs.namespace, obs.name)
@@ -413,7 +413,7 @@ class Executor:
 
     def _record_start(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan) -> None:
         d.conditional = True
-        d.status.update({"phase": Phase.RUNNING, "startTime": format_time(d.now), "plan": plan.dump()})
+        d.status.update({"phase": Phase.RUNNING, "startTime": format_time(d.now), "plan": plan.merge_patch()})
         d.cond(Cond.STARTED, "True", "Started", f"Job started in {plan.zone or 'any zone'}")
         if plan.latest_start is not None and d.now > plan.latest_start + self._tick_slack():
             msg = f"started after the latest start {format_time(plan.latest_start)}"
@@ -546,7 +546,11 @@ class Executor:
         if not nodes or all(previous.accounted_joules.get(n, -1) >= e.joules for n, e in nodes.items()):
             return  # nothing new since the last accounting: no write
         plan = Plan.model_validate(status.get("plan") or {})
-        intensity = self._intensity_now(plan)
+        try:
+            intensity = self._intensity_now(plan)
+        except ProviderError as exc:
+            log.warning("%s/%s: %s", d.obs.namespace, d.obs.name, exc)
+            return  # the joules stay unaccounted and are charged at the next known intensity
         obs = d.obs
         host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status)) if self.host_source else None
         fp = account_footprint(
@@ -581,7 +585,12 @@ class Executor:
             if value is not None:
                 return value
             log.warning("accounting with the planned intensity: no current value for %s", plan.zone)
-        return plan.expected_g_per_k_wh or 0.0
+        # The plan's figures, never zero: a plan beyond the forecast's horizon may have none, and a
+        # zero would record these joules as free of emissions for good.
+        for figure in (plan.expected_g_per_k_wh, plan.baseline_g_per_k_wh):
+            if figure is not None:
+                return figure
+        raise ProviderError(f"no intensity known for zone {plan.zone or '(none)'}: accounting waits")
 
 
 class _Refused(Exception):

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         metrics.serve(config.metrics_port)
     provider = build_provider(
         config.providers, utc_now, config.forecast_cache_ttl,
-        on_error=metrics.on_forecast_error, on_latency=metrics.on_forecast_latency,
+        on_error=metrics.on_forecast_error, on_latency=metrics.on_forecast_latency, fetch=config.forecast_fetch,
     )  # fmt: skip
     api = _api_client()
     factors = FootprintFactors.from_mapping(config.footprint)
