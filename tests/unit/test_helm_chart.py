@@ -670,7 +670,7 @@ def test_rendered_config_is_accepted_by_the_operator(
     expected_types = [p["type"] for p in values.get("providers", [{"type": "nationalgrid"}])]
     assert [p.type for p in config.providers] == expected_types
     assert config.metrics_port == _effective(case, "operator", "metricsPort")
-    assert config.zone_label == "greenjobs.dev/grid-zone"
+    assert config.zone_label == _effective(case, "operator", "config", "zoneLabel")
     assert config.replan_interval.total_seconds() > 0
 
 
