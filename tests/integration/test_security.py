@@ -55,13 +55,9 @@ class Secured:
         return f"{self.fullname}-agent"
 
 
-def _apply_rendered(cluster: Cluster, release: str, namespace: str, *values: str) -> list[dict[str, Any]]:
+def _rendered(cluster: Cluster, release: str, namespace: str) -> list[dict[str, Any]]:
     args = ["template", release, str(CHART), "-n", namespace, "-f", str(CHART / "values-sim.yaml")]
-    for v in values:
-        args += ["--set", v]
-    docs = [d for d in yaml.safe_load_all(cluster.helm(*args).stdout) if d and d.get("kind") in KINDS]
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    return docs
+    return [d for d in yaml.safe_load_all(cluster.helm(*args).stdout) if d and d.get("kind") in KINDS]
 
 
 def _delete_cluster_scoped(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
@@ -73,8 +69,9 @@ def _delete_cluster_scoped(cluster: Cluster, docs: list[dict[str, Any]]) -> None
 @pytest.fixture
 def secured(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Secured]:
     release = "sec" + hashlib.sha256(namespace.encode()).hexdigest()[:8]
-    docs = _apply_rendered(cluster, release, namespace)
+    docs = _rendered(cluster, release, namespace)
     try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         sec = Secured(namespace, f"{release}-greenjobs", tmp_path)
         # Policies take effect once the API server's policy informer has them: wait on behaviour.
         bad = _gtj(namespace, "probe-policy", zones=["GB"], pod={"nodeName": "nowhere"})
@@ -424,3 +421,196 @@ def test_aggregated_roles_grant_exactly_view_and_edit_rights(cluster: Cluster, s
     kc = _user(cluster, secured, "viewer", role="view")
     out = _kubectl_as(cluster, kc, "create", "-f", "-", input=json.dumps(_gtj(ns, "by-viewer", zones=["GB"])))
     assert out.returncode != 0 and "forbidden" in out.stderr.lower()
+
+
+# --- spec.workload (JobSet, TrainJob, PyTorchJob, RayJob) ---------------------------------------
+# The GTJ CRD does not have spec.workload yet (the API server prunes it), so the very same two
+# policies are bound to a stand-in CRD whose spec keeps any field: their CEL runs on real workloads.
+
+PROBE_GROUP = "sectest.greenjobs.dev"
+
+
+@pytest.fixture
+def probe_policies(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Secured]:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"policyprobes.{PROBE_GROUP}"},
+        "spec": {
+            "group": PROBE_GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": "policyprobes", "singular": "policyprobe", "kind": "PolicyProbe"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/policyprobes.{PROBE_GROUP}", "--timeout=30s")
+    release = "probe" + hashlib.sha256(namespace.encode()).hexdigest()[:8]
+    rendered = cluster.helm(
+        "template", release, str(CHART), "-n", namespace, "--show-only", "templates/admission-policies.yaml"
+    )
+    docs = [
+        d for d in yaml.safe_load_all(rendered.stdout) if d and not d["metadata"]["name"].endswith("agent-own-node")
+    ]
+    for d in docs:
+        if d["kind"] == "ValidatingAdmissionPolicy":
+            for rule in d["spec"]["matchConstraints"]["resourceRules"]:
+                rule["apiGroups"], rule["resources"] = [PROBE_GROUP], ["policyprobes"]
+    try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        sec = Secured(namespace, f"{release}-greenjobs", tmp_path)
+        probe = _probe(
+            namespace,
+            "probe",
+            {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"nodeName": "x"}}}},
+        )
+        wait_until(
+            "the probe policies to act",
+            lambda: (
+                cluster.kubectl(
+                    "create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False
+                ).returncode
+                != 0
+            ),
+            timeout=30,
+        )
+        yield sec
+    finally:
+        _delete_cluster_scoped(cluster, docs)
+        cluster.kubectl("delete", "crd", f"policyprobes.{PROBE_GROUP}", "--ignore-not-found", check=False)
+
+
+def _probe(namespace: str, name: str, workload: dict[str, Any], zones: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"workload": {"metadata": {"name": name}, **workload}}
+    if zones is not None:
+        spec["placement"] = {"zones": zones}
+    return {
+        "apiVersion": f"{PROBE_GROUP}/v1",
+        "kind": "PolicyProbe",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _pod(**extra: Any) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": "c", "image": "busybox"}], **extra}}
+
+
+WORKLOADS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # kind: (apiVersion, resource the user needs, path of a pod spec, workload spec with a pod spec at it)
+    "JobSet": (
+        "jobset.x-k8s.io/v1alpha2",
+        "jobsets.jobset.x-k8s.io",
+        "spec.workload.spec.replicatedJobs[workers].template.spec.template.spec",
+        {"replicatedJobs": [{"name": "workers", "template": {"spec": {"template": _pod()}}}]},
+    ),
+    "PyTorchJob": (
+        "kubeflow.org/v1",
+        "pytorchjobs.kubeflow.org",
+        "spec.workload.spec.pytorchReplicaSpecs.Worker.template.spec",
+        {"pytorchReplicaSpecs": {"Master": {"template": _pod()}, "Worker": {"template": _pod()}}},
+    ),
+    "RayJob": (
+        "ray.io/v1",
+        "rayjobs.ray.io",
+        "spec.workload.spec.rayClusterSpec.workerGroupSpecs[gpu].template.spec",
+        {
+            "rayClusterSpec": {
+                "headGroupSpec": {"template": _pod()},
+                "workerGroupSpecs": [{"groupName": "gpu", "template": _pod()}],
+            }
+        },
+    ),
+    "TrainJob": (
+        "trainer.kubeflow.org/v1alpha1",
+        "trainjobs.trainer.kubeflow.org",
+        "spec.workload.spec.podTemplateOverrides[].spec",
+        {"runtimeRef": {"name": "torch"}, "podTemplateOverrides": [{"targetJobs": [{"name": "node"}], "spec": {}}]},
+    ),
+    "Job": ("batch/v1", "jobs.batch", "spec.workload.spec.template.spec", {"template": _pod()}),
+}
+
+
+def _with_pod_field(kind: str, spec: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
+    """A copy of a workload spec with `field` set in the pod spec the WORKLOADS path names."""
+    spec = json.loads(json.dumps(spec))
+    pod = {
+        "JobSet": lambda s: s["replicatedJobs"][0]["template"]["spec"]["template"]["spec"],
+        "PyTorchJob": lambda s: s["pytorchReplicaSpecs"]["Worker"]["template"]["spec"],
+        "RayJob": lambda s: s["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"],
+        "TrainJob": lambda s: s["podTemplateOverrides"][0]["spec"],
+        "Job": lambda s: s["template"]["spec"],
+    }[kind](spec)
+    pod[field] = value
+    return spec
+
+
+def test_workload_kinds_need_their_own_create_right(cluster: Cluster, probe_policies: Secured) -> None:
+    ns = probe_policies.namespace
+    probes = {"apiGroups": [PROBE_GROUP], "resources": ["policyprobes"], "verbs": ["create"]}
+    kc = _user(cluster, probe_policies, "probe-only", rules=[probes])
+    for kind, (api_version, resource, _, spec) in WORKLOADS.items():
+        manifest = json.dumps(_probe(ns, kind.lower(), {"apiVersion": api_version, "kind": kind, "spec": spec}))
+        out = _kubectl_as(cluster, kc, "create", "-f", "-", input=manifest)
+        assert out.returncode != 0, kind
+        assert (
+            f"spec.workload: system:serviceaccount:{ns}:probe-only may not create {resource} in namespace {ns}"
+            in out.stderr
+        )
+    # Granted exactly those five resources, the same user may create all five.
+    group, res = zip(*(r.split(".", 1)[::-1] for _, r, _, _ in WORKLOADS.values()), strict=True)
+    rights = [
+        probes,
+        *({"apiGroups": [g], "resources": [r], "verbs": ["create"]} for g, r in zip(group, res, strict=True)),
+    ]
+    kc = _user(cluster, probe_policies, "probe-and-workloads", rules=rights)
+    for kind, (api_version, _, _, spec) in WORKLOADS.items():
+        manifest = json.dumps(_probe(ns, kind.lower(), {"apiVersion": api_version, "kind": kind, "spec": spec}))
+        out = _kubectl_as(cluster, kc, "create", "-f", "-", input=manifest)
+        assert out.returncode == 0, (kind, out.stderr)
+    # An unknown kind, or a known kind under another group, cannot be checked and is refused.
+    for api_version, kind in (("example.com/v1", "MPIJob"), ("example.com/v1", "JobSet")):
+        manifest = json.dumps(_probe(ns, "odd", {"apiVersion": api_version, "kind": kind, "spec": {}}))
+        out = _kubectl_as(cluster, kc, "create", "-f", "-", input=manifest)
+        assert (
+            out.returncode != 0
+            and f"spec.workload: {api_version} {kind} is not a workload greenjobs runs" in out.stderr
+        )
+
+
+def test_placement_is_checked_in_every_workload_kinds_pod_templates(cluster: Cluster, probe_policies: Secured) -> None:
+    ns = probe_policies.namespace
+    for kind, (api_version, _, path, spec) in WORKLOADS.items():
+        for field, value, message in (
+            ("nodeName", "gpu-fr-0", f"{path}.nodeName: a pod template may not name a node"),
+            (
+                "nodeSelector",
+                {ZONE_LABEL: "FR"},
+                f'{path}.nodeSelector["{ZONE_LABEL}"]: "FR" contradicts spec.placement.zones [GB]',
+            ),
+        ):
+            workload = {"apiVersion": api_version, "kind": kind, "spec": _with_pod_field(kind, spec, field, value)}
+            manifest = json.dumps(_probe(ns, f"{kind.lower()}-{field.lower()}", workload, zones=["GB"]))
+            out = cluster.kubectl("create", "-f", "-", input=manifest, check=False)
+            assert out.returncode != 0 and message in out.stderr, (kind, field, out.stderr)
+        workload = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "spec": _with_pod_field(kind, spec, "nodeSelector", {ZONE_LABEL: "GB"}),
+        }
+        out = cluster.kubectl(
+            "create", "-f", "-", input=json.dumps(_probe(ns, f"{kind.lower()}-ok", workload, zones=["GB"])), check=False
+        )
+        assert out.returncode == 0, (kind, out.stderr)
