@@ -176,6 +176,7 @@ CAN_OPERATOR = [
     ("delete", "jobs.batch", ()),
     ("watch", "nodes", ()),
     ("create", "events", ()),
+    ("list", "namespaces", ()),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
 ]
 CANNOT_OPERATOR = [
@@ -188,7 +189,7 @@ CANNOT_OPERATOR = [
     ("get", "secrets", ()),
     ("list", "secrets", ()),
     ("get", "configmaps", ()),  # forecast ConfigMaps are mounted files
-    ("list", "namespaces", ()),  # kopf runs cluster-wide and needs no namespace list
+    ("get", "namespaces", ()),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
     ("patch", "clusterkopfpeerings.kopf.dev", ()),  # peering is off with one replica
     ("create", "clusterroles.rbac.authorization.k8s.io", ()),

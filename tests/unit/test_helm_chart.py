@@ -326,6 +326,7 @@ OPERATOR_RULES = {
     *{("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "update", "delete")},
     *{("", "nodes", v) for v in ("get", "list", "watch")},
     *{("", "events", v) for v in ("create", "patch")},
+    *{("", "namespaces", v) for v in ("list", "watch")},
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
 }
 KOPF_PEERING_RULES = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
