@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from kubernetes.client.exceptions import ApiException
 
 from greenjobs_agent.pods import JobKey
 from greenjobs_agent.reporter import KubeStatusPatcher, NodeEnergyReport, build_patch
+from tests.agent_proc import AgentProcess, start_agent
 from tests.integration.test_rbac import token_kubeconfig
 from tests.kube import REPO, Cluster, wait_until
 from tests.manifests import gtj_manifest
+from tests.operator_proc import OperatorProcess, write_forecast
 
 pytestmark = pytest.mark.cluster
 
@@ -128,6 +130,14 @@ def _user(cluster: Cluster, sec: Secured, name: str, *, role: str | None = None,
             "create", "rolebinding", name, f"--clusterrole={role}", f"--serviceaccount={ns}:{name}", "-n", ns
         )
     return token_kubeconfig(cluster, ns, name, sec.tmp)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop()
 
 
 GTJ_ONLY = [{"apiGroups": ["greenjobs.dev"], "resources": ["greentrainingjobs"], "verbs": ["get", "create", "patch"]}]
@@ -614,3 +624,53 @@ def test_placement_is_checked_in_every_workload_kinds_pod_templates(cluster: Clu
             "create", "-f", "-", input=json.dumps(_probe(ns, f"{kind.lower()}-ok", workload, zones=["GB"])), check=False
         )
         assert out.returncode == 0, (kind, out.stderr)
+
+
+# --- sufficiency: the real operator and agents work under the policies ---------------------------
+
+
+def test_real_operator_and_agents_work_under_the_policies(
+    cluster: Cluster,
+    secured: Secured,
+    operator_factory: Callable[..., OperatorProcess],
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """The policies refuse nothing the product does: the operator on its chart token (kopf's finalizer
+    and annotation patches, status, Jobs), two agents on pod-bound tokens of their nodes (each its own
+    entry), and an `edit` user who creates and deletes the job."""
+    ns = secured.namespace
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_forecast(tmp_path / "fc", "GB", [(now + i * timedelta(minutes=1), 200.0) for i in range(-5, 60)])
+    operator_token = token_kubeconfig(cluster, ns, f"{secured.fullname}-operator", tmp_path)
+    op = operator_factory(
+        {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}, env={"KUBECONFIG": str(operator_token)}
+    )
+    nodes = cluster.nodes["GB"][:2]
+    for node in nodes:
+        kc = _bound_kubeconfig(cluster, secured, _agent_pod(cluster, secured, node), f"agent-{node}")
+        agents.append(start_agent(cluster, node, tmp_path / f"agent-{node}", ns, env={"KUBECONFIG": str(kc)}))
+
+    editor = _user(cluster, secured, "editor", role="edit")
+    job = gtj_manifest(ns, "wide", zones=["GB"], gpus=6, run_for="10s", power={"policy": "Static", "capWatts": 400})
+    job["spec"]["jobTemplate"]["spec"].update({"completions": 2, "parallelism": 2})
+    out = _kubectl_as(cluster, editor, "create", "-f", "-", input=json.dumps(job))
+    assert out.returncode == 0, out.stderr
+
+    def entries() -> dict[str, Any]:
+        found: dict[str, Any] = (
+            cluster.get_json("gtj", "wide", "-n", ns).get("status", {}).get("energy", {}).get("nodes", {})
+        )
+        return found
+
+    wait_until("entries from both agents", lambda: set(entries()) == set(nodes), timeout=60)
+    wait_until(
+        "Succeeded", lambda: cluster.get_json("gtj", "wide", "-n", ns)["status"].get("phase") == "Succeeded", timeout=60
+    )
+    for a in agents:
+        assert a.alive() and "energy report failed" not in a.logs(), a.logs()[-2000:]
+    assert "denied request" not in op.logs() and "Forbidden" not in op.logs()
+
+    out = _kubectl_as(cluster, editor, "delete", "gtj", "wide", "--timeout=30s")
+    assert out.returncode == 0, out.stderr
+    assert not cluster.get_json("gtj", "-n", ns)["items"]
