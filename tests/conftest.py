@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def operator_factory(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators for this test's namespace; at teardown delete its GreenTrainingJobs while an
-    operator still runs (kopf's timer finalizer needs it), then stop every operator started."""
+    operator still runs (it lets go of its Jobs' finalizers), then stop every operator started."""
     started: list[OperatorProcess] = []
 
     def start(config: dict[str, Any], **kwargs: Any) -> OperatorProcess:
@@ -80,3 +83,58 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass
+class JobWatch:
+    """Every Job event in the namespace (ADDED/MODIFIED/DELETED name uid), from a kubectl watch."""
+
+    proc: subprocess.Popen[str]
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def uids(self) -> dict[str, set[str]]:
+        seen: dict[str, set[str]] = defaultdict(set)
+        for _, name, uid in self.lines:
+            seen[name].add(uid)
+        return seen
+
+    def of_type(self, type_: str) -> list[tuple[str, str, str]]:
+        return [line for line in self.lines if line[0] == type_]
+
+
+@pytest.fixture
+def job_watch(cluster: Cluster, namespace: str) -> Iterator[JobWatch]:
+    template = '{.type} {.object.metadata.name} {.object.metadata.uid}{"\\n"}'
+    proc = subprocess.Popen(
+        [
+            str(cluster.bin_dir / "kubectl"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "get",
+            "jobs",
+            "-n",
+            namespace,
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            f"jsonpath={template}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cluster.env(),
+    )
+    watch = JobWatch(proc)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3:
+                watch.lines.append((parts[0], parts[1], parts[2]))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    yield watch
+    proc.terminate()
+    proc.wait(10)
+    reader.join(5)

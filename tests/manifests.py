@@ -17,8 +17,10 @@ def gtj_manifest(
     gpus: int | None = None,
     run_for: str | None = None,
     node_selector: dict[str, str] | None = None,
+    job_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A valid GreenTrainingJob; `run_for` is the kwok annotation that ends its pods after that long."""
+    """A valid GreenTrainingJob; `run_for` is the kwok annotation that ends its pods after that long;
+    `job_spec` adds JobSpec fields (e.g. ttlSecondsAfterFinished)."""
     container: dict[str, Any] = {"name": "train", "image": "busybox"}
     if gpus is not None:
         container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
@@ -28,7 +30,7 @@ def gtj_manifest(
     template: dict[str, Any] = {"spec": pod_spec}
     if run_for:
         template["metadata"] = {"annotations": {"kwok.greenjobs.dev/run-for": run_for}}
-    spec: dict[str, Any] = {"jobTemplate": {"spec": {"template": template}}}
+    spec: dict[str, Any] = {"jobTemplate": {"spec": {**(job_spec or {}), "template": template}}}
     for key, value in (("timing", timing), ("power", power), ("budget", budget)):
         if value is not None:
             spec[key] = value

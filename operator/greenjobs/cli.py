@@ -1,4 +1,4 @@
-"""The `greenjobs` command: operator, agent, plan, crd, demo."""
+"""The `greenjobs` command: operator, agent, plan, crd, report, demo."""
 
 import argparse
 import importlib
@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("greenjobs_agent.main", "run a node agent (one per GPU node)"),
     "plan": ("greenjobs.carbon.plan_cli", "what-if planning: when and where would a job run"),
     "crd": ("greenjobs.api.crd_cli", "print or write the CustomResourceDefinition"),
+    "report": ("greenjobs.report", "a job's footprint card, picture, CodeCarbon rows and MLflow logging"),
     "demo": ("greenjobs.demo", "the end-to-end demo on a local control plane (needs a repository checkout)"),
 }
 

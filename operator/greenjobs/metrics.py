@@ -1,6 +1,7 @@
 """Prometheus metrics of the operator."""
 
 from collections import Counter as Tally
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -21,6 +22,17 @@ class OperatorMetrics:
         self.plans = Counter("greenjobs_plans_total", "Plans made, by reason", ["reason"], registry=r)
         self.energy = Counter("greenjobs_energy_kwh_total", "GPU energy accounted, kWh", registry=r)
         self.co2e = Counter("greenjobs_co2e_grams_total", "Emissions accounted, gCO2e", registry=r)
+        # The footprint split (greenjobs.carbon.footprint): parts of the totals above once it is wired in.
+        self.footprint_energy = Counter(
+            "greenjobs_footprint_energy_kwh_total", "Energy accounted by part: gpu, host, facility; kWh", ["part"],
+            registry=r,
+        )  # fmt: skip
+        self.footprint_co2e = Counter(
+            "greenjobs_footprint_co2e_grams_total",
+            "Emissions accounted by part: gpu, host, facility (operational) and embodied; gCO2e",
+            ["part"],
+            registry=r,
+        )
         self.forecast_errors = Counter(
             "greenjobs_forecast_errors_total", "Forecast provider errors", ["provider", "kind"], registry=r
         )
@@ -47,6 +59,13 @@ class OperatorMetrics:
         if old is not None:
             self._counts[old] -= 1
             self.jobs.labels(old).set(self._counts[old])
+
+    def on_footprint(self, energy_k_wh: Mapping[str, float], co2e_grams: Mapping[str, float]) -> None:
+        """Add what one accounting added, per part (Footprint.increments_since gives both mappings)."""
+        for part, k_wh in energy_k_wh.items():
+            self.footprint_energy.labels(part).inc(max(k_wh, 0.0))
+        for part, grams in co2e_grams.items():
+            self.footprint_co2e.labels(part).inc(max(grams, 0.0))
 
     def on_forecast_error(self, provider: str, zone: str, kind: str) -> None:
         self.forecast_errors.labels(provider, kind).inc()

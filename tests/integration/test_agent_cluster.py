@@ -355,7 +355,7 @@ def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(
         if any(e["gpus"] != 0 for e in entries.values()):
             return None
         total = sum(e["joules"] for e in entries.values()) / JOULES_PER_KWH
-        return status if status["energy"].get("kWh") == round(total, 4) else None
+        return status if status["energy"].get("gpuKWh") == round(total, 4) else None
 
     status = wait_until("totals over the final entries", settled, timeout=15)
     entries = status["energy"]["nodes"]
@@ -366,11 +366,11 @@ def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(
         assert e["joules"] == pytest.approx(400.0 * e["gpuSeconds"], rel=0.02), node
         assert e["gpuSeconds"] == pytest.approx(6 * 15, rel=0.2), node
     k_wh = sum(e["joules"] for e in entries.values()) / JOULES_PER_KWH
-    assert status["energy"]["kWh"] == pytest.approx(k_wh, abs=1e-4)
+    assert status["energy"]["gpuKWh"] == pytest.approx(k_wh, abs=1e-4)  # kWh adds host and facility
     assert status["energy"]["gpuHours"] == pytest.approx(
         sum(e["gpuSeconds"] for e in entries.values()) / 3600, abs=1e-4
     )
-    assert status["emissions"]["grams"] == pytest.approx(k_wh * INTENSITY, abs=0.01)
+    assert status["emissions"]["gpuGrams"] == pytest.approx(k_wh * INTENSITY, abs=0.01)
     assert status["emissions"]["avgGPerKWh"] == pytest.approx(INTENSITY, abs=0.5)
     for a in agents:
         assert a.alive()

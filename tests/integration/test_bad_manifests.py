@@ -240,3 +240,10 @@ def test_kubectl_explain_shows_field_descriptions(cluster: Cluster) -> None:
         assert words in out, f"no description of {field}:\n{out}"
     power = cluster.kubectl("explain", "greentrainingjob.spec.power.policy").stdout
     assert "CarbonAware" in power and "Static" in power
+
+
+def test_a_name_too_long_for_its_job_is_refused_at_apply(cluster: Cluster, bad_ns: str) -> None:
+    proc = _apply(cluster, bad_ns, "n" * 64, _valid_spec())
+    assert proc.returncode != 0, proc.stdout
+    assert "metadata.name may have at most 63 characters" in proc.stderr, proc.stderr
+    assert _apply(cluster, bad_ns, "n" * 63, _valid_spec()).returncode == 0

@@ -172,7 +172,7 @@ CAN_OPERATOR = [
     ("patch", "greentrainingjobs.greenjobs.dev", ("--subresource=status",)),
     ("update", "greentrainingjobs.greenjobs.dev", ("--subresource=finalizers",)),
     ("create", "jobs.batch", ()),
-    ("update", "jobs.batch", ()),
+    ("patch", "jobs.batch", ()),
     ("delete", "jobs.batch", ()),
     ("watch", "nodes", ()),
     ("create", "events", ()),
@@ -182,6 +182,8 @@ CAN_OPERATOR = [
 CANNOT_OPERATOR = [
     ("create", "greentrainingjobs.greenjobs.dev", ()),
     ("delete", "greentrainingjobs.greenjobs.dev", ()),
+    ("update", "jobs.batch", ()),  # every Job write is a patch
+    ("patch", "events", ()),  # each Event is created new
     ("list", "pods", ()),  # it follows its Jobs, never their pods
     ("create", "pods", ()),
     ("delete", "pods", ()),
@@ -191,7 +193,7 @@ CANNOT_OPERATOR = [
     ("get", "configmaps", ()),  # forecast ConfigMaps are mounted files
     ("get", "namespaces", ()),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
-    ("patch", "clusterkopfpeerings.kopf.dev", ()),  # peering is off with one replica
+    ("update", "leases.coordination.k8s.io", ()),  # leader election is off with one replica
     ("create", "clusterroles.rbac.authorization.k8s.io", ()),
     ("impersonate", "serviceaccounts", ()),
 ]
@@ -223,20 +225,20 @@ def test_agent_service_account_permissions(cluster: Cluster, release: Release) -
         assert not _can(cluster, sa, verb, resource, ns, *extra), (verb, resource, extra)
 
 
-def test_two_replicas_install_kopf_peering(cluster: Cluster, namespace: str) -> None:
+def test_two_replicas_install_leader_election(cluster: Cluster, namespace: str) -> None:
     with _installed(cluster, namespace, "--set", "operator.replicas=2") as rel:
-        cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s")
-        peering = cluster.get_json("clusterkopfpeering", rel.fullname)
-        assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == rel.name
         deploy = cluster.get_json("deployment", f"{rel.fullname}-operator", "-n", namespace)
         assert deploy["spec"]["replicas"] == 2
         (c,) = deploy["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env["GREENJOBS_PEERING"] == rel.fullname
+        lease = f"{rel.fullname}-operator"
+        assert env["GREENJOBS_LEASE"] == lease
         sa = rel.operator_sa
-        for verb in ("get", "list", "watch", "patch"):
-            assert _can(cluster, sa, verb, "clusterkopfpeerings.kopf.dev", namespace)
-        assert not _can(cluster, sa, "delete", "clusterkopfpeerings.kopf.dev", namespace)
+        assert _can(cluster, sa, "create", "leases.coordination.k8s.io", namespace)
+        for verb in ("get", "update"):
+            assert _can(cluster, sa, verb, f"leases.coordination.k8s.io/{lease}", namespace)
+            assert not _can(cluster, sa, verb, "leases.coordination.k8s.io/someone-elses", namespace)
+        assert not _can(cluster, sa, "create", "leases.coordination.k8s.io", "default")
 
 
 def test_policies_are_installed_and_act(cluster: Cluster, release: Release) -> None:

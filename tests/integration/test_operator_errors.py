@@ -106,6 +106,11 @@ INVALID_POD_SPECS = {
         {"restartPolicy": "Always", "containers": [CONTAINER]},
         "spec.template.spec.restartPolicy",
     ),
+    # A typo is refused by strict field validation, not silently dropped.
+    "typo-in-a-field-name": (
+        {"restartPolicy": "Never", "containers": [{**CONTAINER, "imagePullPolcy": "Always"}]},
+        'unknown field "spec.template.spec.containers[0].imagePullPolcy"',
+    ),
 }
 
 
@@ -284,4 +289,48 @@ def test_zone_unknown_to_the_forecast_provider(
         "Running", lambda: (o := gtj(cluster, namespace, "nofc"))["status"]["phase"] == "Running" and o, timeout=30
     )
     assert condition(obj, "ForecastUnavailable")["status"] == "False"  # type: ignore[index]
+    _no_traceback(op)
+
+
+def test_job_refused_by_a_quota_is_a_condition_and_planned_once_the_quota_allows(
+    cluster: Cluster, namespace: str, operator: tuple[OperatorProcess, datetime]
+) -> None:
+    op, _ = operator
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-jobs", "namespace": namespace},
+        "spec": {"hard": {"count/jobs.batch": "0"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(quota))
+    wait_until(
+        "the quota to be counted",
+        lambda: cluster.get_json("resourcequota", "no-jobs", "-n", namespace).get("status", {}).get("hard"),
+    )
+    cluster.kubectl("apply", "-f", "-", input=_manifest(namespace, "quota", zones=["GB"]))
+    cond = _cond(cluster, namespace, "quota", "Planned", "False")
+    assert cond["reason"] == "QuotaExceeded" and "exceeded quota" in cond["message"]
+    assert gtj(cluster, namespace, "quota")["status"]["phase"] == "Pending"
+    assert _event(cluster, namespace, "quota", "QuotaExceeded")["type"] == "Warning"
+    cluster.kubectl("delete", "resourcequota", "no-jobs", "-n", namespace)
+    wait_until(
+        "Running once the quota allows",
+        lambda: gtj(cluster, namespace, "quota")["status"].get("phase") == "Running",
+        timeout=90,
+    )
+    _no_traceback(op)
+
+
+def test_a_large_spec_is_planned_like_any_other(
+    cluster: Cluster, namespace: str, operator: tuple[OperatorProcess, datetime]
+) -> None:
+    """kopf used to copy the whole spec into an annotation (256 KiB limit for all of them)."""
+    op, _ = operator
+    env = [{"name": f"HYPERPARAM_{i:05d}", "value": "x" * 200} for i in range(1500)]  # ~330 KB of spec
+    pod_spec = {"restartPolicy": "Never", "containers": [{**CONTAINER, "env": env}]}
+    body = _manifest(namespace, "large", zones=["GB"], pod_spec=pod_spec)
+    assert len(body) > 300_000
+    cluster.kubectl("create", "-f", "-", input=body)
+    wait_until("Running", lambda: gtj(cluster, namespace, "large").get("status", {}).get("phase") == "Running")
+    assert [e["reason"] for e in _events(cluster, namespace, "large")] == ["Started"]
     _no_traceback(op)

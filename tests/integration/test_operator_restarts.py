@@ -1,5 +1,5 @@
 """Chaos: the operator is SIGKILLed at random moments while it plans, defers, starts and finishes
-dozens of jobs, and restarted each time; then two replicas with kopf peering, where only one acts
+dozens of jobs, and restarted each time; then two replicas with Lease leader election, where only one acts
 and the other takes over when the active one dies.
 
 State lives in the API server (status, the owned Job), so a restart must lose nothing and duplicate
@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,8 @@ from typing import Any
 import pytest
 
 from greenjobs.api.durations import parse_time
-from tests.kube import REPO, Cluster, wait_until
+from tests.conftest import JobWatch
+from tests.kube import Cluster, wait_until
 from tests.operator_proc import OperatorProcess, condition, write_forecast
 
 pytestmark = pytest.mark.cluster
@@ -36,7 +34,6 @@ JOBS = 60
 KILLS = 7
 # A start may lag its latest start by one tick plus one restart (kill -> new process listing).
 START_TOLERANCE = timedelta(seconds=15)
-PEERING_CRDS = REPO / "helm" / "greenjobs" / "crds" / "kopf-peerings.yaml"
 
 
 def _forecasts(directory: Path, now: datetime) -> None:
@@ -95,61 +92,6 @@ def _mixed_jobs(namespace: str, rng: random.Random) -> list[Any]:
 
 def _apply(cluster: Cluster, items: list[Any]) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-
-
-@dataclass
-class JobWatch:
-    """Every Job event in the namespace (ADDED/MODIFIED/DELETED name uid), from a kubectl watch."""
-
-    proc: subprocess.Popen[str]
-    lines: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def uids(self) -> dict[str, set[str]]:
-        seen: dict[str, set[str]] = defaultdict(set)
-        for _, name, uid in self.lines:
-            seen[name].add(uid)
-        return seen
-
-    def of_type(self, type_: str) -> list[tuple[str, str, str]]:
-        return [line for line in self.lines if line[0] == type_]
-
-
-@pytest.fixture
-def job_watch(cluster: Cluster, namespace: str) -> Iterator[JobWatch]:
-    template = '{.type} {.object.metadata.name} {.object.metadata.uid}{"\\n"}'
-    proc = subprocess.Popen(
-        [
-            str(cluster.bin_dir / "kubectl"),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "get",
-            "jobs",
-            "-n",
-            namespace,
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            f"jsonpath={template}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=cluster.env(),
-    )
-    watch = JobWatch(proc)
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            parts = line.split()
-            if len(parts) == 3:
-                watch.lines.append((parts[0], parts[1], parts[2]))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    yield watch
-    proc.terminate()
-    proc.wait(10)
-    reader.join(5)
 
 
 def _items(cluster: Cluster, kind: str, namespace: str) -> list[dict[str, Any]]:
@@ -244,63 +186,49 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Two replicas with kopf peering
+# Two replicas with Lease leader election
 
 
-PEERING = "greenjobs"
-LIFETIME_S = 8
+LEASE = "greenjobs-operator"
+LEASE_S = 6
 
 
-def _peered(operator_factory: Callable[..., OperatorProcess], config: dict[str, Any]) -> OperatorProcess:
-    # No --priority: main.py derives a distinct one per process (equal priorities pause everyone).
-    return operator_factory(config, args=["--peering", PEERING, "--peering-lifetime", str(LIFETIME_S)])
+def _replica(operator_factory: Callable[..., OperatorProcess], config: dict[str, Any], ns: str) -> OperatorProcess:
+    return operator_factory(
+        config, args=["--leader-elect", LEASE, "--lease-namespace", ns, "--lease-duration", str(LEASE_S)]
+    )
 
 
-def _priority(op: OperatorProcess) -> int:
-    match = re.search(r"peering '[^']+' with priority (\d+)", op.logs())
-    assert match, op.logs()
-    return int(match.group(1))
-
-
-def _paused(op: OperatorProcess) -> bool:
-    """kopf starts every peered operator paused and logs only transitions: "Resuming operations" when
-    no peer of equal or higher priority is alive, "Pausing operations in favour of" when one appears."""
-    states = re.findall(r"(Pausing operations in favour of|Resuming operations after the pause)", op.logs())
-    return not states or states[-1].startswith("Pausing")
+def _leading(op: OperatorProcess) -> bool:
+    """Each replica logs only transitions: "acquired the lease" and "lost the lease"."""
+    states = re.findall(r"(acquired|lost) the lease", op.logs())
+    return bool(states) and states[-1] == "acquired"
 
 
 def _handled(op: OperatorProcess) -> int:
-    return op.logs().count("Handler 'ensure' succeeded")
+    return len(re.findall(r": Plan \(", op.logs()))
 
 
-def test_two_peered_replicas_one_acts_and_the_other_takes_over(
+def test_two_replicas_one_leads_and_the_other_takes_over(
     cluster: Cluster,
     namespace: str,
     tmp_path: Path,
     operator_factory: Callable[..., OperatorProcess],
     job_watch: JobWatch,
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": namespace}}
-        ),
-    )
     now = datetime.now(UTC).replace(microsecond=0)
     _forecasts(tmp_path / "fc", now)
     config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
-    a = _peered(operator_factory, config)
-    b = _peered(operator_factory, config)
-    assert _priority(a) != _priority(b), "replicas need distinct peering priorities"
-    active, standby = (a, b) if _priority(a) > _priority(b) else (b, a)
-    wait_until("the higher-priority replica to act", lambda: not _paused(active), timeout=30)
-    time.sleep(3)  # both have seen each other's keep-alive by now
-    assert _paused(standby) and not _paused(active)
-    assert "Pausing all operators" not in a.logs() + b.logs()
+    a = _replica(operator_factory, config, namespace)
+    b = _replica(operator_factory, config, namespace)
+    wait_until("one replica to lead", lambda: _leading(a) or _leading(b), timeout=30)
+    active, standby = (a, b) if _leading(a) else (b, a)
+    lease = cluster.get_json("lease", LEASE, "-n", namespace)
+    time.sleep(LEASE_S / 2)  # a full renewal period: the standby has tried and must still wait
+    assert _leading(active) and not _leading(standby)
+    assert (
+        cluster.get_json("lease", LEASE, "-n", namespace)["spec"]["holderIdentity"] == lease["spec"]["holderIdentity"]
+    )
 
     # 8 jobs deferred ~50 s (FR's clean window) while the active replica runs.
     rng = random.Random(SEED)
@@ -319,16 +247,16 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         timeout=30,
     )
     assert _handled(active) >= len(first)
-    assert _handled(standby) == 0, "the paused replica must not act"
+    assert _handled(standby) == 0, "the standby must not act"
     assert len(_items(cluster, "jobs", namespace)) == len(first)
     events = _gtj_events(cluster, namespace)
     assert {n: c["Deferred"] for n, c in events.items()} == {g["metadata"]["name"]: 1 for g in first}
 
-    # The active replica dies without a goodbye: its peering record expires, the standby resumes,
-    # starts the deferred jobs at their time and plans new ones.
+    # The active replica dies without a goodbye: its Lease expires, the standby takes it, starts the
+    # deferred jobs at their time and plans new ones.
     active.kill()
     killed = time.monotonic()
-    wait_until("the standby to resume", lambda: not _paused(standby), timeout=60)
+    wait_until("the standby to take the lease", lambda: _leading(standby), timeout=60)
     takeover_s = round(time.monotonic() - killed, 1)
     second = [
         _gtj(namespace, "peer-late", zones=["GB"], timing=None, gpus=1, run_for="5s"),
@@ -348,5 +276,5 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         g["metadata"]["name"]: (1, 1) for g in first
     }
     assert events["peer-late"]["Started"] == 1
-    assert "Handler 'ensure' succeeded" in standby.logs()
-    print(f"\npeering: standby resumed {takeover_s} s after SIGKILL of the active replica (lifetime {LIFETIME_S} s)")
+    assert _handled(standby) >= 1
+    print(f"\nleader election: standby took over {takeover_s} s after SIGKILL of the leader (lease {LEASE_S} s)")

@@ -59,4 +59,21 @@ def test_names_and_printer_columns_follow_the_api_contract() -> None:
         "SAVED-%",
         "AGE",
     ]
-    assert [n for n, p in columns if p == 1] == ["DEADLINE", "JOB"]
+    assert [n for n, p in columns if p == 1] == [
+        "DEADLINE",
+        "JOB",
+        "GPU-KWH",
+        "HOST-KWH",
+        "FACILITY-KWH",
+        "OPERATIONAL-G",
+        "EMBODIED-G",
+    ]
+    paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    # CO2e-g and Energy-kWh are the totals; the wide columns are their parts.
+    assert paths["CO2e-g"] == ".status.emissions.grams" and paths["Energy-kWh"] == ".status.energy.kWh"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    for name in (v for v in paths.values() if v.startswith(".status.")):
+        node = {"properties": {"status": {"properties": status}}}
+        for part in name.strip(".").split("."):
+            node = node["properties"][part]
+        assert node, name  # every printer column points at a field of the schema

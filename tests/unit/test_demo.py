@@ -194,3 +194,29 @@ def test_the_picture_is_drawn(tmp_path: Path) -> None:
     summaries = {"j": summarize(obj, _flat({"GB": 100.0}), 700.0, T0 + timedelta(seconds=60))}
     out = draw(tmp_path / "demo.png", rec, summaries, lambda z, t: 100.0, lambda t: t, ["GB"], "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_with_the_footprint_split_saves_on_operational_grams_only() -> None:
+    obj = _gtj(
+        "split",
+        phase="Succeeded",
+        startTime="2026-01-01T12:00:00Z",
+        completionTime="2026-01-01T12:01:00Z",
+        plan={"zone": "GB"},
+        energy={
+            "kWh": 2.0, "gpuHours": 1.0, "gpuKWh": 0.5, "hostKWh": 0.3, "facilityKWh": 1.2,
+            "methods": {"host": "watts-per-gpu"},
+        },
+        emissions={"grams": 210.0, "operationalGrams": 200.0, "embodiedGrams": 10.0, "gpuGrams": 50.0},
+    )  # fmt: skip
+    s = summarize(obj, _flat({"GB": 150.0}), 700.0, T0)
+    assert s.gpu_k_wh == 0.5 and s.host_k_wh == 0.3 and s.embodied_grams == 10.0
+    assert s.saved_grams == pytest.approx(2.0 * 150.0 - 200.0)  # embodied grams are not a saving's business
+    assert s.avg_watts_per_gpu == pytest.approx(500.0)  # GPU energy / GPU-hours, not the total
+    assert s.cap_saved_k_wh == pytest.approx(0.2)
+    table = summary_table([s])
+    main_total = next(line for line in table.splitlines() if line.startswith("TOTAL")).split()
+    assert main_total == ["TOTAL", "2.0000", "210.0", "100.0", "33.3"]
+    foot = table[table.index("JOB  ", 10) :]
+    row = next(line for line in foot.splitlines() if line.startswith("split")).split()
+    assert row == ["split", "0.5000", "0.3000", "1.2000", "2.0000", "200.0", "10.0", "210.0", "watts-per-gpu"]

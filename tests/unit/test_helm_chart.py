@@ -43,7 +43,7 @@ needs_helm = pytest.mark.skipif(
 CASES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "sim": yaml.safe_load((CHART / "values-sim.yaml").read_text()),
-    "peering": {"operator": {"replicas": 2}},
+    "leader": {"operator": {"replicas": 2}},
     "electricitymaps": {
         "operator": {
             "config": {
@@ -291,15 +291,9 @@ def test_chart_crd_is_the_generated_crd() -> None:
     ).read_bytes(), "run: cp crds/greentrainingjobs.yaml helm/greenjobs/crds/"
 
 
-def test_kopf_peering_crds_are_shipped() -> None:
-    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text()))
-    by_kind = {d["spec"]["names"]["kind"]: d for d in docs}
-    assert set(by_kind) == {"ClusterKopfPeering", "KopfPeering"}
-    assert by_kind["ClusterKopfPeering"]["spec"]["scope"] == "Cluster"
-    assert by_kind["KopfPeering"]["spec"]["scope"] == "Namespaced"
-    for d in docs:
-        assert d["spec"]["group"] == "kopf.dev"
-        assert d["metadata"]["name"] == f"{d['spec']['names']['plural']}.kopf.dev"
+def test_no_kopf_peering_crds_are_needed() -> None:
+    # Leader election uses a coordination.k8s.io Lease: the chart ships no CRD of its own for it.
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["greentrainingjobs.yaml"]
 
 
 # --- RBAC -----------------------------------------------------------------------------------
@@ -320,16 +314,16 @@ def test_no_rbac_wildcards_and_no_secret_access(case: str) -> None:
 
 # What the operator calls (controller/kube.py, handlers.py, main.py, and kopf under them); nothing else.
 OPERATOR_RULES = {
-    *{("greenjobs.dev", "greentrainingjobs", v) for v in ("get", "list", "watch", "patch", "update")},
-    *{("greenjobs.dev", "greentrainingjobs/status", v) for v in ("get", "patch", "update")},
+    *{("greenjobs.dev", "greentrainingjobs", v) for v in ("get", "list", "watch", "patch")},
+    *{("greenjobs.dev", "greentrainingjobs/status", v) for v in ("get", "patch")},
     ("greenjobs.dev", "greentrainingjobs/finalizers", "update"),
-    *{("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "update", "delete")},
+    *{("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
     *{("", "nodes", v) for v in ("get", "list", "watch")},
-    *{("", "events", v) for v in ("create", "patch")},
+    ("", "events", "create"),
     *{("", "namespaces", v) for v in ("list", "watch")},
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
 }
-KOPF_PEERING_RULES = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+LEASE_RULES = {("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")}
 AGENT_RULES = {
     *{("", "pods", v) for v in ("get", "list", "watch")},
     *{("greenjobs.dev", "greentrainingjobs", v) for v in ("get", "list", "watch")},
@@ -338,13 +332,29 @@ AGENT_RULES = {
 
 
 @needs_helm
-@pytest.mark.parametrize("case", ["defaults", "peering"])
+@pytest.mark.parametrize("case", ["defaults", "leader"])
 def test_operator_rbac_is_exactly_what_it_needs(case: str) -> None:
     docs = render(case)
-    expected = OPERATOR_RULES | (KOPF_PEERING_RULES if case == "peering" else set())
-    assert rbac_triples(one(docs, "ClusterRole", "-operator")) == expected
-    # No namespaced Role at all: forecast ConfigMaps are mounted files, not API reads.
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert rbac_triples(one(docs, "ClusterRole", "-operator")) == OPERATOR_RULES
+    roles = [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    if case != "leader":
+        # No namespaced Role at all: forecast ConfigMaps are mounted files, not API reads.
+        assert not roles
+    else:
+        role = one(docs, "Role", "-operator")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        assert rbac_triples(role) == LEASE_RULES
+        named = [r for r in role["rules"] if r.get("resourceNames")]
+        assert named == [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [f"{RELEASE}-greenjobs-operator"],
+                "verbs": ["get", "update"],
+            }
+        ]
+        rb = one(docs, "RoleBinding", "-operator")
+        assert rb["roleRef"]["name"] == role["metadata"]["name"]
     sa = one(docs, "ServiceAccount", "-operator")["metadata"]["name"]
     binding = one(docs, "ClusterRoleBinding", "-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
@@ -554,8 +564,7 @@ def test_operator_deployment_defaults() -> None:
     env = env_of(c)
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert "GREENJOBS_PEERING" not in env
-    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    assert "GREENJOBS_LEASE" not in env
 
     # The config file the env names is the one the ConfigMap volume provides.
     config_path = Path(env["GREENJOBS_CONFIG"]["value"])
@@ -592,16 +601,15 @@ def test_config_change_rolls_the_operator_pods() -> None:
 
 
 @needs_helm
-def test_peering_with_two_replicas() -> None:
-    docs = render("peering")
+def test_leader_election_with_two_replicas() -> None:
+    docs = render("leader")
     deploy = one(docs, "Deployment", "-operator")
     assert deploy["spec"]["replicas"] == 2
     env = env_of(container(deploy))
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["apiVersion"] == "kopf.dev/v1"
-    assert env["GREENJOBS_PEERING"]["value"] == peering["metadata"]["name"]
-    # kopf identifies each replica in the peering record by POD_ID.
-    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["GREENJOBS_LEASE"]["value"] == f"{RELEASE}-greenjobs-operator"
+    assert env["GREENJOBS_LEASE_DURATION"]["value"] == "15"
+    # Each replica is named in the Lease by its pod name.
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 @needs_helm
@@ -843,6 +851,8 @@ METRICS = [
     "greenjobs_gpu_cap_watts",
     "greenjobs_gpu_energy_joules_total",
     "greenjobs_job_energy_joules_total",
+    "greenjobs_footprint_energy_kwh_total",
+    "greenjobs_footprint_co2e_grams_total",
 ]
 
 

@@ -22,8 +22,19 @@ def test_job_is_suspended_owned_and_labelled_and_gets_no_zone_selector_until_sta
     )
     assert job["spec"]["suspend"] is True and job["spec"]["parallelism"] == 2
     assert owned_by(job, "uid-1") and job["metadata"]["ownerReferences"][0]["controller"] is True
-    assert job["metadata"]["labels"] == {"team": "nlp", "greenjobs.dev/job": "llm", "greenjobs.dev/zone": "FR"}
+    assert job["metadata"]["labels"] == {
+        "team": "nlp",
+        "greenjobs.dev/job": "llm",
+        "greenjobs.dev/job-uid": "uid-1",
+        "greenjobs.dev/zone": "FR",
+    }
     assert job["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/job"] == "llm"
+    # Agents key energy by the GTJ's UID, carried on every pod.
+    assert job["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/job-uid"] == "uid-1"
+    # Ours until the outcome is recorded; the template's digest tells a changed template apart.
+    assert job["metadata"]["finalizers"] == ["greenjobs.dev/outcome"]
+    assert job["metadata"]["annotations"]["a"] == "b"
+    assert len(job["metadata"]["annotations"]["greenjobs.dev/template-hash"]) == 16
     assert job["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}
     assert SPEC.job_template.spec["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}  # not mutated
 

@@ -63,12 +63,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* Peering is on when asked for, and always with more than one replica. Renders "true" or "". */}}
-{{- define "greenjobs.peering.enabled" -}}
-{{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
+{{- define "greenjobs.leaderElection.enabled" -}}
+{{- if or .Values.operator.leaderElection.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
 {{- end }}
 
-{{- define "greenjobs.peering.name" -}}
-{{- default (include "greenjobs.fullname" .) .Values.operator.peering.name }}
+{{- define "greenjobs.lease.name" -}}
+{{- default (printf "%s-operator" (include "greenjobs.fullname" .)) .Values.operator.leaderElection.leaseName }}
 {{- end }}
 
 {{/*

@@ -20,6 +20,8 @@ LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
 # On the Job a GTJ owns while its outcome is not yet recorded: the Job (and its status) cannot
 # vanish (TTL, manual delete, GC) before the operator has read it.
 JOB_FINALIZER: Final = f"{GROUP}/outcome"
+# On the owned Job: digest of the template it was built from (a changed template replaces a Job that never ran).
+ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 NODE_ZONE_LABEL: Final = f"{GROUP}/grid-zone"
 FINALIZER: Final = f"{GROUP}/cleanup"
 
@@ -51,3 +53,5 @@ class Cond:
     BUDGET_EXCEEDED: Final = "BudgetExceeded"
     INVALID_TEMPLATE: Final = "InvalidTemplate"
     ZONE_UNAVAILABLE: Final = "ZoneUnavailable"
+    SPEC_APPLIED: Final = "SpecApplied"  # whether the last spec change could be applied
+    PODS_READY: Final = "PodsReady"  # started, and its pods run (False: they wait for the scheduler)

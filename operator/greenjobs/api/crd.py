@@ -24,6 +24,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Deadline", "type": "string", "jsonPath": ".status.plan.deadline", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+    # The split behind Energy-kWh and CO2e-g (both totals), in -o wide.
+    {"name": "GPU-kWh", "type": "number", "jsonPath": ".status.energy.gpuKWh", "priority": 1},
+    {"name": "Host-kWh", "type": "number", "jsonPath": ".status.energy.hostKWh", "priority": 1},
+    {"name": "Facility-kWh", "type": "number", "jsonPath": ".status.energy.facilityKWh", "priority": 1},
+    {"name": "Operational-g", "type": "number", "jsonPath": ".status.emissions.operationalGrams", "priority": 1},
+    {"name": "Embodied-g", "type": "number", "jsonPath": ".status.emissions.embodiedGrams", "priority": 1},
 ]
 
 _DROP = {"title", "$defs"}
@@ -98,6 +104,16 @@ def build_crd() -> dict[str, Any]:
                             ),
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    # The owned Job has the same name, and a Job's name becomes a pod label
+                                    # value (at most 63 characters): refuse what could never run.
+                                    "rule": "self.metadata.name.size() <= 63",
+                                    "message": "metadata.name may have at most 63 characters: the Job it owns"
+                                    " carries the same name, which Kubernetes puts in a label",
+                                    "reason": "FieldValueInvalid",
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -181,10 +181,18 @@ class Power(_Model):
 
 class Budget(_Model):
     max_energy_k_wh: float | None = Field(
-        default=None, ge=0, alias="maxEnergyKWh", description="Energy budget of the whole job, kWh."
+        default=None,
+        ge=0,
+        alias="maxEnergyKWh",
+        description="Energy budget of the whole job, kWh: compared with the TOTAL status.energy.kWh "
+        "(GPU + host + facility overhead).",
     )
     max_c_o2e_kg: float | None = Field(
-        default=None, ge=0, alias="maxCO2eKg", description="Emissions budget of the whole job, kg CO2e."
+        default=None,
+        ge=0,
+        alias="maxCO2eKg",
+        description="Emissions budget of the whole job, kg CO2e: compared with the TOTAL status.emissions.grams "
+        "(operational + embodied).",
     )
     action: BudgetAction = Field(
         default="Warn", description="Warn: set BudgetExceeded and an Event. Suspend: also suspend the Job."
@@ -240,7 +248,12 @@ class Plan(_Model):
 
 
 class PowerStatus(_Model):
-    target_cap_watts: int | None = Field(default=None, description="Per-GPU cap the node agents enforce now.")
+    target_cap_watts: int | None = Field(default=None, description="Per-GPU cap the policy asks the node agents for.")
+    applied_cap_watts: int | None = Field(
+        default=None,
+        description="Per-GPU cap the GPUs really have, as the agents report it (lowest over nodes); differs from"
+        " targetCapWatts when the GPUs' limits clamp it (PowerCapped says so).",
+    )
     reason: str | None = Field(default=None, description="Why this cap (policy or budget).")
     g_per_k_wh: float | None = Field(
         default=None, alias="gPerKWh", description="Zone intensity the cap was computed from."
@@ -256,20 +269,79 @@ class NodeEnergy(_Model):
     updated_at: Time | None = Field(default=None, description="When the agent wrote this entry.")
 
 
+class EnergyMethods(_Model):
+    gpu: str | None = Field(default=None, description="How gpuKWh was measured (nvml: the node agents' counters).")
+    host: str | None = Field(
+        default=None,
+        description="How hostKWh was obtained: kepler, kepler-legacy, rapl-cpu-share, watts-per-gpu, or none.",
+    )
+    facility: str | None = Field(default=None, description="The PUE applied to facilityKWh, and its source.")
+
+
 class Energy(_Model):
-    k_wh: float | None = Field(default=None, alias="kWh", description="Total GPU energy over all nodes, kWh.")
+    k_wh: float | None = Field(
+        default=None,
+        alias="kWh",
+        description="TOTAL energy of the job, kWh: gpuKWh + hostKWh + facilityKWh (GPU only before the "
+        "footprint split was accounted). Budgets apply to this total.",
+    )
     gpu_hours: float | None = Field(default=None, description="Total GPU-hours over all nodes.")
+    gpu_k_wh: float | None = Field(
+        default=None, alias="gpuKWh", description="GPU energy over all nodes (node agents' counters), kWh."
+    )
+    host_k_wh: float | None = Field(
+        default=None, alias="hostKWh", description="Host energy of the job's pods (CPU, DRAM, ...), kWh."
+    )
+    facility_k_wh: float | None = Field(
+        default=None,
+        alias="facilityKWh",
+        description="Data-centre overhead (cooling, power losses): (PUE - 1) x (gpuKWh + hostKWh), kWh.",
+    )
+    pue: float | None = Field(default=None, description="Power usage effectiveness applied for the job's zone.")
+    methods: EnergyMethods | None = Field(default=None, description="Where each part of the energy comes from.")
     nodes: dict[str, NodeEnergy] = Field(
         default_factory=dict, description="One entry per node, written by its node agent (JSON merge patch)."
     )
 
 
+class EmissionsMethods(_Model):
+    operational: str | None = Field(default=None, description="How operationalGrams were computed.")
+    embodied: str | None = Field(default=None, description="The life-cycle factors behind embodiedGrams.")
+
+
 class Emissions(_Model):
-    grams: float | None = Field(default=None, description="gCO2e: energy deltas x zone intensity when used.")
-    avg_g_per_k_wh: float | None = Field(default=None, alias="avgGPerKWh", description="grams / kWh.")
+    grams: float | None = Field(
+        default=None,
+        description="TOTAL gCO2e of the job: operationalGrams + embodiedGrams (GPU operational only before the "
+        "footprint split was accounted). Budgets apply to this total.",
+    )
+    avg_g_per_k_wh: float | None = Field(
+        default=None,
+        alias="avgGPerKWh",
+        description="operationalGrams / energy.kWh: the mean grid intensity the job ran at, gCO2e/kWh.",
+    )
+    operational_grams: float | None = Field(
+        default=None, description="gCO2e of the electricity: GPU, host and facility energy x zone intensity."
+    )
+    embodied_grams: float | None = Field(
+        default=None, description="gCO2e of manufacturing the hardware, amortised per GPU-hour and server-hour."
+    )
+    gpu_grams: float | None = Field(
+        default=None, description="Operational gCO2e of the GPU energy (state of the incremental accounting)."
+    )
+    host_grams: float | None = Field(
+        default=None, description="Operational gCO2e of the host energy (state of the incremental accounting)."
+    )
+    facility_grams: float | None = Field(
+        default=None, description="Operational gCO2e of the facility overhead: (PUE - 1) x (gpuGrams + hostGrams)."
+    )
+    methods: EmissionsMethods | None = Field(default=None, description="How each part of the emissions was computed.")
     accounted_joules: dict[str, float] = Field(
         default_factory=dict,
         description="Per node, the joules already turned into grams (so restarts never count twice).",
+    )
+    accounted_host_joules: float | None = Field(
+        default=None, description="Host joules already turned into grams (high-water mark, as accountedJoules)."
     )
 
 

@@ -28,11 +28,31 @@ class OperatorConfig(BaseSettings):
     forecast_cache_ttl: timedelta = Field(timedelta(minutes=5), alias="forecastCacheTTL")
     replan_interval: timedelta = Field(timedelta(minutes=5), alias="replanInterval")
     power_interval: timedelta = Field(timedelta(minutes=1), alias="powerInterval")
+    account_interval: timedelta = Field(
+        timedelta(seconds=30), alias="accountInterval", description="How often a running job's energy is accounted."
+    )
+    workers: int = Field(
+        4, ge=1, le=64, description="Jobs reconciled at once (one job is never reconciled twice at once)."
+    )
+    leader_election: bool = Field(
+        False, alias="leaderElection", description="Replicas elect one active operator through a Lease."
+    )
+    lease_name: str = Field("greenjobs-operator", alias="leaseName")
+    lease_namespace: str | None = Field(
+        None, alias="leaseNamespace", description="Default: the pod's namespace (POD_NAMESPACE), else default."
+    )
+    lease_duration: timedelta = Field(timedelta(seconds=15), alias="leaseDuration")
     tick_seconds: float = Field(10.0, alias="tickSeconds", gt=0, description="How often each job is looked at.")
     cap_step_watts: int = Field(5, alias="capStepWatts", ge=1)
     metrics_port: int = Field(8080, alias="metricsPort")
+    footprint: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Host energy, PUE and embodied factors (greenjobs.carbon.footprint.FootprintFactors).",
+    )
 
-    @field_validator("forecast_cache_ttl", "replan_interval", "power_interval", mode="before")
+    @field_validator(
+        "forecast_cache_ttl", "replan_interval", "power_interval", "account_interval", "lease_duration", mode="before"
+    )
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v

@@ -1,6 +1,9 @@
 """The batch/v1 Job that a GreenTrainingJob owns: built suspended, unsuspended at scheduledStart."""
 
 import copy
+import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from greenjobs.api import constants as c
@@ -16,6 +19,7 @@ def build_job(
     zone: str | None,
     zone_selector: dict[str, str] | None,
     start_now: bool,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """The owned Job: our labels, an ownerReference (deletion cascades), suspended unless starting now.
 
@@ -25,7 +29,7 @@ def build_job(
     template = spec.job_template
     meta = copy.deepcopy(template.metadata)
     job_spec = copy.deepcopy(template.spec)
-    labels = {**meta.get("labels", {}), c.LABEL_JOB: name}
+    labels = {**meta.get("labels", {}), c.LABEL_JOB: name, c.LABEL_JOB_UID: uid}
     if zone:
         labels[c.LABEL_ZONE] = zone
     pod_template = job_spec.setdefault("template", {})
@@ -39,7 +43,13 @@ def build_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **{k: v for k, v in meta.items() if k in ("annotations",)},
+            "annotations": {
+                **meta.get("annotations", {}),
+                c.ANNOTATION_TEMPLATE_HASH: digest
+                or template_hash(spec.job_template.model_dump(by_alias=True, exclude_none=True)),
+            },
+            # Ours until the outcome is recorded: TTL, a delete by hand or GC cannot lose it.
+            "finalizers": [c.JOB_FINALIZER],
             "name": name,
             "namespace": namespace,
             "labels": labels,
@@ -56,6 +66,18 @@ def build_job(
         },
         "spec": job_spec,
     }
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A short, stable digest of the user's workload template: a changed template replaces a Job that
+    never ran, and only such a change does (no diff base kept anywhere)."""
+    raw = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def workload_template(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's workload template in a GTJ spec (what its Job is built from)."""
+    return dict(spec.get("jobTemplate") or spec.get("workload") or {})
 
 
 def start_patch(name: str, zone: str | None, zone_selector: dict[str, str] | None) -> dict[str, Any]:

@@ -11,10 +11,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from greenjobs.api import constants as c
 from greenjobs.metrics import OperatorMetrics
 
 _JOBS = ("batch", "v1")
+_GTJ = (c.GROUP, c.VERSION)
 _MERGE = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
+
+
+class Conflict(Exception):
+    """A conditional write found the object changed since it was read: read again and re-decide."""
 
 
 class Kube:
@@ -33,10 +40,62 @@ class Kube:
         return job
 
     def create_job(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+        """Create with strict field validation: a typo in the user's template is refused, not dropped."""
         self.metrics.api_writes.labels("create_job_dry_run" if dry_run else "create_job").inc()
         self.objects.create_namespaced_custom_object(
-            *_JOBS, body["metadata"]["namespace"], "jobs", body, dry_run="All" if dry_run else None
+            *_JOBS,
+            body["metadata"]["namespace"],
+            "jobs",
+            body,
+            dry_run="All" if dry_run else None,
+            field_validation="Strict",
         )
+
+    def release_job(self, namespace: str, name: str, finalizers: list[str]) -> None:
+        """Remove our finalizer; the `test` op makes it a no-op failure if the list moved meanwhile."""
+        if c.JOB_FINALIZER not in finalizers:
+            return
+        i = finalizers.index(c.JOB_FINALIZER)
+        ops = [
+            {"op": "test", "path": f"/metadata/finalizers/{i}", "value": c.JOB_FINALIZER},
+            {"op": "remove", "path": f"/metadata/finalizers/{i}"},
+        ]
+        self.metrics.api_writes.labels("release_job").inc()
+        try:
+            self.objects.patch_namespaced_custom_object(*_JOBS, namespace, "jobs", name, ops, _content_type=_JSON_PATCH)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            if exc.status in (409, 422):  # the test op failed: the list changed; look again
+                raise Conflict(f"finalizers of Job {namespace}/{name} changed") from exc
+            raise
+
+    def get_gtj(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            gtj: dict[str, Any] = self.objects.get_namespaced_custom_object(*_GTJ, namespace, c.PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return gtj
+
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch status; with `resource_version` only if nobody wrote the object since (409 else)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.metrics.api_writes.labels("patch_status").inc()
+        try:
+            out: dict[str, Any] = self.objects.patch_namespaced_custom_object_status(
+                *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"GreenTrainingJob {namespace}/{name} changed since it was read") from exc
+            raise
+        return out
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.metrics.api_writes.labels("patch_job").inc()

@@ -3,22 +3,26 @@
 import argparse
 import logging
 import os
-import zlib
-from datetime import UTC, datetime
-from typing import Any, cast
+import re
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import kopf
 import kubernetes
 
+from greenjobs.carbon.footprint import FootprintFactors, build_host_source
 from greenjobs.carbon.providers.config import build_provider
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
 
 from .config import load_config
+from .events import EventRecorder
+from .executor import Executor
 from .handlers import Memo, register
 from .kube import Kube
-from .planning import Event
-from .reconciler import Reconciler
+from .leader import LeaderElector
+from .loop import Controller
 
 log = logging.getLogger("greenjobs.operator")
 
@@ -27,23 +31,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="operator config YAML (default: $GREENJOBS_CONFIG)")
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
     parser.add_argument(
+        "--leader-elect",
         "--peering",
-        default=os.environ.get("GREENJOBS_PEERING"),
-        help="kopf peering name: replicas elect one active operator (needs the peering CRDs)",
+        dest="lease",
+        default=os.environ.get("GREENJOBS_LEASE"),
+        metavar="LEASE",
+        help="replicas elect one active operator through this coordination.k8s.io Lease (in --lease-namespace)",
     )
     parser.add_argument(
-        "--priority",
-        type=int,
-        default=_env_int("GREENJOBS_PEERING_PRIORITY"),
-        help="peering priority (default: derived from POD_NAME, else the pid): the highest one acts;"
-        " kopf pauses ALL replicas of equal priority, so each replica needs its own",
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
     )
     parser.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=_env_int("GREENJOBS_PEERING_LIFETIME"),
-        help="seconds a replica's peering record lives without a keep-alive (kopf's default: 60); a"
-        " replica that dies without saying goodbye is taken over after this long",
+        "--lease-duration",
+        type=float,
+        default=_env_float("GREENJOBS_LEASE_DURATION"),
+        help="seconds a Lease lives without renewal before a standby takes over (default 15)",
     )
     parser.add_argument(
         "--liveness",
@@ -53,30 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def _env_int(name: str) -> int | None:
+def _env_float(name: str) -> float | None:
     value = os.environ.get(name)
-    return int(value) if value else None
+    return float(value) if value else None
 
 
-def peering_priority(explicit: int | None) -> int:
-    """This replica's peering priority: explicit, else stable per pod name, else per process.
-
-    kopf pauses every operator that sees a peer of equal priority (default 0 for all), which with
-    two replicas means neither acts; distinct priorities elect the highest as the active one.
-    """
-    if explicit is not None:
-        return explicit
-    pod = os.environ.get("POD_NAME") or os.environ.get("POD_ID")
-    seed = pod if pod else f"{os.uname().nodename}/{os.getpid()}"
-    return 1 + zlib.crc32(seed.encode()) % 1_000_000
+def identity() -> str:
+    """This replica's name in the Lease: the pod's name, else host and process."""
+    return os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _emit(body: dict[str, Any], event: Event) -> None:
-    kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
 
 
 def _api_client() -> kubernetes.client.ApiClient:
@@ -85,23 +77,25 @@ def _api_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
     configuration = kubernetes.client.Configuration.get_default_copy()
-    # Handlers run in kopf's thread pool (max_workers 16): with the default pool of 10 connections
-    # the extra threads open and discard a TLS connection per call ("Connection pool is full").
+    # Reconcile workers and event posting share the pool: keep a connection per thread.
     configuration.connection_pool_maxsize = 32
     return kubernetes.client.ApiClient(configuration)
 
 
-class _QuietTicks(logging.Filter):
-    """Drop kopf's "Timer 'tick' succeeded." records: one per job per tick is noise, not news
-    (100 lines/s with 1,000 jobs at a 10 s tick). Failures of the timer are still logged."""
+class _QuietEvents(logging.Filter):
+    """Drop kopf's "Handler 'node' succeeded." records: the event handlers only feed the work queue,
+    and one line per watch event (every node heartbeat) is noise. Failures are still logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and record.getMessage() == "Timer 'tick' succeeded.")
+        return not (record.levelno == logging.INFO and QUIET.match(record.getMessage()))
+
+
+QUIET = re.compile(r"^Handler '(gtj|job|node)' succeeded\.$")
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    logging.getLogger("kopf.objects").addFilter(_QuietTicks())
+    logging.getLogger("kopf.objects").addFilter(_QuietEvents())
     config = load_config(args.config)
     metrics = OperatorMetrics()
     if config.metrics_port:
@@ -110,26 +104,46 @@ def run(args: argparse.Namespace) -> int:
         config.providers, utc_now, config.forecast_cache_ttl,
         on_error=metrics.on_forecast_error, on_latency=metrics.on_forecast_latency,
     )  # fmt: skip
-    reconciler = Reconciler(config, provider, Kube(_api_client(), metrics), metrics, utc_now, _emit)
+    api = _api_client()
+    factors = FootprintFactors.from_mapping(config.footprint)
+    executor = Executor(
+        config, provider, Kube(api, metrics), metrics, utc_now, EventRecorder(api, metrics),
+        factors=factors, host_source=build_host_source(factors.host),
+    )  # fmt: skip
+    controller = Controller(executor, utc_now, config.zone_label, config.zone_map, workers=config.workers)
+    elector: LeaderElector | None = None
+    if args.lease:
+        duration = timedelta(seconds=args.lease_duration) if args.lease_duration else config.lease_duration
+        elector = LeaderElector(
+            api, args.lease_namespace, args.lease, identity(), duration, utc_now, _toggle(controller.active)
+        )
+        log.info("leader election through Lease %s/%s as %s", args.lease_namespace, args.lease, identity())
+        elector.start()
+    else:
+        controller.active.set()
     registry = kopf.OperatorRegistry()
-    register(registry, config)
-    settings = kopf.OperatorSettings()
-    priority = None
-    if args.peering is not None:
-        priority = peering_priority(args.priority)
-        if args.peering_lifetime:
-            settings.peering.lifetime = args.peering_lifetime
-        log.info("peering %r with priority %d", args.peering, priority)
+    register(registry)
     log.info("starting: %d forecast provider(s), namespaces=%s", len(config.providers), args.namespace or "all")
-    kopf.run(
-        registry=registry,
-        settings=settings,
-        priority=priority,
-        memo=Memo(reconciler),
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=args.liveness or None,
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            memo=Memo(controller),
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness or None,
+        )
+    finally:
+        if elector is not None:
+            elector.stop()
     return 0
+
+
+def _toggle(flag: threading.Event) -> Callable[[bool], None]:
+    def set_(on: bool) -> None:
+        if on:
+            flag.set()
+        else:
+            flag.clear()
+
+    return set_

@@ -73,13 +73,29 @@ class JobSummary:
     created: datetime
     start: datetime | None
     end: datetime | None
-    k_wh: float
+    k_wh: float  # TOTAL: GPU + host + facility (GPU only in a status from before the footprint split)
     gpu_hours: float
-    grams: float
+    grams: float  # TOTAL: operational + embodied
     avg_g_per_k_wh: float | None  # what the job effectively ran at
     planned_savings_percent: float | None  # status.plan.expectedSavingsPercent
     baseline_g_per_k_wh: float | None  # trace mean had it run as long, at once, in its first zone
     default_watts: float
+    # The footprint split; None where the status predates it (then k_wh and grams are GPU only).
+    gpu_k_wh: float | None = None
+    host_k_wh: float | None = None
+    facility_k_wh: float | None = None
+    operational_grams: float | None = None
+    embodied_grams: float | None = None
+    host_method: str | None = None
+
+    @property
+    def gpu_energy(self) -> float:
+        return self.k_wh if self.gpu_k_wh is None else self.gpu_k_wh
+
+    @property
+    def operational(self) -> float:
+        """Grams of the electricity: what timing and placement can change (embodied grams cannot)."""
+        return self.grams if self.operational_grams is None else self.operational_grams
 
     @property
     def waited(self) -> timedelta | None:
@@ -92,7 +108,7 @@ class JobSummary:
     @property
     def saved_grams(self) -> float | None:
         base = self.baseline_grams
-        return None if base is None else base - self.grams
+        return None if base is None else base - self.operational
 
     @property
     def saved_percent(self) -> float | None:
@@ -101,13 +117,13 @@ class JobSummary:
 
     @property
     def avg_watts_per_gpu(self) -> float | None:
-        return None if self.gpu_hours <= 0 else 1000.0 * self.k_wh / self.gpu_hours
+        return None if self.gpu_hours <= 0 else 1000.0 * self.gpu_energy / self.gpu_hours
 
     @property
     def cap_saved_k_wh(self) -> float:
-        """Energy below what the GPUs draw at full load at their default limit (simulated GPUs: a cap
-        lowers power and, here, not speed; real capped jobs run a little longer)."""
-        return max(self.gpu_hours * self.default_watts / 1000.0 - self.k_wh, 0.0)
+        """GPU energy below what the GPUs draw at full load at their default limit (simulated GPUs: a
+        cap lowers power and, here, not speed; real capped jobs run a little longer)."""
+        return max(self.gpu_hours * self.default_watts / 1000.0 - self.gpu_energy, 0.0)
 
 
 def _time(value: Any) -> datetime | None:
@@ -155,7 +171,25 @@ def summarize(obj: Mapping[str, Any], intensity: Intensity, default_watts: float
         planned_savings_percent=plan.get("expectedSavingsPercent"),
         baseline_g_per_k_wh=baseline,
         default_watts=default_watts,
+        **_split(energy, emissions),
     )
+
+
+def _split(energy: Mapping[str, Any], emissions: Mapping[str, Any]) -> dict[str, Any]:
+    if emissions.get("gpuGrams") is None:
+        return {}  # accounted before the footprint split: GPU only
+
+    def num(value: Any) -> float:
+        return float(value or 0.0)
+
+    return {
+        "gpu_k_wh": num(energy.get("gpuKWh")),
+        "host_k_wh": num(energy.get("hostKWh")),
+        "facility_k_wh": num(energy.get("facilityKWh")),
+        "operational_grams": num(emissions.get("operationalGrams")),
+        "embodied_grams": num(emissions.get("embodiedGrams")),
+        "host_method": (energy.get("methods") or {}).get("host"),
+    }
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -187,12 +221,13 @@ def summary_table(jobs: list[JobSummary]) -> str:
             )
         )
     total_g = sum(j.grams for j in jobs)
-    total_base = sum(j.baseline_grams or j.grams for j in jobs)
+    total_op = sum(j.operational for j in jobs)  # savings compare electricity only: embodied does not move
+    total_base = sum(j.baseline_grams or j.operational for j in jobs)
     total_kwh = sum(j.k_wh for j in jobs)
-    total_pct = 100 * (total_base - total_g) / total_base if total_base else None
+    total_pct = 100 * (total_base - total_op) / total_base if total_base else None
     blank = ("",) * 3
     rows.append(
-        ("TOTAL", *blank, f"{total_kwh:.4f}", "", f"{total_g:.1f}", "", "", f"{total_base - total_g:.1f}",
+        ("TOTAL", *blank, f"{total_kwh:.4f}", "", f"{total_g:.1f}", "", "", f"{total_base - total_op:.1f}",
          _fmt(total_pct, ".1f"), "")
     )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -200,11 +235,62 @@ def summary_table(jobs: list[JobSummary]) -> str:
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     capped = sum(j.cap_saved_k_wh for j in jobs)
     notes = [
-        "WAITED: creation to start. RAN-AT: emissions / energy as the operator accounted them.",
+        "WAITED: creation to start. ENERGY and CO2e are totals (the footprint below splits them). RAN-AT: "
+        "operational emissions / energy as the operator accounted them.",
         "AT-ONCE: the trace's mean intensity in the job's first zone, had it started when created and run as "
-        "long; SAVED = energy x AT-ONCE - CO2e (timing and placement; caps not counted).",
+        "long; SAVED = energy x AT-ONCE - operational CO2e (timing and placement; caps and embodied not counted).",
         f"Power caps kept the GPUs {capped:.4f} kWh below their {jobs[0].default_watts if jobs else 0:.0f} W "
         "default (simulated GPUs draw their cap at full load and do not slow down; "
         "docs/benchmarks/power-capping.md measures the real trade-off).",
     ]
-    return "\n".join([*lines, "", *notes])
+    return "\n".join([*lines, "", *notes, "", footprint_table(jobs)])
+
+
+def footprint_table(jobs: list[JobSummary]) -> str:
+    """The split of each job's totals: energy by part, emissions operational and embodied."""
+    header = ("JOB", "GPU-kWh", "HOST-kWh", "FACILITY-kWh", "TOTAL-kWh", "OPERATIONAL-g", "EMBODIED-g", "TOTAL-g",
+              "HOST-METHOD")  # fmt: skip
+    rows = [header]
+    for j in jobs:
+        split = j.gpu_k_wh is not None
+        rows.append(
+            (
+                j.name,
+                f"{j.gpu_energy:.4f}",
+                _fmt(j.host_k_wh, ".4f"),
+                _fmt(j.facility_k_wh, ".4f"),
+                f"{j.k_wh:.4f}",
+                f"{j.operational:.1f}",
+                _fmt(j.embodied_grams, ".1f"),
+                f"{j.grams:.1f}",
+                (j.host_method or "-") if split else "GPU only",
+            )
+        )
+
+    def total(values: list[float | None]) -> str:
+        known = [v for v in values if v is not None]
+        return f"{sum(known):.4f}" if known else "-"
+
+    rows.append(
+        (
+            "TOTAL",
+            total([j.gpu_energy for j in jobs]),
+            total([j.host_k_wh for j in jobs]),
+            total([j.facility_k_wh for j in jobs]),
+            f"{sum(j.k_wh for j in jobs):.4f}",
+            f"{sum(j.operational for j in jobs):.1f}",
+            _fmt(sum(j.embodied_grams or 0.0 for j in jobs) if any(j.embodied_grams is not None for j in jobs)
+                 else None, ".1f"),
+            f"{sum(j.grams for j in jobs):.1f}",
+            "",
+        )
+    )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    note = (
+        "FOOTPRINT: host energy by the method shown, facility = (PUE - 1) x (GPU + host), embodied = GPU-hours x "
+        "amortised manufacturing; every factor and its source: docs/savings.md. GPU only: the operator has not "
+        "accounted the split for that job."
+    )
+    return "\n".join([*lines, note])

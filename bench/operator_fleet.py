@@ -1,0 +1,256 @@
+"""The operator with a real fleet's history: 10,000 GreenTrainingJobs, most of them long finished.
+
+One `greenjobs operator` process watches a fresh namespace on the local control plane, in stages:
+  1. empty: baseline RSS;
+  2. N finished GTJs (Succeeded, energy accounted, their Jobs gone as after a TTL) appear: RSS per
+     finished job, then a quiet minute: every API request of the operator while only finished jobs
+     exist (target: none but its watches), and its CPU;
+  3. D deferred and R running GTJs are added and planned; a quiet minute again: requests per minute,
+     CPU, RSS (what active jobs cost);
+  4. A burst of B new GTJs applied at once: time until all are planned, and the operator's writes per
+     job from creation to a deferred plan (target: at most 3, its Job, its status and one Event).
+
+The bench brings the control plane up (e2e/cluster.sh up) and installs the CRD itself:
+
+    .venv/bin/python bench/operator_fleet.py [--finished 9000 --deferred 900 --running 100 --burst 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, table
+from operator_scale import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    GtjWatch,
+    apiserver_requests,
+    cluster_env,
+    cpu_seconds,
+    delta,
+    free_port,
+    gtj,
+    kubectl,
+    pct,
+    scrape,
+    vm_kib,
+    wait,
+    write_forecasts,
+)
+
+CLUSTER_SH = ROOT / "e2e" / "cluster.sh"
+CRD = ROOT / "crds" / "greentrainingjobs.yaml"
+READS = ("GET", "LIST")
+
+
+def finished_status(now: datetime, i: int) -> dict[str, Any]:
+    """What a Succeeded job's status looks like once its agents' last report is accounted."""
+    joules = 3.6e6 * (1 + i % 7)
+    start = now - timedelta(days=30, hours=i % 500)
+    return {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "jobName": f"done-{i:05d}",
+        "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "completionTime": (start + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "plan": {"zone": "GB", "scheduledStart": start.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "energy": {"kWh": joules / 3.6e6, "gpuHours": 8.0, "nodes": {"gpu-gb-0": {"joules": joules, "gpus": 8}}},
+        "emissions": {"grams": 150.0, "accountedJoules": {"gpu-gb-0": joules}},
+        "conditions": [
+            {
+                "type": "Complete",
+                "status": "True",
+                "reason": "JobSucceeded",
+                "message": "the Job completed",
+                "lastTransitionTime": (start + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ],
+    }
+
+
+def running_gtj(namespace: str, name: str) -> dict[str, Any]:
+    body = gtj(namespace, name)
+    body["spec"].pop("timing")
+    body["spec"]["placement"] = {"zones": ["GB"]}
+    pod = body["spec"]["jobTemplate"]["spec"]["template"]
+    pod["metadata"] = {"annotations": {"kwok.greenjobs.dev/run-for": "2h"}}
+    return body
+
+
+def operator_requests(env: dict[str, str], before: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Requests on GTJs, Jobs and Events since `before`, without WATCH (the watches stay open)."""
+    return Counter({k: v for k, v in delta(apiserver_requests(env), before).items() if k[1] != "WATCH"})
+
+
+def quiet(env: dict[str, str], pid: int, seconds: float) -> dict[str, Any]:
+    cpu0, req0 = cpu_seconds(pid), apiserver_requests(env)
+    time.sleep(seconds)
+    reqs = operator_requests(env, req0)
+    gtj_reqs = {f"{r} {v}": n for (r, v), n in sorted(reqs.items()) if r.startswith("greentrainingjobs")}
+    return {
+        "seconds": seconds,
+        "cpu_percent": round(100 * (cpu_seconds(pid) - cpu0) / seconds, 2),
+        "gtj_requests_per_minute": round(sum(gtj_reqs.values()) * 60 / seconds, 1),
+        "gtj_requests": gtj_reqs,
+        "all_requests": {f"{r} {v}": n for (r, v), n in sorted(reqs.items())},
+        "rss_mib": round(vm_kib(pid, "VmRSS") / 1024, 1),
+    }
+
+
+def create_all(objects: Any, namespace: str, bodies: list[dict[str, Any]], threads: int) -> dict[str, float]:
+    created: dict[str, float] = {}
+
+    def create(body: dict[str, Any]) -> None:
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        created[body["metadata"]["name"]] = time.time()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, bodies))
+    return created
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--finished", type=int, default=9000)
+    parser.add_argument("--deferred", type=int, default=900)
+    parser.add_argument("--running", type=int, default=100)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--quiet-seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS / "operator_fleet.json")
+    args = parser.parse_args()
+
+    subprocess.run([str(CLUSTER_SH), "up"], check=True, capture_output=True)
+    env = cluster_env()
+    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl(env, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    namespace = f"bench-fleet-{uuid.uuid4().hex[:6]}"
+    kubectl(env, "create", "namespace", namespace)
+    work = Path(tempfile.mkdtemp(prefix="operator-fleet-"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_forecasts(work / "fc", now)
+    port = free_port()
+    config = {"providers": [{"type": "file", "path": str(work / "fc")}], "metricsPort": port}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    log = (work / "operator.log").open("wb")
+    cmd = [sys.executable, "-m", "greenjobs.cli", "operator", "--config", str(work / "config.yaml")]
+    op = subprocess.Popen([*cmd, "--liveness", "", "-n", namespace], stdout=log, stderr=subprocess.STDOUT, env=env)
+    api = kubernetes.config.new_client_from_config(config_file=env["KUBECONFIG"])
+    objects = kubernetes.client.CustomObjectsApi(api)
+    result: dict[str, Any] = {"jobs": vars(args) | {"out": str(args.out)}}
+    watch: GtjWatch | None = None
+    try:
+        wait(
+            "the operator to log in", lambda: b"Activity 'login' succeeded" in (work / "operator.log").read_bytes(), 60
+        )
+        time.sleep(3)
+        rss_empty = vm_kib(op.pid, "VmRSS")
+
+        # 2. The history: finished jobs, created and given their final status.
+        t0 = time.time()
+        bodies = [gtj(namespace, f"done-{i:05d}") for i in range(args.finished)]
+
+        def finish(i: int) -> None:
+            name = f"done-{i:05d}"
+            objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": finished_status(now, i)}
+            )
+
+        create_all(objects, namespace, bodies, args.threads)
+        with ThreadPoolExecutor(args.threads) as pool:
+            list(pool.map(finish, range(args.finished)))
+        result["populate_seconds"] = round(time.time() - t0, 1)
+        time.sleep(10)  # let the operator see every object's last event
+        rss_finished = vm_kib(op.pid, "VmRSS")
+        result["finished_only"] = quiet(env, op.pid, args.quiet_seconds)
+        result["rss_per_finished_kib"] = round((rss_finished - rss_empty) / max(args.finished, 1), 2)
+
+        # 3. Active jobs: deferred ones wait for FR's clean hour, running ones start at once in GB.
+        watch = GtjWatch(objects, namespace)
+        active = [gtj(namespace, f"wait-{i:04d}") for i in range(args.deferred)]
+        active += [running_gtj(namespace, f"run-{i:04d}") for i in range(args.running)]
+        create_all(objects, namespace, active, args.threads)
+        w = watch
+        wait("every active job planned", lambda: len(w.planned_at) >= len(active), timeout=600)
+        time.sleep(15)
+        result["with_active"] = quiet(env, op.pid, args.quiet_seconds)
+
+        # 4. A burst of new jobs applied at once.
+        writes0 = sum(scrape(port, "greenjobs_api_writes_total").values())
+        modified0 = sum(watch.modified.values())
+        burst = [gtj(namespace, f"burst-{i:04d}") for i in range(args.burst)]
+        tb = time.time()
+        created = create_all(objects, namespace, burst, args.threads)
+        wait("every burst job planned", lambda: all(n in w.planned_at for n in created), timeout=600)
+        t_planned = time.time()
+        time.sleep(3)
+        writes = sum(scrape(port, "greenjobs_api_writes_total").values()) - writes0
+        modified = sum(watch.modified.values()) - modified0
+        latencies = [watch.planned_at[n] - created[n] for n in created]
+        result["burst"] = {
+            "all_planned_seconds": round(t_planned - tb, 1),
+            "latency_p50": round(pct(latencies, 0.5), 2),
+            "latency_p99": round(pct(latencies, 0.99), 2),
+            "operator_writes_per_job": round(writes / args.burst, 2),
+            "gtj_modifications_per_job": round(modified / args.burst, 2),
+        }
+        result["rss_peak_mib"] = round(vm_kib(op.pid, "VmHWM") / 1024, 1)
+        result["rss_empty_mib"] = round(rss_empty / 1024, 1)
+        events = json.loads(kubectl(env, "get", "events", "-n", namespace, "-o", "json"))["items"]
+        reasons = Counter(e["reason"] for e in events if e["involvedObject"].get("kind") == "GreenTrainingJob")
+        result["gtj_events"] = dict(reasons)
+        jobs = json.loads(kubectl(env, "get", "jobs", "-n", namespace, "-o", "json"))["items"]
+        result["jobs_created"] = len(jobs)
+    finally:
+        if watch is not None:
+            watch.stop()
+        op.terminate()
+        try:
+            op.wait(30)
+        except subprocess.TimeoutExpired:
+            op.kill()
+        # No operator finalizer on GTJs any more; Jobs hold ours: drop the namespace with the rest.
+        subprocess.run(["kubectl", "delete", "namespace", namespace, "--wait=false"], env=env, check=False)
+
+    active_total = args.deferred + args.running
+    fo, wa, b = result["finished_only"], result["with_active"], result["burst"]
+    idle_rpm, idle_cpu = fo["gtj_requests_per_minute"], wa["cpu_percent"]
+    writes, planned, peak = b["operator_writes_per_job"], b["all_planned_seconds"], result["rss_peak_mib"]
+    rows = [
+        (f"API requests/min on GTJs, {args.finished} finished only", idle_rpm, "0", idle_rpm == 0),
+        (f"operator CPU, {args.finished} finished only", f"{fo['cpu_percent']} %", "", None),
+        ("RSS per finished GTJ", f"{result['rss_per_finished_kib']} KiB", "", None),
+        (f"API requests/min on GTJs, + {active_total} active", wa["gtj_requests_per_minute"], "", None),
+        (f"operator CPU idle, {args.finished + active_total} GTJs", f"{idle_cpu} %", "< 5 %", idle_cpu < 5),
+        (f"{args.burst} new GTJs: all planned", f"{planned} s", "< 60 s", planned < 60),
+        ("  creation -> plan p50 / p99", f"{b['latency_p50']} / {b['latency_p99']} s", "", None),
+        ("operator writes per new job (Job, status, Event)", writes, "<= 3", writes <= 3),
+        ("peak RSS", f"{peak} MiB", "< 300 MiB", peak < 300),
+    ]
+    print(table(["figure", "value", "target", "met"], [(a, v, t, "" if m is None else m) for a, v, t, m in rows]))
+    result["machine"] = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    result["operator_log"] = str(work / "operator.log")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

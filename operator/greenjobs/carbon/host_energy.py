@@ -1,0 +1,185 @@
+"""Host energy of a job: what its pods' CPUs, memory and the rest of the node use besides the GPUs.
+
+Every source answers the same question, "how many joules has this job's host side used so far"
+(cumulative, like the agents' GPU counters), and tags its answer with the method, so the status can
+say what was measured and what was estimated. Sources, best first:
+
+- `kepler` (greenjobs.carbon.kepler): Kepler's per-pod counters, read from Prometheus. Measured
+  (RAPL) and attributed to pods by Kepler; we do not re-implement that.
+- `rapl-cpu-share` (`RaplCpuShare` here): where Kepler is not deployed but node_exporter's RAPL
+  collector and cAdvisor are scraped, the node's RAPL joules over the job's run are attributed to it by
+  its pods' share of the node's busy CPU time. Coarser than Kepler (no idle/active split, one window).
+- `watts-per-gpu` (`WattsPerGpu`): an estimate, a configured host power per GPU in use times the
+  job's GPU-seconds. The default figure and its source are in docs/savings.md.
+
+`HostEnergyChain` tries them in that order and returns the first answer.
+"""
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from .providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+KEPLER = "kepler"
+KEPLER_LEGACY = "kepler-legacy"
+RAPL_CPU_SHARE = "rapl-cpu-share"
+WATTS_PER_GPU = "watts-per-gpu"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class HostEnergy:
+    """Cumulative host joules of one job, split where the source knows the parts."""
+
+    method: str  # one of the constants above
+    cpu_joules: float = 0.0  # CPU package (cores, uncore) or, for estimates, everything
+    dram_joules: float = 0.0
+    other_joules: float = 0.0  # platform beyond CPU and DRAM, where a source reports it
+    detail: str = ""  # e.g. "kepler_pod_cpu_joules_total zones package+dram, 2 pods"
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_joules", "dram_joules", "other_joules"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"host energy {name} must be a finite, non-negative number of joules, not {value!r}")
+
+    @property
+    def joules(self) -> float:
+        return self.cpu_joules + self.dram_joules + self.other_joules
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Which job, where its pods are and since when: what a source needs to find the job's host energy."""
+
+    namespace: str
+    name: str  # the GreenTrainingJob's (and its batch/v1 Job's) name
+    pods: tuple[str, ...] = ()  # pod names when the caller knows them; else the Job's pod-name pattern
+    start: datetime | None = None  # status.startTime: the window of window-based sources
+    end: datetime | None = None  # completion, or None while running (then: now)
+    gpu_seconds: float = 0.0  # sum of the agents' gpuSeconds
+
+    def pod_regex(self) -> str:
+        """A PromQL regex for the job's pods: the given names, or what the Job controller names them.
+
+        A batch/v1 Job's pods are `<job>-<5 chars>`, or `<job>-<index>-<5 chars>` when Indexed. A job
+        named like another plus `-<digits>` could match the other's pattern: pass `pods` to be exact.
+        """
+        if self.pods:
+            return "|".join(re.escape(p) for p in self.pods)
+        return re.escape(self.name) + "-([0-9]+-)?[a-z0-9]{5}"
+
+
+class HostEnergySource(Protocol):
+    name: str
+
+    def job_energy(self, job: JobRef) -> HostEnergy | None:
+        """Cumulative host joules of the job, or None when this source knows nothing about it.
+
+        Raises ProviderError when the source is configured but cannot be read (the chain moves on).
+        """
+        ...
+
+
+@dataclass
+class WattsPerGpu:
+    """Estimate: host watts per GPU in use x GPU-seconds. Zero watts disables it."""
+
+    watts: float
+    name: str = WATTS_PER_GPU
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.watts) or self.watts < 0:
+            raise ValueError(f"host.wattsPerGpu must be a finite, non-negative number of watts, not {self.watts!r}")
+
+    def job_energy(self, job: JobRef) -> HostEnergy | None:
+        if self.watts <= 0:
+            return None
+        return HostEnergy(
+            method=WATTS_PER_GPU,
+            cpu_joules=self.watts * max(job.gpu_seconds, 0.0),
+            detail=f"{self.watts:g} W per GPU x {job.gpu_seconds / 3600.0:.4g} GPU-hours (estimate)",
+        )
+
+
+def cpu_share_joules(node_joules: float, job_cpu_seconds: float, node_busy_cpu_seconds: float) -> float:
+    """The job's part of a node's RAPL joules, by its share of the node's busy CPU time (same window).
+
+    All CPU energy of the window goes to busy time, idle power included: a node running only this job
+    charges it everything, which is what the job cost. A share above 1 (counters scraped at different
+    moments) is clamped to 1.
+    """
+    for name, value in (
+        ("node_joules", node_joules),
+        ("job_cpu_seconds", job_cpu_seconds),
+        ("node_busy_cpu_seconds", node_busy_cpu_seconds),
+    ):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite, non-negative number, not {value!r}")
+    if node_busy_cpu_seconds <= 0:
+        return 0.0
+    return node_joules * min(job_cpu_seconds / node_busy_cpu_seconds, 1.0)
+
+
+@dataclass(frozen=True)
+class NodeWindow:
+    """One node's figures over the job's run: RAPL joules by domain and CPU seconds."""
+
+    package_joules: float
+    dram_joules: float
+    job_cpu_seconds: float
+    busy_cpu_seconds: float
+
+
+# What a RAPL reader returns: per node over the job's window. Built on Prometheus in
+# greenjobs.carbon.kepler.rapl_reader; a function so tests feed figures directly.
+RaplReader = Callable[[JobRef], Mapping[str, NodeWindow]]
+
+
+@dataclass
+class RaplCpuShare:
+    """Node RAPL counters attributed to the job by its pods' share of the node's busy CPU time."""
+
+    reader: RaplReader
+    name: str = RAPL_CPU_SHARE
+
+    def job_energy(self, job: JobRef) -> HostEnergy | None:
+        if job.start is None:
+            return None
+        windows = self.reader(job)
+        if not windows:
+            return None
+        cpu = sum(cpu_share_joules(w.package_joules, w.job_cpu_seconds, w.busy_cpu_seconds) for w in windows.values())
+        dram = sum(cpu_share_joules(w.dram_joules, w.job_cpu_seconds, w.busy_cpu_seconds) for w in windows.values())
+        return HostEnergy(
+            method=RAPL_CPU_SHARE,
+            cpu_joules=cpu,
+            dram_joules=dram,
+            detail=f"node RAPL package+dram x CPU-time share on {len(windows)} node(s)",
+        )
+
+
+@dataclass
+class HostEnergyChain:
+    """The first source that knows the job wins; a failing source is logged and skipped."""
+
+    sources: Sequence[HostEnergySource] = field(default_factory=list)
+    name: str = "chain"
+
+    def job_energy(self, job: JobRef) -> HostEnergy | None:
+        for source in self.sources:
+            try:
+                found = source.job_energy(job)
+            except ProviderError as exc:
+                log.warning("host energy of %s/%s: %s unavailable: %s", job.namespace, job.name, source.name, exc)
+                continue
+            if found is not None:
+                return found
+        return None

@@ -1,0 +1,236 @@
+"""The phase table: one pure decision per look at a GreenTrainingJob.
+
+(phase, state of the owned Job) -> the one thing to do, then a few rules on top (spec changes, due
+times). Which phase may create, start, suspend, account or finish a workload is readable here and
+nowhere else; the executor only carries decisions out. docs/architecture.md shows the same table.
+
+The rules that make the lifecycle correct by construction:
+- Only phases that never ran (no phase yet, Pending, Deferred) may create a workload, and only while
+  status has no startTime: a finished, running or suspended job never gets a new Job, whatever
+  happened to the old one.
+- A Job that vanishes (or is being deleted) before it ever ran is re-created; one that vanishes after
+  it ran ends the job (Failed: JobDeleted / JobLost), never a re-run.
+- An outcome is recorded before our finalizer lets the Job go (TTL 0, deletion by hand, GC).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from greenjobs.api.constants import Cond, Phase
+from greenjobs.api.durations import parse_time
+
+from .observe import JobState, Observed, template_hash, workload_template
+
+
+class Action(Enum):
+    NOTHING = "Nothing"
+    PLAN = "Plan"  # plan, then create the Job (suspended, or started when due) or adopt ours
+    RECREATE = "Recreate"  # the Job of a job that never ran is gone: plan and create it again
+    REPLACE = "Replace"  # the template changed before the start: delete the unstarted Job
+    START = "Start"  # the planned start is due: place and unsuspend the Job
+    REPLAN = "Replan"  # deferred: plan again with fresh forecasts
+    ADOPT_RUNNING = "AdoptRunning"  # the Job runs while status says otherwise: record Running
+    MONITOR = "Monitor"  # running: power target, energy accounting, budget, overrun
+    RESUME = "Resume"  # suspended by its budget, which now allows it: unsuspend its own Job
+    RECORD_SUSPENDED = "RecordSuspended"  # running phase, suspended Job: record Suspended
+    FINISH = "Finish"  # the Job has an outcome: account, record it, then release the Job
+    CANCELLED = "Cancelled"  # the Job is being deleted after it ran: Failed (JobDeleted), no re-run
+    LOST = "Lost"  # the Job is gone after it ran, outcome unknown: Failed (JobLost), no re-run
+    RELEASE = "Release"  # remove our finalizer from the Job: nothing more to read from it
+    ACCOUNT = "Account"  # finished: fold in energy the agents reported late
+    ACK_SPEC = "AckSpec"  # a spec change that cannot apply now: observedGeneration + condition
+
+
+# Actions that create, start, delete or end a workload: the executor re-reads the GTJ and the Job from
+# the API server before it carries one out, so a stale cache can never re-run or lose a job.
+RISKY = frozenset(
+    {
+        Action.PLAN,
+        Action.RECREATE,
+        Action.REPLACE,
+        Action.START,
+        Action.RESUME,
+        Action.CANCELLED,
+        Action.LOST,
+        Action.FINISH,
+        Action.RELEASE,
+    }
+)
+
+_NEW, _DEFERRED, _RUNNING, _SUSPENDED, _DONE = "New", "Deferred", "Running", "Suspended", "Done"
+S = JobState
+
+# The table. Rows: phase; columns: the owned Job. Refinements (spec changes, due times, budgets) below.
+TABLE: dict[tuple[str, JobState], Action] = {
+    (_NEW, S.MISSING): Action.PLAN,
+    (_NEW, S.SUSPENDED): Action.PLAN,  # ours from before a restart: adopt it
+    (_NEW, S.RUNNING): Action.PLAN,  # we started it and died before writing status: adopt, Running
+    (_NEW, S.SUCCEEDED): Action.FINISH,
+    (_NEW, S.FAILED): Action.FINISH,
+    (_NEW, S.DELETING_UNSTARTED): Action.RELEASE,  # never ran: let it go, re-create when gone
+    (_NEW, S.DELETING): Action.CANCELLED,
+    (_DEFERRED, S.MISSING): Action.RECREATE,
+    (_DEFERRED, S.SUSPENDED): Action.NOTHING,  # START / REPLAN when due (below)
+    (_DEFERRED, S.RUNNING): Action.ADOPT_RUNNING,
+    (_DEFERRED, S.SUCCEEDED): Action.FINISH,
+    (_DEFERRED, S.FAILED): Action.FINISH,
+    (_DEFERRED, S.DELETING_UNSTARTED): Action.RELEASE,
+    (_DEFERRED, S.DELETING): Action.CANCELLED,
+    (_RUNNING, S.MISSING): Action.LOST,
+    (_RUNNING, S.SUSPENDED): Action.RECORD_SUSPENDED,
+    (_RUNNING, S.RUNNING): Action.MONITOR,
+    (_RUNNING, S.SUCCEEDED): Action.FINISH,
+    (_RUNNING, S.FAILED): Action.FINISH,
+    (_RUNNING, S.DELETING_UNSTARTED): Action.CANCELLED,
+    (_RUNNING, S.DELETING): Action.CANCELLED,
+    (_SUSPENDED, S.MISSING): Action.LOST,
+    (_SUSPENDED, S.SUSPENDED): Action.NOTHING,  # RESUME when the budget allows (below)
+    (_SUSPENDED, S.RUNNING): Action.ADOPT_RUNNING,
+    (_SUSPENDED, S.SUCCEEDED): Action.FINISH,
+    (_SUSPENDED, S.FAILED): Action.FINISH,
+    (_SUSPENDED, S.DELETING_UNSTARTED): Action.CANCELLED,
+    (_SUSPENDED, S.DELETING): Action.CANCELLED,
+    # Finished is final: nothing is ever created or started; the Job is only let go.
+    (_DONE, S.MISSING): Action.ACCOUNT,
+    (_DONE, S.SUSPENDED): Action.RELEASE,
+    (_DONE, S.RUNNING): Action.RELEASE,
+    (_DONE, S.SUCCEEDED): Action.RELEASE,
+    (_DONE, S.FAILED): Action.RELEASE,
+    (_DONE, S.DELETING_UNSTARTED): Action.RELEASE,
+    (_DONE, S.DELETING): Action.RELEASE,
+}
+
+
+def phase_row(phase: str | None) -> str:
+    if phase in (None, "", Phase.PENDING):
+        return _NEW
+    if phase in Phase.FINISHED:
+        return _DONE
+    return {Phase.DEFERRED: _DEFERRED, Phase.RUNNING: _RUNNING, Phase.SUSPENDED: _SUSPENDED}[phase]
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """In-memory pacing of one job (a restart only re-plans or re-caps once more, early)."""
+
+    last_replan: datetime | None = None
+    last_power: datetime | None = None
+    last_account: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Timers:
+    tick: timedelta
+    replan: timedelta
+    power: timedelta
+    account: timedelta
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    why: str
+    requeue_after: timedelta | None = None  # look again after this long (None: only on a change)
+    ack_spec: bool = False  # also record the new generation (a spec change that needs no new plan)
+
+    @property
+    def risky(self) -> bool:
+        return self.action in RISKY
+
+
+def decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Decision:
+    """The one thing to do now for this GreenTrainingJob, and when to look again."""
+    row = phase_row(obs.phase)
+    job = obs.job_state
+    if obs.deleting:
+        # The GTJ is going: garbage collection deletes its Job; only our finalizer could hold it.
+        held = obs.job is not None and obs.job.finalizer
+        return Decision(Action.RELEASE if held else Action.NOTHING, "the GreenTrainingJob is being deleted")
+    action = TABLE[(row, job)]
+    why = f"{row} phase, Job {job.value}"
+
+    if action in (Action.PLAN, Action.RECREATE) and obs.ever_started:
+        # Status says it ran: whatever the phase claims, never create it again.
+        return Decision(Action.LOST, f"{why}, and it ran before (status.startTime): never re-run")
+    if row == _NEW:
+        if action == Action.PLAN and obs.invalid:
+            return Decision(Action.NOTHING, "refused at this generation: waiting for a spec change")
+        if action == Action.PLAN and job == S.SUSPENDED and _replaced(obs):
+            return Decision(Action.REPLACE, "template changed before the start: replace the unstarted Job")
+        return Decision(action, why, timers.tick if action == Action.PLAN else None)
+    if row == _DEFERRED:
+        return _deferred(obs, action, why, now, pacing, timers)
+    if row == _RUNNING and action == Action.MONITOR:
+        return Decision(action, why, _monitor_requeue(now, pacing, timers), ack_spec=obs.spec_changed)
+    if row == _SUSPENDED and action == Action.NOTHING:
+        if _suspended_by_budget(obs):
+            # Re-checked against the budget by the executor: a raised budget resumes the job.
+            return Decision(Action.RESUME, "suspended by its budget: resume if the budget now allows")
+        return Decision(Action.ACK_SPEC if obs.spec_changed else Action.NOTHING, why)
+    if row == _DONE:
+        if action == Action.RELEASE and not (obs.job is not None and obs.job.finalizer):
+            action = Action.ACCOUNT if _unaccounted(obs) else Action.NOTHING
+        elif action == Action.ACCOUNT and not _unaccounted(obs):
+            action = Action.NOTHING
+        if action == Action.NOTHING and obs.spec_changed:
+            action = Action.ACK_SPEC
+        return Decision(action, why)
+    if action in (Action.ADOPT_RUNNING, Action.RECORD_SUSPENDED) or obs.spec_changed:
+        return Decision(action, why, timers.tick, ack_spec=obs.spec_changed)
+    return Decision(action, why, timers.tick if row in (_RUNNING, _SUSPENDED) else None)
+
+
+def _deferred(obs: Observed, action: Action, why: str, now: datetime, pacing: Pacing, timers: Timers) -> Decision:
+    if action != Action.NOTHING:
+        return Decision(action, why, timers.tick)
+    if obs.spec_changed:
+        if _replaced(obs):
+            return Decision(Action.REPLACE, "template changed before the start: replace the unstarted Job")
+        return Decision(Action.REPLAN, "spec changed while deferred: plan again", timers.tick)
+    start = _scheduled_start(obs)
+    if start is not None and now >= start:
+        return Decision(Action.START, "the planned start is due")
+    next_replan = (pacing.last_replan + timers.replan) if pacing.last_replan else now
+    if now >= next_replan:
+        return Decision(Action.REPLAN, "re-plan interval passed", min(timers.replan, _until(now, start)))
+    return Decision(Action.NOTHING, "waiting for the planned start", min(_until(now, next_replan), _until(now, start)))
+
+
+def _monitor_requeue(now: datetime, pacing: Pacing, timers: Timers) -> timedelta:
+    due = [timers.tick]
+    for last, every in ((pacing.last_power, timers.power), (pacing.last_account, timers.account)):
+        if last is not None:
+            due.append(_until(now, last + every))
+    return max(min(due), timedelta(seconds=1))
+
+
+def _until(now: datetime, t: datetime | None) -> timedelta:
+    if t is None:
+        return timedelta.max
+    return max(t - now, timedelta(0))
+
+
+def _suspended_by_budget(obs: Observed) -> bool:
+    return any(
+        c_.get("type") == Cond.BUDGET_EXCEEDED and c_.get("status") == "True" and c_.get("reason") == "Suspended"
+        for c_ in obs.conditions
+    )
+
+
+def _scheduled_start(obs: Observed) -> datetime | None:
+    raw = (obs.status.get("plan") or {}).get("scheduledStart")
+    return parse_time(raw) if raw else None
+
+
+def _replaced(obs: Observed) -> bool:
+    if obs.job is None or obs.job.template_hash is None:
+        return False
+    return obs.job.template_hash != template_hash(workload_template(obs.spec))
+
+
+def _unaccounted(obs: Observed) -> bool:
+    """Energy reported by an agent that is not yet in the totals (agents report after the pods end)."""
+    nodes = (obs.status.get("energy") or {}).get("nodes") or {}
+    accounted = (obs.status.get("emissions") or {}).get("accountedJoules") or {}
+    return any((v or {}).get("joules", 0) > accounted.get(n, -1) for n, v in nodes.items())

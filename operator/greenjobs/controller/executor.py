@@ -1,0 +1,611 @@
+"""Carries out one decision of the phase table: the only place where the operator writes.
+
+Order of writes, so that a crash between any two leaves something the table resumes from: the Job
+first (create / start / suspend), then the GTJ's status (conditional on the resourceVersion read when
+the decision changes the phase), then Events, then the Job's finalizer is let go.
+"""
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from greenjobs.api.constants import Cond, Phase
+from greenjobs.api.durations import format_time, parse_time
+from greenjobs.api.models import Emissions, GreenTrainingJobSpec, NodeEnergy, Plan, PowerStatus
+from greenjobs.carbon.accounting import check_budget
+from greenjobs.carbon.footprint import FootprintFactors, account_footprint, job_ref
+from greenjobs.carbon.host_energy import HostEnergySource
+from greenjobs.carbon.providers.base import Forecast, ForecastProvider, ProviderError
+from greenjobs.metrics import OperatorMetrics
+from greenjobs.power import target_cap
+
+from .conditions import CondUpdate, apply_conditions
+from .config import OperatorConfig
+from .decide import Action, Decision, Pacing
+from .jobs import build_job, start_patch, template_hash, workload_template
+from .kube import Kube, api_error_message
+from .observe import Observed
+from .planning import Event, PlanOutcome, decide_plan, same_plan
+
+log = logging.getLogger(__name__)
+
+EmitEvent = Callable[[dict[str, Any], Event], None]
+
+
+@dataclass
+class Draft:
+    """The status patch one decision builds up, with its Events (posted only once it is written)."""
+
+    obs: Observed
+    now: datetime
+    status: dict[str, Any] = field(default_factory=dict)
+    updates: list[CondUpdate] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    conditional: bool = False  # write only if nobody wrote the GTJ since it was read
+
+    def cond(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.updates.append(CondUpdate(type_, status, reason, message))  # type: ignore[arg-type]
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def merged_conditions(self) -> list[dict[str, Any]] | None:
+        """The condition list after the updates, or None when they change nothing visible."""
+        current = self.obs.conditions
+        merged = apply_conditions(current, self.updates, self.now, self.obs.generation)
+        before = {c_.get("type"): (c_.get("status"), c_.get("reason"), c_.get("message")) for c_ in current}
+        after = {c_["type"]: (c_["status"], c_["reason"], c_["message"]) for c_ in merged}
+        return merged if before != after else None
+
+
+@dataclass
+class Step:
+    """What one execution carries between its parts."""
+
+    spec: GreenTrainingJobSpec | None
+    pacing: Pacing
+    requeue: timedelta | None
+    zones: Collection[str] | None
+
+
+@dataclass(frozen=True)
+class Done:
+    body: dict[str, Any] | None  # the GTJ as written (for the cache), None when nothing was written
+    pacing: Pacing
+    requeue_after: timedelta | None = None
+
+
+@dataclass
+class Executor:
+    config: OperatorConfig
+    provider: ForecastProvider
+    kube: Kube
+    metrics: OperatorMetrics
+    clock: Callable[[], datetime]
+    emit: EmitEvent
+    factors: FootprintFactors = field(default_factory=FootprintFactors)
+    host_source: HostEnergySource | None = None  # host (CPU, DRAM) energy per job; None: GPU only
+
+    # ------------------------------------------------------------------ entry point
+
+    def execute(
+        self, obs: Observed, decision: Decision, pacing: Pacing, zones_with_nodes: Collection[str] | None
+    ) -> Done:
+        a = decision.action
+        if a == Action.NOTHING:
+            return Done(None, pacing, decision.requeue_after)
+        d = Draft(obs, self.clock())
+        step = Step(self._spec(d), pacing, decision.requeue_after, zones_with_nodes)
+        handler = self._handlers().get(a)
+        if handler is not None:
+            handler(d, step)
+        if decision.ack_spec or a == Action.ACK_SPEC:
+            self._ack_spec(d)
+        body = self._write(d)
+        if a in (Action.FINISH, Action.CANCELLED, Action.LOST, Action.RELEASE) and obs.job is not None:
+            # The outcome is in status (or was before): now the Job may go.
+            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers))
+        return Done(body, step.pacing, step.requeue)
+
+    def _handlers(self) -> dict[Action, Callable[[Draft, "Step"], None]]:
+        return {
+            Action.PLAN: self._do_plan,
+            Action.RECREATE: self._do_plan,
+            Action.REPLACE: self._do_replace,
+            Action.START: self._do_start,
+            Action.REPLAN: self._do_replan,
+            Action.ADOPT_RUNNING: self._do_adopt_running,
+            Action.MONITOR: self._do_monitor,
+            Action.RESUME: self._do_resume,
+            Action.RECORD_SUSPENDED: self._do_record_suspended,
+            Action.FINISH: self._do_finish,
+            Action.CANCELLED: self._do_cancelled,
+            Action.LOST: self._do_lost,
+            Action.ACCOUNT: lambda d, _: self._account(d, spec=None),
+        }
+
+    def _do_plan(self, d: Draft, step: "Step") -> None:
+        if step.spec is None:
+            return
+        step.pacing = replace(step.pacing, last_replan=d.now)
+        recreate = d.obs.phase == Phase.DEFERRED
+        step.requeue = self._plan(d, step.spec, step.zones, recreate=recreate) or step.requeue
+
+    def _do_replace(self, d: Draft, step: "Step") -> None:
+        self._replace(d.obs)
+        step.requeue = timedelta(0)
+
+    def _do_start(self, d: Draft, step: "Step") -> None:
+        if step.spec is not None:
+            self._start(d, step.spec, Plan.model_validate(d.obs.status.get("plan") or {}))
+            step.pacing = replace(step.pacing, last_power=d.now)
+
+    def _do_replan(self, d: Draft, step: "Step") -> None:
+        if step.spec is not None:
+            step.pacing = replace(step.pacing, last_replan=d.now)
+            self._replan(d, step.spec, step.zones)
+
+    def _do_adopt_running(self, d: Draft, step: "Step") -> None:
+        if step.spec is not None:
+            self._adopt_running(d, step.spec)
+            step.pacing = replace(step.pacing, last_power=d.now)
+
+    def _do_monitor(self, d: Draft, step: "Step") -> None:
+        if step.spec is not None:
+            step.pacing = self._monitor(d, step.spec, step.pacing)
+
+    def _do_resume(self, d: Draft, step: "Step") -> None:
+        self._resume(d, step.spec)
+
+    def _do_record_suspended(self, d: Draft, step: "Step") -> None:
+        d.conditional = True
+        d.status["phase"] = Phase.SUSPENDED
+        msg = "the Job was suspended outside greenjobs; it resumes when it is unsuspended"
+        d.cond(Cond.STARTED, "False", "JobSuspended", msg)
+        d.event("Warning", "JobSuspended", msg)
+
+    def _do_finish(self, d: Draft, step: "Step") -> None:
+        job = d.obs.job
+        outcome = job.outcome if job is not None and job.outcome else Phase.FAILED
+        ok = outcome == Phase.SUCCEEDED
+        reason = "JobSucceeded" if ok else "JobFailed"
+        self._end(d, outcome, reason, "the Job completed" if ok else "the Job failed; see its pods")
+
+    def _do_cancelled(self, d: Draft, step: "Step") -> None:
+        self._end(d, Phase.FAILED, "JobDeleted", "the Job was deleted while it ran: the training is not run again")
+
+    def _do_lost(self, d: Draft, step: "Step") -> None:
+        msg = "the Job is gone and its outcome was never recorded: the training is not run again"
+        self._end(d, Phase.FAILED, "JobLost", msg)
+
+    # ------------------------------------------------------------------ writing
+
+    def _write(self, d: Draft) -> dict[str, Any] | None:
+        conditions = d.merged_conditions()
+        if conditions is not None:
+            d.status["conditions"] = conditions
+        if not d.status:
+            self._post(d)
+            return None
+        rv = d.obs.resource_version if d.conditional else None
+        body = self.kube.patch_status(d.obs.namespace, d.obs.name, d.status, resource_version=rv)
+        self._post(d)
+        phase = d.status.get("phase")
+        if phase:
+            self.metrics.observe_phase(d.obs.uid, phase)
+        return body
+
+    def _post(self, d: Draft) -> None:
+        ref = {
+            "apiVersion": "greenjobs.dev/v1alpha1",
+            "kind": "GreenTrainingJob",
+            "metadata": {"name": d.obs.name, "namespace": d.obs.namespace, "uid": d.obs.uid},
+        }
+        for e in d.events:
+            self.emit(ref, e)
+
+    # ------------------------------------------------------------------ spec
+
+    def _spec(self, d: Draft) -> GreenTrainingJobSpec | None:
+        try:
+            return GreenTrainingJobSpec.model_validate(dict(d.obs.spec))
+        except ValidationError as exc:
+            # The schema refuses almost everything; what slips through (e.g. a zero duration) lands here.
+            problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            if d.obs.phase in (None, Phase.PENDING, Phase.DEFERRED):
+                self._refuse(d, "InvalidSpec", problems)
+            else:
+                d.cond(Cond.SPEC_APPLIED, "False", "InvalidSpec", problems)
+                d.status["observedGeneration"] = d.obs.generation
+            return None
+
+    def _refuse(self, d: Draft, reason: str, message: str) -> None:
+        d.conditional = True
+        d.status.update({"phase": Phase.PENDING, "observedGeneration": d.obs.generation})
+        d.cond(Cond.INVALID_TEMPLATE, "True", reason, message)
+        d.cond(Cond.PLANNED, "False", reason, "fix the spec; the operator retries on every change")
+        d.event("Warning", reason, message)
+
+    def _ack_spec(self, d: Draft) -> None:
+        if d.status.get("observedGeneration") == d.obs.generation or not d.obs.spec_changed:
+            return
+        d.status["observedGeneration"] = d.obs.generation
+        phase = d.status.get("phase") or d.obs.phase
+        if phase in Phase.FINISHED:
+            msg = "the job has finished: spec changes have no effect (create a new GreenTrainingJob to run again)"
+            d.cond(Cond.SPEC_APPLIED, "False", "Finished", msg)
+            return
+        job = d.obs.job
+        if job is not None and job.template_hash not in (None, template_hash(workload_template(d.obs.spec))):
+            msg = (
+                "jobTemplate changed after the Job started: it is not applied to the running Job; power and"
+                " budget changes are"
+            )
+            d.cond(Cond.SPEC_APPLIED, "False", "TemplateChangedAfterStart", msg)
+            d.event("Warning", "SpecNotApplied", msg)
+            return
+        msg = "power and budget changes apply now; timing and placement apply only before the start"
+        d.cond(Cond.SPEC_APPLIED, "True", "Applied", msg)
+
+    # ------------------------------------------------------------------ planning and Job creation
+
+    def _decide(self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None) -> PlanOutcome:
+        return decide_plan(
+            spec,
+            _created(d.obs),
+            d.now,
+            zones_with_nodes,
+            self._fetch,
+            self._current,
+            self.config.default_zone,
+        )
+
+    def _fetch(self, zone: str, start: datetime, end: datetime) -> Forecast:
+        return self.provider.forecast(zone, start, end)
+
+    def _current(self, zone: str) -> float:
+        return self.provider.current(zone)
+
+    def zone_selector(self, zone: str | None) -> dict[str, str] | None:
+        if not zone:
+            return None
+        values = [label for label, z in self.config.zone_map.items() if z == zone]
+        return {self.config.zone_label: values[0] if values else zone}
+
+    def _plan(
+        self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None, *, recreate: bool
+    ) -> timedelta | None:
+        """Plan; create the Job (or adopt ours). Returns a requeue delay when the user must wait or act."""
+        obs = d.obs
+        outcome = self._decide(d, spec, zones_with_nodes)
+        d.updates.extend(outcome.conditions)
+        if outcome.plan is None:
+            if obs.phase != Phase.PENDING or obs.spec_changed or d.merged_conditions() is not None:
+                d.status.update({"phase": Phase.PENDING, "observedGeneration": obs.generation})
+                d.events.extend(outcome.events)
+            return None
+        d.events.extend(outcome.events)
+        plan = outcome.plan
+        start_now = outcome.starts_now(d.now) or (obs.job is not None and not obs.job.suspended)
+        try:
+            self._create_or_adopt(d, spec, plan, start_now)
+        except _Retry as exc:
+            d.conditional = True
+            d.status.update({"phase": Phase.PENDING, "observedGeneration": obs.generation})
+            d.cond(Cond.PLANNED, "False", exc.reason, exc.message)
+            if obs.condition(Cond.PLANNED) != "False" or obs.spec_changed:
+                d.event("Warning", exc.reason, exc.message)
+            return timedelta(seconds=max(self.config.tick_seconds * 6, 30))
+        except _Refused as exc:
+            self._refuse(d, exc.reason, exc.message)
+            return None
+        d.cond(Cond.INVALID_TEMPLATE, "False", "Accepted", "the Job template was accepted")
+        d.conditional = True
+        d.status.update({"jobName": obs.name, "observedGeneration": obs.generation, "plan": plan.dump()})
+        self.metrics.plans.labels(_reason(outcome.conditions, Cond.PLANNED)).inc()
+        if plan.expected_savings_percent is not None:
+            self.metrics.planned_savings.observe(plan.expected_savings_percent)
+        planned = next((u.message for u in outcome.conditions if u.type == Cond.PLANNED), "")
+        if recreate:
+            d.event("Normal", "Recreated", "the Job was deleted before it started: created again")
+        if start_now:
+            self._record_start(d, spec, plan)
+            d.event("Normal", "Started", planned)
+        else:
+            d.status["phase"] = Phase.DEFERRED
+            d.cond(Cond.STARTED, "False", "Deferred", f"deferred to {format_time(plan.scheduled_start or d.now)}")
+            d.event("Normal", "Deferred", planned)
+        return None
+
+    def _create_or_adopt(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan, start_now: bool) -> None:
+        obs = d.obs
+        selector = self.zone_selector(plan.zone)
+        if obs.job is not None:
+            if start_now and obs.job.suspended:
+                self._patch_start(d, plan)
+            return
+        job = build_job(
+            obs.name,
+            obs.namespace,
+            obs.uid,
+            spec,
+            zone=plan.zone,
+            zone_selector=selector,
+            start_now=start_now,
+            digest=template_hash(workload_template(obs.spec)),
+        )
+        try:
+            self.kube.create_job(job)
+        except ApiException as exc:
+            if exc.status in (400, 422):
+                raise _Refused("InvalidJobTemplate", api_error_message(exc)) from exc
+            if exc.status == 403:
+                msg = api_error_message(exc)
+                reason = "QuotaExceeded" if "quota" in msg.lower() else "Forbidden"
+                raise _Retry(reason, f"the Job could not be created: {msg}") from exc
+            if exc.status != 409:
+                raise
+            existing = self.kube.get_job(obs.namespace, obs.name)
+            if existing is None or not any(
+                r.get("uid") == obs.uid for r in existing.get("metadata", {}).get("ownerReferences") or []
+            ):
+                raise _Refused(
+                    "JobNameTaken", f"a Job named {obs.name} exists and is not owned by this GreenTrainingJob"
+                ) from exc
+            # Ours (created before a restart, and the Job index lags): adopt it.
+            if start_now and existing.get("spec", {}).get("suspend"):
+                self._patch_start(d, plan)
+
+    def _patch_start(self, d: Draft, plan: Plan) -> None:
+        try:
+            self.kube.patch_job(
+                d.obs.namespace, d.obs.name, start_patch(d.obs.name, plan.zone, self.zone_selector(plan.zone))
+            )
+        except ApiException as exc:
+            if exc.status in (403, 422, 400):
+                raise _Retry("StartFailed", f"the Job could not be started: {api_error_message(exc)}") from exc
+            raise
+
+    def _replace(self, obs: Observed) -> None:
+        """A template changed before the start: the unstarted Job goes; the next look creates the new one."""
+        self.kube.delete_job(obs.namespace, obs.name)
+        if obs.job is not None:
+            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers))
+
+    def _replan(self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None) -> None:
+        obs = d.obs
+        old = Plan.model_validate(obs.status.get("plan") or {})
+        outcome = self._decide(d, spec, zones_with_nodes)
+        if obs.spec_changed:
+            d.status["observedGeneration"] = obs.generation
+        if outcome.plan is None or (same_plan(old, outcome.plan) and not obs.spec_changed):
+            # Keep the plan; still refresh conditions that changed (e.g. forecasts came back).
+            d.updates.extend(u for u in outcome.conditions if u.type != Cond.PLANNED)
+            return
+        d.events.extend(outcome.events)
+        d.updates.extend(outcome.conditions)
+        planned = next((u.message for u in outcome.conditions if u.type == Cond.PLANNED), "")
+        if outcome.starts_now(d.now):
+            self._start(d, spec, outcome.plan)
+            return
+        d.conditional = True
+        d.status["plan"] = outcome.plan.dump()
+        d.cond(Cond.STARTED, "False", "Deferred", f"deferred to {format_time(outcome.plan.scheduled_start or d.now)}")
+        d.event("Normal", "Replanned", planned)
+        log.info("re-planned %s/%s", obs.namespace, obs.name)
+
+    # ------------------------------------------------------------------ starting
+
+    def _start(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan) -> None:
+        try:
+            self._patch_start(d, plan)
+        except _Retry as exc:
+            d.cond(Cond.STARTED, "False", exc.reason, exc.message)
+            d.event("Warning", exc.reason, exc.message)
+            return
+        self._record_start(d, spec, plan)
+        d.event("Normal", "Started", f"Job {d.obs.name} started in {plan.zone or 'any zone'}")
+
+    def _record_start(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan) -> None:
+        d.conditional = True
+        d.status.update({"phase": Phase.RUNNING, "startTime": format_time(d.now), "plan": plan.dump()})
+        d.cond(Cond.STARTED, "True", "Started", f"Job started in {plan.zone or 'any zone'}")
+        if plan.latest_start is not None and d.now > plan.latest_start + self._tick_slack():
+            msg = f"started after the latest start {format_time(plan.latest_start)}"
+            d.cond(Cond.DEADLINE_AT_RISK, "True", "StartedLate", msg)
+        self._set_power(d, self._power(spec, plan.zone, blocking=False))
+
+    def _adopt_running(self, d: Draft, spec: GreenTrainingJobSpec) -> None:
+        plan = Plan.model_validate(d.obs.status.get("plan") or {})
+        d.conditional = True
+        d.status["phase"] = Phase.RUNNING
+        if not d.obs.status.get("startTime"):
+            d.status["startTime"] = format_time(d.now)
+        d.cond(Cond.STARTED, "True", "Started", f"Job running in {plan.zone or 'any zone'}")
+        if d.obs.phase == Phase.SUSPENDED:
+            d.cond(Cond.BUDGET_EXCEEDED, "False", "Resumed", "the Job runs again")
+        self._set_power(d, self._power(spec, plan.zone, blocking=False))
+
+    def _tick_slack(self) -> timedelta:
+        # A start is only late when it misses latestStart by more than the operator's own pacing.
+        return timedelta(seconds=2 * self.config.tick_seconds + 5)
+
+    # ------------------------------------------------------------------ running: power, energy, end
+
+    def _power(self, spec: GreenTrainingJobSpec, zone: str | None, *, blocking: bool = True) -> PowerStatus:
+        intensity: float | None = None
+        if zone and spec.power.policy == "CarbonAware":
+            intensity = self._intensity(zone, blocking=blocking)
+        decision = target_cap(spec.power, intensity, self.config.cap_step_watts)
+        return PowerStatus(
+            target_cap_watts=decision.cap_watts,
+            reason=decision.reason,
+            g_per_k_wh=round(intensity, 1) if intensity is not None else None,
+        )
+
+    def _intensity(self, zone: str, *, blocking: bool) -> float | None:
+        peek = getattr(self.provider, "peek_current", None)
+        if not blocking and peek is not None:
+            value: float | None = peek(zone)  # a start is never delayed by a slow provider
+            return value
+        try:
+            return self.provider.current(zone)
+        except ProviderError as exc:
+            log.warning("no current intensity for %s: %s", zone, exc)
+            return None
+
+    def _set_power(self, d: Draft, new: PowerStatus) -> None:
+        """status.power and PowerCapped: what the agents are asked for, and what the GPUs really got."""
+        applied = _applied_cap(d.obs)
+        old = PowerStatus.model_validate(d.obs.status.get("power") or {})
+        new = new.model_copy(update={"applied_cap_watts": applied})
+        if (new.target_cap_watts, new.reason, new.applied_cap_watts) != (
+            old.target_cap_watts,
+            old.reason,
+            old.applied_cap_watts,
+        ):
+            d.status["power"] = new.dump()
+        target = new.target_cap_watts
+        if target is None:
+            d.cond(Cond.POWER_CAPPED, "False", new.reason or "None", "GPUs at their default limit")
+        elif applied is not None and applied != target:
+            msg = f"asked for {target} W per GPU; the GPUs' limits allow {applied} W, which is applied"
+            d.cond(Cond.POWER_CAPPED, "True", "Clamped", msg)
+        else:
+            d.cond(Cond.POWER_CAPPED, "True", new.reason or "Capped", f"GPUs capped at {target} W")
+
+    def _monitor(self, d: Draft, spec: GreenTrainingJobSpec, pacing: Pacing) -> Pacing:
+        plan = Plan.model_validate(d.obs.status.get("plan") or {})
+        self._check_overrun(d, plan)
+        if pacing.last_power is None or d.now - pacing.last_power >= self.config.power_interval or d.obs.spec_changed:
+            pacing = replace(pacing, last_power=d.now)
+            self._set_power(d, self._power(spec, plan.zone))
+        else:
+            self._set_power(d, PowerStatus.model_validate(d.obs.status.get("power") or {}))
+        if pacing.last_account is None or d.now - pacing.last_account >= self.config.account_interval:
+            pacing = replace(pacing, last_account=d.now)
+            self._account(d, spec=spec)
+        self._pods_pending(d)
+        return pacing
+
+    def _pods_pending(self, d: Draft) -> None:
+        job = d.obs.job
+        if job is None:
+            return
+        if job.active > 0 and job.ready == 0:
+            d.cond(
+                Cond.PODS_READY, "False", "PodsPending", "the Job started; its pods wait to be scheduled or to start"
+            )
+        elif job.ready > 0:
+            d.cond(Cond.PODS_READY, "True", "PodsRunning", f"{job.ready} pod(s) running")
+
+    def _check_overrun(self, d: Draft, plan: Plan) -> None:
+        """A job still running after its deadline (estimatedDuration was too short) is flagged once."""
+        if plan.deadline is None or d.now <= plan.deadline or d.obs.condition(Cond.DEADLINE_AT_RISK) == "True":
+            return
+        msg = f"still running after the deadline {format_time(plan.deadline)}: estimatedDuration may be too short"
+        d.cond(Cond.DEADLINE_AT_RISK, "True", "RunningPastDeadline", msg)
+        d.event("Warning", "DeadlineAtRisk", msg)
+
+    def _resume(self, d: Draft, spec: GreenTrainingJobSpec | None) -> None:
+        if spec is None:
+            return
+        energy = d.obs.status.get("energy") or {}
+        grams = (d.obs.status.get("emissions") or {}).get("grams") or 0.0
+        if check_budget(spec.budget, energy.get("kWh") or 0.0, grams).exceeded:
+            return
+        self.kube.patch_job(d.obs.namespace, d.obs.name, {"spec": {"suspend": False}})
+        d.conditional = True
+        d.status["phase"] = Phase.RUNNING
+        d.cond(Cond.BUDGET_EXCEEDED, "False", "BudgetRaised", "within budget again")
+        d.cond(Cond.STARTED, "True", "Resumed", "the Job runs again")
+        d.event("Normal", "Resumed", "budget raised: Job resumed")
+
+    def _end(self, d: Draft, phase: str, reason: str, message: str) -> None:
+        self._account(d, spec=None)
+        ok = phase == Phase.SUCCEEDED
+        d.conditional = True
+        d.status.update({"phase": phase, "completionTime": format_time(d.now)})
+        d.cond(Cond.COMPLETE, "True" if ok else "False", reason, message)
+        if not ok:
+            d.cond(Cond.FAILED, "True", reason, message)
+        if d.obs.condition(Cond.PODS_READY):
+            d.cond(Cond.PODS_READY, "False", reason, "the Job has ended")
+        d.event("Normal" if ok else "Warning", "Completed" if ok else "Failed", f"{d.obs.name}: {message}")
+
+    def _account(self, d: Draft, *, spec: GreenTrainingJobSpec | None) -> None:
+        status = d.obs.status
+        energy = status.get("energy") or {}
+        nodes = {n: NodeEnergy.model_validate(v) for n, v in (energy.get("nodes") or {}).items() if v}
+        previous = Emissions.model_validate(status.get("emissions") or {})
+        if not nodes or all(previous.accounted_joules.get(n, -1) >= e.joules for n, e in nodes.items()):
+            return  # nothing new since the last accounting: no write
+        plan = Plan.model_validate(status.get("plan") or {})
+        intensity = self._intensity_now(plan)
+        obs = d.obs
+        host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status)) if self.host_source else None
+        fp = account_footprint(
+            nodes,
+            previous,
+            intensity,
+            host,
+            self.factors,
+            zone=plan.zone,
+            previous_host_method=(energy.get("methods") or {}).get("host"),
+        )
+        self.metrics.energy.inc(max(fp.k_wh - (energy.get("kWh") or 0.0), 0.0))
+        self.metrics.co2e.inc(max(fp.grams - (previous.grams or 0.0), 0.0))
+        self.metrics.on_footprint(*fp.increments_since(energy, status.get("emissions")))
+        d.status.update(fp.status_patch())
+        if spec is None:
+            return
+        verdict = check_budget(spec.budget, fp.k_wh, fp.grams)  # budgets apply to the totals
+        if verdict.exceeded and d.obs.condition(Cond.BUDGET_EXCEEDED) != "True":
+            d.cond(Cond.BUDGET_EXCEEDED, "True", "Suspended" if verdict.suspend else "Warn", verdict.message)
+            d.event("Warning", "BudgetExceeded", verdict.message)
+            if verdict.suspend:
+                self.kube.patch_job(d.obs.namespace, d.obs.name, {"spec": {"suspend": True}})
+                d.conditional = True
+                d.status["phase"] = Phase.SUSPENDED
+
+    def _intensity_now(self, plan: Plan) -> float:
+        if plan.zone:
+            value = self._intensity(plan.zone, blocking=False)
+            if value is None:
+                value = self._intensity(plan.zone, blocking=True)
+            if value is not None:
+                return value
+            log.warning("accounting with the planned intensity: no current value for %s", plan.zone)
+        return plan.expected_g_per_k_wh or 0.0
+
+
+class _Refused(Exception):
+    """The API server refused the user's template: only a spec change can fix it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class _Retry(_Refused):
+    """Refused for now (RBAC, quota): the user or an administrator can fix it; retried with backoff."""
+
+
+def _created(obs: Observed) -> datetime:
+    return parse_time(obs.created)
+
+
+def _applied_cap(obs: Observed) -> int | None:
+    """The cap the GPUs really have, as the agents report it (the lowest over nodes)."""
+    nodes = (obs.status.get("energy") or {}).get("nodes") or {}
+    caps = [int(v["capWatts"]) for v in nodes.values() if v and v.get("capWatts") is not None]
+    return min(caps) if caps else None
+
+
+def _reason(updates: list[CondUpdate], type_: str) -> str:
+    return next((u.reason for u in updates if u.type == type_), "Unknown")

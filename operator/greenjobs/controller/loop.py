@@ -1,0 +1,264 @@
+"""The reconcile loop: watch events in, one decision per look, requeue when the decision says.
+
+kopf feeds watch events of GreenTrainingJobs, their Jobs and nodes (handlers.py); this keeps what the
+decisions need (the latest body of each ACTIVE job, each owned Job's view, the zones with nodes) and
+runs `decide` + `Executor.execute` on worker threads through a WorkQueue, so one job is never
+reconciled twice at once. Finished jobs are neither cached nor requeued: 10,000 finished
+GreenTrainingJobs cost no periodic API call and no memory beyond a key each.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from greenjobs.api import constants as c
+from greenjobs.api.constants import Phase
+
+from .decide import Action, Pacing, Timers, decide
+from .executor import Executor
+from .kube import Conflict
+from .observe import JobView, Observed, job_view, observe
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+BACKOFF = (1, 2, 5, 10, 30, 60)
+
+
+@dataclass
+class Controller:
+    executor: Executor
+    clock: Callable[[], datetime]
+    zone_label: str
+    zone_map: Mapping[str, str]
+    workers: int = 4
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> latest body, active jobs only
+    keys: dict[str, Key] = field(default_factory=dict)  # uid -> (namespace, name), every GTJ seen
+    jobs: dict[Key, JobView] = field(default_factory=dict)  # (namespace, name) -> the Job of that name
+    node_zones: dict[str, str] = field(default_factory=dict)  # node -> zone
+    pacing: dict[str, Pacing] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .workqueue import WorkQueue  # noqa: PLC0415
+
+        self.queue: WorkQueue[str] = WorkQueue()
+        self.active = threading.Event()  # set while this replica may act (always, without leader election)
+        self._lock = threading.Lock()  # guards the dicts between kopf's threads and the workers
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        cfg = self.executor.config
+        self.timers = Timers(
+            tick=timedelta(seconds=cfg.tick_seconds),
+            replan=cfg.replan_interval,
+            power=cfg.power_interval,
+            account=cfg.account_interval,
+        )
+
+    # ------------------------------------------------------------------ events in (kopf's threads)
+
+    def on_gtj(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        with self._lock:
+            if event_type == "DELETED":
+                self.keys.pop(uid, None)
+                self.bodies.pop(uid, None)
+                self.pacing.pop(uid, None)
+                self.failures.pop(uid, None)
+                self.queue.forget(uid)
+                self.executor.metrics.observe_phase(uid, None)
+                return
+            self.keys[uid] = (meta.get("namespace", ""), meta.get("name", ""))
+            phase = (body.get("status") or {}).get("phase")
+            self.executor.metrics.observe_phase(uid, phase)
+            if phase in Phase.FINISHED and not meta.get("deletionTimestamp"):
+                self.bodies.pop(uid, None)
+                self.pacing.pop(uid, None)
+                job = self._job_of(uid)
+                obs = observe(body, job)
+                if decide(obs, self.clock(), Pacing(), self.timers).action == Action.NOTHING:
+                    return  # finished and settled: nothing kept, nothing scheduled
+                self.bodies[uid] = dict(body)
+            else:
+                self._remember(uid, dict(body))
+        self.queue.add(uid)
+
+    def on_job(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        view = job_view(body)
+        owner = next(iter(view.owner_uids), None) or (meta.get("labels") or {}).get(c.LABEL_JOB_UID)
+        with self._lock:
+            if event_type == "DELETED":
+                self.jobs.pop(key, None)
+            else:
+                self.jobs[key] = view
+            if owner and owner not in self.keys and view.finalizer and view.deleting:
+                # Its GreenTrainingJob is gone (GC deletes the Job): only our finalizer holds it.
+                self.keys[owner] = (key[0], (meta.get("labels") or {}).get(c.LABEL_JOB, key[1]))
+        if owner:
+            self.queue.add(owner)
+
+    def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        name = meta.get("name", "")
+        value = (meta.get("labels") or {}).get(self.zone_label)
+        with self._lock:
+            if event_type == "DELETED" or value is None:
+                self.node_zones.pop(name, None)
+            else:
+                self.node_zones[name] = self.zone_map.get(value, value)
+
+    def _remember(self, uid: str, body: dict[str, Any]) -> None:
+        """Keep the newer of the cached body and `body` (a watch event can trail our own write)."""
+        old = self.bodies.get(uid)
+        if old is not None and _rv(old) > _rv(body):
+            return
+        self.bodies[uid] = body
+
+    def _job_of(self, uid: str) -> JobView | None:
+        key = self.keys.get(uid)
+        job = self.jobs.get(key) if key else None
+        return job if job is not None and uid in job.owner_uids else None
+
+    def zones(self) -> set[str]:
+        with self._lock:
+            return set(self.node_zones.values())
+
+    # ------------------------------------------------------------------ workers
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.active.set()  # wake workers waiting for leadership so they can exit
+        self.queue.close()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            if not self.active.wait(timeout=1.0):
+                continue
+            uid = self.queue.get(timeout=1.0)
+            if uid is None:
+                continue
+            try:
+                if self._stopping.is_set() or not self.active.is_set():
+                    self.queue.add(uid, 1.0)  # not ours to act on now: keep it for whoever leads
+                    continue
+                self.reconcile(uid)
+            finally:
+                self.queue.done(uid)
+
+    def reconcile(self, uid: str) -> None:
+        with self._lock:
+            key = self.keys.get(uid)
+            body = self.bodies.get(uid)
+            job = self._job_of(uid)
+            pacing = self.pacing.get(uid, Pacing())
+        if key is None:
+            return
+        try:
+            self._reconcile(uid, key, body, job, pacing)
+            self.failures.pop(uid, None)
+        except Conflict as exc:
+            log.debug("conflict, looking again: %s", exc)
+            with self._lock:
+                self.bodies.pop(uid, None)  # read afresh next time
+            self.queue.add(uid, 0.2)
+        except ApiException as exc:
+            self._retry(uid, key, f"API error {exc.status} {exc.reason}")
+        except (HTTPError, OSError) as exc:  # the API server is unreachable: retried, not a bug
+            self._retry(uid, key, f"API server unreachable: {type(exc).__name__}")
+        except Exception as exc:
+            log.exception("reconciling %s/%s failed", *key)
+            self._retry(uid, key, repr(exc))
+
+    def _retry(self, uid: str, key: Key, why: str) -> None:
+        n = self.failures.get(uid, 0)
+        self.failures[uid] = n + 1
+        delay = BACKOFF[min(n, len(BACKOFF) - 1)]
+        log.warning("reconciling %s/%s: %s; retrying in %ss", key[0], key[1], why, delay)
+        self.queue.add(uid, delay)
+
+    def _reconcile(self, uid: str, key: Key, body: dict[str, Any] | None, job: JobView | None, pacing: Pacing) -> None:
+        now = self.clock()
+        fresh = body is None
+        if body is None:
+            body = self._read(uid, key)
+            if body is None:
+                self._release_orphan(key)
+                return
+        obs = observe(body, job)
+        decision = decide(obs, now, pacing, self.timers)
+        if decision.risky and not fresh:
+            # Create, start, delete or end a workload only on what the API server says now.
+            body = self._read(uid, key)
+            if body is None:
+                self._release_orphan(key)
+                return
+            obs = self._fresh(body, key)
+            decision = decide(obs, now, pacing, self.timers)
+        elif decision.risky:
+            obs = self._fresh(body, key)
+            decision = decide(obs, now, pacing, self.timers)
+        quiet = decision.action in (Action.NOTHING, Action.MONITOR, Action.ACCOUNT)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s/%s: %s (%s)", *key, decision.action.value, decision.why)
+        done = self.executor.execute(obs, decision, pacing, self.zones())
+        with self._lock:
+            self.pacing[uid] = done.pacing
+            if done.body is not None and uid in self.keys:
+                phase = (done.body.get("status") or {}).get("phase")
+                if phase in Phase.FINISHED:
+                    self.bodies.pop(uid, None)
+                else:
+                    self._remember(uid, done.body)
+        if done.requeue_after is not None:
+            self.queue.add(uid, done.requeue_after.total_seconds())
+
+    def _read(self, uid: str, key: Key) -> dict[str, Any] | None:
+        body = self.executor.kube.get_gtj(*key)
+        if body is None or (body.get("metadata") or {}).get("uid") != uid:
+            return None
+        return body
+
+    def _fresh(self, body: dict[str, Any], key: Key) -> Observed:
+        raw = self.executor.kube.get_job(*key)
+        view = job_view(raw) if raw is not None else None
+        with self._lock:
+            if view is None:
+                self.jobs.pop(key, None)
+            else:
+                self.jobs[key] = view
+        return observe(body, view)
+
+    def _release_orphan(self, key: Key) -> None:
+        """The GTJ is gone: a Job of ours that it owned must not be held by our finalizer."""
+        raw = self.executor.kube.get_job(*key)
+        if raw is None:
+            return
+        view = job_view(raw)
+        if view.finalizer and view.deleting:
+            self.executor.kube.release_job(key[0], key[1], list(view.finalizers))
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    """resourceVersion as a number to order two copies of one object (etcd's revisions; 0 if opaque)."""
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,139 @@
+"""What the operator observes of one GreenTrainingJob and the workload it owns, as plain values.
+
+`decide` reads only these: an observation is made from the API objects once, then everything after it
+is pure.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from greenjobs.api import constants as c
+from greenjobs.api.constants import Cond
+
+from .conditions import condition_status
+from .jobs import job_outcome, template_hash, workload_template
+
+
+class JobState(Enum):
+    """The owned workload as the phase table sees it."""
+
+    MISSING = "Missing"  # no owned Job exists
+    SUSPENDED = "Suspended"  # exists, suspended (never started, or suspended since)
+    RUNNING = "Running"  # exists, not suspended, no outcome yet
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"  # being deleted (TTL, by hand, GC) after it ran, no outcome: held by our finalizer
+    DELETING_UNSTARTED = "DeletingUnstarted"  # being deleted while still suspended: it never ran
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the operator needs of an owned Job (kept in a kopf index: no GET per look)."""
+
+    uid: str
+    owner_uids: tuple[str, ...]
+    suspended: bool
+    outcome: str | None  # Succeeded | Failed | None
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    template_hash: str | None = None
+    active: int = 0  # pods running or pending, as the Job controller counts them
+    ready: int = 0  # pods Ready
+
+    @property
+    def finalizer(self) -> bool:
+        """Ours is on it: the Job cannot vanish before we let it go."""
+        return c.JOB_FINALIZER in self.finalizers
+
+    @property
+    def state(self) -> JobState:
+        if self.outcome == "Succeeded":
+            return JobState.SUCCEEDED
+        if self.outcome == "Failed":
+            return JobState.FAILED
+        if self.deleting:
+            return JobState.DELETING_UNSTARTED if self.suspended else JobState.DELETING
+        return JobState.SUSPENDED if self.suspended else JobState.RUNNING
+
+
+def job_view(body: Mapping[str, Any]) -> JobView:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return JobView(
+        uid=meta.get("uid", ""),
+        owner_uids=tuple(r.get("uid", "") for r in meta.get("ownerReferences") or []),
+        suspended=bool((body.get("spec") or {}).get("suspend")),
+        outcome=job_outcome(dict(body)),
+        deleting=meta.get("deletionTimestamp") is not None,
+        finalizers=tuple(meta.get("finalizers") or ()),
+        template_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_TEMPLATE_HASH),
+        active=int(status.get("active") or 0),
+        ready=int(status.get("ready") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One look at a GreenTrainingJob: the object and the state of its workload."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    created: str
+    resource_version: str | None
+    deleting: bool
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    job: JobView | None  # None: no Job owned by this GTJ exists
+
+    @property
+    def phase(self) -> str | None:
+        return self.status.get("phase")
+
+    @property
+    def job_state(self) -> JobState:
+        return JobState.MISSING if self.job is None else self.job.state
+
+    @property
+    def spec_changed(self) -> bool:
+        return self.status.get("observedGeneration") != self.generation
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list(self.status.get("conditions") or [])
+
+    def condition(self, type_: str) -> str | None:
+        return condition_status(self.conditions, type_)
+
+    @property
+    def invalid(self) -> bool:
+        """Refused (bad template, name taken, ...) at this generation: wait for a spec change."""
+        return self.condition(Cond.INVALID_TEMPLATE) == "True" and not self.spec_changed
+
+    @property
+    def ever_started(self) -> bool:
+        """Whether greenjobs ever let this job's workload run (then it must never be created again)."""
+        return bool(self.status.get("startTime"))
+
+
+def observe(body: Mapping[str, Any], job: JobView | None) -> Observed:
+    meta = body.get("metadata") or {}
+    owned = job if job is not None and meta.get("uid") in job.owner_uids else None
+    return Observed(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        uid=meta.get("uid", ""),
+        generation=meta.get("generation"),
+        created=meta.get("creationTimestamp", ""),
+        resource_version=meta.get("resourceVersion"),
+        deleting=meta.get("deletionTimestamp") is not None,
+        spec=body.get("spec") or {},
+        status=body.get("status") or {},
+        job=owned,
+    )
+
+
+__all__ = ["JobState", "JobView", "Observed", "job_view", "observe", "template_hash", "workload_template"]

@@ -1,0 +1,345 @@
+"""The executor carries out phase-table decisions: creation and adoption after a restart, invalid
+templates, start at the planned time, completion, accounting, budgets, power clamping. Kubernetes writes
+are recorded by a stand-in for our own `Kube` wrapper (the behaviour against a real API server is in
+tests/integration); each test runs `decide` and then `execute`, as the reconcile loop does."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from greenjobs.carbon.providers.base import Forecast, ProviderError
+from greenjobs.carbon.series import IntensitySeries
+from greenjobs.controller.config import OperatorConfig
+from greenjobs.controller.decide import Action, Pacing, Timers, decide
+from greenjobs.controller.executor import Done, Executor
+from greenjobs.controller.jobs import template_hash
+from greenjobs.controller.observe import JobView, observe
+from greenjobs.metrics import OperatorMetrics
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Provider:
+    name = "test"
+
+    def __init__(self) -> None:
+        self.series = {
+            "GB": IntensitySeries.from_points([(T0 + i * H, 300.0) for i in range(8)]),
+            "FR": IntensitySeries.from_points([(T0 + i * H, v) for i, v in enumerate([200, 200, 50, 50, 200, 200])]),
+        }
+
+    def current(self, zone: str) -> float:
+        return 150.0
+
+    def forecast(self, zone: str, start: datetime, end: datetime) -> Forecast:
+        if zone not in self.series:
+            raise ProviderError(f"unknown zone {zone}")
+        return Forecast(zone, self.series[zone], "test", T0)
+
+
+class RecordingKube:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail_create: ApiException | None = None
+        self.existing: dict[str, Any] | None = None
+
+    def create_job(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+        self.calls.append(("create", body))
+        if self.fail_create is not None:
+            raise self.fail_create
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", name))
+        return self.existing
+
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.calls.append(("patch", patch))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete", name))
+
+    def release_job(self, namespace: str, name: str, finalizers: list[str]) -> None:
+        self.calls.append(("release", finalizers))
+
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        self.calls.append(("status", {"status": status, "rv": resource_version}))
+        self.status = status
+        return {"metadata": {"name": name, "namespace": namespace}, "status": status}
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [c[1]["status"] for c in self.calls if c[0] == "status"]
+
+    def writes(self) -> list[str]:
+        return [c[0] for c in self.calls if c[0] != "get"]
+
+
+def api_error(status: int, message: str) -> ApiException:
+    exc = ApiException(status=status, reason="x")
+    exc.body = json.dumps({"message": message})
+    return exc
+
+
+TIMERS = Timers(
+    tick=timedelta(seconds=1), replan=timedelta(minutes=5), power=timedelta(minutes=1), account=timedelta(0)
+)
+TEMPLATE = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+
+
+class Env:
+    def __init__(self) -> None:
+        self.clock, self.kube, self.events = Clock(), RecordingKube(), []
+        config = OperatorConfig(tickSeconds=1, replanInterval="5m", powerInterval="1m", accountInterval="0s")
+        self.ex = Executor(
+            config, Provider(), self.kube, OperatorMetrics(), self.clock, lambda ref, e: self.events.append(e)
+        )  # type: ignore[arg-type]
+
+    def step(
+        self, gtj: dict[str, Any], job: JobView | None = None, pacing: Pacing | None = None
+    ) -> tuple[Action, Done]:
+        obs = observe(gtj, job)
+        decision = decide(obs, self.clock.now, pacing or Pacing(), TIMERS)
+        return decision.action, self.ex.execute(obs, decision, pacing or Pacing(), {"GB", "FR"})
+
+
+@pytest.fixture
+def env() -> Env:
+    return Env()
+
+
+def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "jobTemplate": TEMPLATE,
+        "timing": {"estimatedDuration": "2h", "maxDelay": "4h"},
+        "placement": {"zones": ["GB", "FR"]},
+        "power": {"policy": "Static", "capWatts": 250},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "greenjobs.dev/v1alpha1",
+        "kind": "GreenTrainingJob",
+        "metadata": {
+            "name": "llm",
+            "namespace": "ml",
+            "uid": "u1",
+            "generation": 1,
+            "resourceVersion": "42",
+            "creationTimestamp": "2026-11-23T12:00:00Z",
+        },
+        "spec": base,
+        "status": {"observedGeneration": 1, **(status or {})},
+    }
+
+
+def view(suspended: bool = True, outcome: str | None = None, **kw: Any) -> JobView:
+    return JobView(
+        "j1",
+        ("u1",),
+        suspended,
+        outcome,
+        finalizers=("greenjobs.dev/outcome",),
+        template_hash=template_hash(TEMPLATE),
+        **kw,
+    )
+
+
+def test_create_defers_to_the_clean_window_with_a_suspended_job(env: Env) -> None:
+    action, _ = env.step(body({}))
+    assert action == Action.PLAN
+    [st] = env.kube.statuses()
+    assert st["phase"] == "Deferred" and st["jobName"] == "llm"
+    assert st["plan"]["zone"] == "FR" and st["plan"]["scheduledStart"] == "2026-11-23T14:00:00Z"
+    (kind, job), status_write = env.kube.calls
+    assert kind == "create" and job["spec"]["suspend"] is True
+    assert job["metadata"]["finalizers"] == ["greenjobs.dev/outcome"]
+    assert job["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/job-uid"] == "u1"
+    assert status_write[1]["rv"] == "42"  # a phase change is written only over what was read
+    assert [e.reason for e in env.events] == ["Deferred"]
+
+
+def test_a_deferred_job_with_its_job_waits_without_writing(env: Env) -> None:
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    action, done = env.step(body(status), view(), Pacing(last_replan=T0))
+    assert action == Action.NOTHING and not env.kube.calls and not env.events
+    assert done.requeue_after == timedelta(minutes=5)
+
+
+def test_restart_between_job_create_and_status_adopts_instead_of_duplicating(env: Env) -> None:
+    env.kube.fail_create = api_error(409, "already exists")
+    env.kube.existing = {"metadata": {"ownerReferences": [{"uid": "u1"}]}, "spec": {"suspend": True}}
+    env.step(body({}))
+    assert [c[0] for c in env.kube.calls] == ["create", "get", "status"]
+    assert env.kube.statuses()[0]["phase"] == "Deferred"
+
+
+def test_foreign_job_with_the_same_name_is_reported_not_taken(env: Env) -> None:
+    env.kube.fail_create = api_error(409, "already exists")
+    env.kube.existing = {"metadata": {"ownerReferences": [{"uid": "someone-else"}]}, "spec": {}}
+    env.step(body({}))
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Pending"
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["InvalidTemplate"] == "JobNameTaken"
+    assert env.events[-1].type == "Warning"
+
+
+def test_invalid_template_becomes_a_condition_and_an_event(env: Env) -> None:
+    env.kube.fail_create = api_error(
+        422, 'Job.batch "llm" is invalid: spec.template.spec.containers[0].image: Required value'
+    )
+    env.step(body({}))
+    cond = {c["type"]: c for c in env.kube.statuses()[0]["conditions"]}["InvalidTemplate"]
+    assert cond["status"] == "True" and "containers[0].image" in cond["message"]
+    assert env.events[-1].reason == "InvalidJobTemplate"
+    # The same generation is not tried again: no traceback loop, no repeated Event.
+    refused = env.kube.statuses()[0]
+    env.kube.calls.clear()
+    action, _ = env.step(body(refused))
+    assert action == Action.NOTHING and not env.kube.calls
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason"),
+    [
+        (403, "jobs.batch is forbidden", "Forbidden"),
+        (403, "exceeded quota: gpus, requested: nvidia.com/gpu=8", "QuotaExceeded"),
+    ],
+)
+def test_forbidden_or_over_quota_is_a_condition_retried_later(env: Env, code: int, message: str, reason: str) -> None:
+    env.kube.fail_create = api_error(code, message)
+    _, done = env.step(body({}))
+    st = env.kube.statuses()[0]
+    cond = {c["type"]: c for c in st["conditions"]}["Planned"]
+    assert (st["phase"], cond["status"], cond["reason"]) == ("Pending", "False", reason)
+    assert message in cond["message"] and env.events[-1].reason == reason
+    assert done.requeue_after is not None and done.requeue_after >= timedelta(seconds=30)
+
+
+def test_the_job_starts_at_its_scheduled_start(env: Env) -> None:
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    env.clock.now = T0 + 2 * H
+    action, _ = env.step(body(status), view())
+    assert action == Action.START
+    (kind, p), _ = env.kube.calls
+    assert kind == "patch" and p["spec"]["suspend"] is False
+    assert p["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Running" and st["power"]["targetCapWatts"] == 250
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["PowerCapped"] == "Static"
+
+
+def test_completion_is_recorded_and_accounted_before_the_job_is_let_go(env: Env) -> None:
+    env.clock.now = T0 + 3 * H
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4, "gpuSeconds": 14400}}},
+    }
+    action, _ = env.step(body(status), view(False, "Succeeded"))
+    assert action == Action.FINISH
+    assert env.kube.writes() == ["status", "release"]  # outcome first, then the finalizer goes
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Succeeded" and st["completionTime"]
+    assert st["energy"]["gpuKWh"] == pytest.approx(2.0) and st["energy"]["gpuHours"] == pytest.approx(4.0)
+    assert st["energy"]["kWh"] == pytest.approx(2.0 * 1.58)  # no host source here; facility at PUE 1.58
+    assert st["emissions"]["gpuGrams"] == pytest.approx(300.0)  # 2 kWh x 150 g/kWh (current intensity)
+    assert st["emissions"]["operationalGrams"] == pytest.approx(2.0 * 1.58 * 150.0)
+    assert st["emissions"]["grams"] == pytest.approx(
+        st["emissions"]["operationalGrams"] + st["emissions"]["embodiedGrams"]
+    )
+    # Finished, outcome recorded, Job let go: the same input accounts nothing more, creates nothing.
+    env.kube.calls.clear()
+    action, _ = env.step(body({**status, **st}), None)
+    assert action == Action.NOTHING and not env.kube.calls
+
+
+def test_energy_budget_with_suspend_action_suspends_the_job(env: Env) -> None:
+    env.clock.now = T0 + 3 * H
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "power": {"targetCapWatts": 250, "reason": "Static"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4}}},
+    }
+    env.step(body(status, budget={"maxEnergyKWh": 1.0, "action": "Suspend"}), view(False))
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Suspended"
+    assert ("patch", {"spec": {"suspend": True}}) in env.kube.calls
+    assert {c["type"]: c["status"] for c in st["conditions"]}["BudgetExceeded"] == "True"
+    assert env.events[-1].reason == "BudgetExceeded"
+    # Raising the budget resumes its own Job (and only then).
+    env.kube.calls.clear()
+    raised = body({**status, **st}, budget={"maxEnergyKWh": 5.0, "action": "Suspend"})
+    raised["metadata"]["generation"] = 2
+    action, _ = env.step(raised, view(True))
+    assert action == Action.RESUME
+    assert ("patch", {"spec": {"suspend": False}}) in env.kube.calls
+    assert env.kube.statuses()[0]["phase"] == "Running"
+
+
+def test_several_condition_updates_in_one_pass_all_land(env: Env) -> None:
+    env.clock.now = T0 + 10 * H  # past the plan's deadline
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR", "deadline": "2026-11-23T18:00:00Z"},
+        "power": {"targetCapWatts": 250, "reason": "Static"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4}}},
+    }
+    env.step(body(status, budget={"maxEnergyKWh": 1.0}), view(False))
+    conds = {c["type"]: c for c in env.kube.statuses()[0]["conditions"]}
+    assert conds["DeadlineAtRisk"]["reason"] == "RunningPastDeadline"
+    assert conds["BudgetExceeded"]["reason"] == "Warn"
+    assert [e.reason for e in env.events] == ["DeadlineAtRisk", "BudgetExceeded"]
+
+
+def test_a_static_cap_the_gpus_clamp_is_reported_as_applied(env: Env) -> None:
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "power": {"targetCapWatts": 5, "reason": "Static"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 1.0, "gpus": 4, "capWatts": 200}}},
+    }
+    env.step(body(status, power={"policy": "Static", "capWatts": 5}), view(False))
+    st = env.kube.statuses()[0]
+    assert st["power"]["targetCapWatts"] == 5 and st["power"]["appliedCapWatts"] == 200
+    cond = {c["type"]: c for c in st["conditions"]}["PowerCapped"]
+    assert cond["reason"] == "Clamped" and "200 W" in cond["message"]
+
+
+def test_a_running_job_whose_job_vanished_fails_as_lost_never_recreated(env: Env) -> None:
+    status = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}}
+    action, _ = env.step(body(status), None)
+    assert action == Action.LOST
+    assert "create" not in env.kube.writes()
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Failed"
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["Failed"] == "JobLost"
+
+
+def test_template_change_after_the_start_is_explained(env: Env) -> None:
+    status = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}}
+    changed = body(status, jobTemplate={"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "y"}]}}}})
+    changed["metadata"]["generation"] = 2
+    env.step(changed, view(False))
+    st = env.kube.statuses()[0]
+    assert st["observedGeneration"] == 2
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["SpecApplied"] == "TemplateChangedAfterStart"
+    assert env.events[-1].reason == "SpecNotApplied"
