@@ -7,6 +7,7 @@ DaemonSet lands only on GPU-labelled nodes, and what the ServiceAccounts may and
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tests.kube import REPO, Cluster, wait_until
+from tests.manifests import gtj_manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -170,23 +172,26 @@ CAN_OPERATOR = [
     ("patch", "greentrainingjobs.greenjobs.dev", ("--subresource=status",)),
     ("update", "greentrainingjobs.greenjobs.dev", ("--subresource=finalizers",)),
     ("create", "jobs.batch", ()),
+    ("patch", "jobs.batch", ()),
     ("delete", "jobs.batch", ()),
-    ("list", "pods", ()),
     ("watch", "nodes", ()),
     ("create", "events", ()),
-    ("create", "events.events.k8s.io", ()),
     ("list", "namespaces", ()),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
 ]
 CANNOT_OPERATOR = [
     ("create", "greentrainingjobs.greenjobs.dev", ()),
     ("delete", "greentrainingjobs.greenjobs.dev", ()),
-    ("update", "jobs.batch", ()),
+    ("update", "jobs.batch", ()),  # every Job write is a patch
+    ("patch", "events", ()),  # each Event is created new
+    ("list", "pods", ()),  # it follows its Jobs, never their pods
     ("create", "pods", ()),
     ("delete", "pods", ()),
     ("patch", "nodes", ()),
     ("get", "secrets", ()),
     ("list", "secrets", ()),
+    ("get", "configmaps", ()),  # forecast ConfigMaps are mounted files
+    ("get", "namespaces", ()),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
     ("update", "leases.coordination.k8s.io", ()),  # leader election is off with one replica
     ("create", "clusterroles.rbac.authorization.k8s.io", ()),
@@ -202,10 +207,6 @@ def test_operator_service_account_permissions(cluster: Cluster, release: Release
             assert _can(cluster, sa, verb, resource, where, *extra), (verb, resource, extra, where)
     for verb, resource, extra in CANNOT_OPERATOR:
         assert not _can(cluster, sa, verb, resource, ns, *extra), (verb, resource, extra)
-    # ConfigMaps only in its own namespace (the Role), and read-only there.
-    assert _can(cluster, sa, "watch", "configmaps", ns)
-    assert not _can(cluster, sa, "get", "configmaps", "default")
-    assert not _can(cluster, sa, "update", "configmaps", ns)
 
 
 def test_agent_service_account_permissions(cluster: Cluster, release: Release) -> None:
@@ -238,3 +239,77 @@ def test_two_replicas_install_leader_election(cluster: Cluster, namespace: str) 
             assert _can(cluster, sa, verb, f"leases.coordination.k8s.io/{lease}", namespace)
             assert not _can(cluster, sa, verb, "leases.coordination.k8s.io/someone-elses", namespace)
         assert not _can(cluster, sa, "create", "leases.coordination.k8s.io", "default")
+
+
+def test_policies_are_installed_and_act(cluster: Cluster, release: Release) -> None:
+    """After `helm install` the three admission policies and the aggregated roles are live."""
+    ns = release.namespace
+    for suffix in ("-workload-rights", "-placement", "-agent-own-node"):
+        cluster.get_json("validatingadmissionpolicy", f"{release.fullname}{suffix}")
+        binding = cluster.get_json("validatingadmissionpolicybinding", f"{release.fullname}{suffix}")
+        assert binding["spec"]["validationActions"] == ["Deny"]
+    pinned = gtj_manifest(ns, "pinned", zones=["GB"])
+    pinned["spec"]["jobTemplate"]["spec"]["template"]["spec"]["nodeName"] = "gpu-fr-0"
+
+    def refused() -> str | None:
+        out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pinned), check=False)
+        return out.stderr if out.returncode != 0 else None
+
+    message = wait_until("the placement policy to refuse nodeName", refused, timeout=30)
+    assert f"{release.fullname}-placement" in message and "spec.template.spec.nodeName" in message
+
+    # A user who may create GTJs (impersonated: the policy asks the authorizer about that user).
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "gtj-only", "namespace": ns},
+        "rules": [{"apiGroups": ["greenjobs.dev"], "resources": ["greentrainingjobs"], "verbs": ["create"]}],
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
+    cluster.kubectl("create", "rolebinding", "gtj-only", "--role=gtj-only", "--user=carol", "-n", ns)
+    plain = json.dumps(gtj_manifest(ns, "plain", zones=["GB"]))
+    out = cluster.kubectl("create", "--as=carol", "-f", "-", input=plain, check=False)
+    assert out.returncode != 0 and f"carol may not create jobs.batch in namespace {ns}" in out.stderr
+
+    # Aggregated roles: the namespace's built-in edit role now covers GTJs.
+    cluster.kubectl("create", "rolebinding", "dave-edit", "--clusterrole=edit", "--user=dave", "-n", ns)
+    gtj = "greentrainingjobs.greenjobs.dev"
+    wait_until("edit to include GTJs", lambda: _can(cluster, "dave", "create", gtj, ns), timeout=30)
+    out = cluster.kubectl("create", "--as=dave", "-f", "-", input=plain, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_operator_namespace_enforces_restricted_with_the_agent_elsewhere(cluster: Cluster, namespace: str) -> None:
+    """Pod Security: the operator passes `restricted`; the agent (hostPath, uid 0) cannot, so it goes to a
+    `privileged` namespace of its own (agent.namespace)."""
+    agent_ns = f"{namespace}-agent"
+    cluster.kubectl("create", "namespace", agent_ns)
+    try:
+        cluster.kubectl("label", "namespace", agent_ns, "pod-security.kubernetes.io/enforce=privileged")
+        cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+        with _installed(cluster, namespace, "--set", f"agent.namespace={agent_ns}") as rel:
+            component = f"app.kubernetes.io/instance={rel.name},app.kubernetes.io/component="
+            wait_until(
+                "the operator pod admitted under restricted",
+                lambda: cluster.get_json("pods", "-n", namespace, "-l", component + "operator")["items"],
+                timeout=60,
+            )
+            wait_until(
+                "agent pods in the agent's namespace",
+                lambda: cluster.get_json("pods", "-n", agent_ns, "-l", component + "agent")["items"],
+                timeout=60,
+            )
+            assert not cluster.get_json("pods", "-n", namespace, "-l", component + "agent")["items"]
+            # Control: the agent's pod would be refused in the restricted namespace.
+            ds = cluster.get_json("daemonset", f"{rel.fullname}-agent", "-n", agent_ns)
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "agent-probe", "namespace": namespace},
+                "spec": {**ds["spec"]["template"]["spec"], "serviceAccountName": "default"},
+            }
+            out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+            assert out.returncode != 0 and 'violates PodSecurity "restricted' in out.stderr, out.stderr
+            assert "hostPath" in out.stderr
+    finally:
+        cluster.kubectl("delete", "namespace", agent_ns, "--wait=false", check=False)

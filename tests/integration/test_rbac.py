@@ -138,7 +138,9 @@ def _patch_status(kubeconfig: Path, namespace: str, name: str) -> bool:
 
 def test_rules_name_every_verb_and_resource_no_wildcards(rbac: Rbac) -> None:
     roles = [d for d in rbac.docs if d["kind"] in ("ClusterRole", "Role")]
-    assert {d["metadata"]["name"] for d in roles} == {f"{rbac.fullname}-operator", f"{rbac.fullname}-agent"}
+    assert {d["metadata"]["name"] for d in roles} == {
+        f"{rbac.fullname}-{who}" for who in ("operator", "agent", "view", "edit")
+    }
     rules = [(d["metadata"]["name"], r) for d in roles for r in d["rules"]]
     assert len(rules) >= 10
     for role, rule in rules:

@@ -86,6 +86,17 @@ CASES: dict[str, dict[str, Any]] = {
     "capping-off": {"agent": {"powerCapping": False}},
     "capping-on": {"agent": {"powerCapping": True, "runtimeClassName": "nvidia"}},
     "no-agent": {"agent": {"enabled": False}},
+    "agent-namespace": {"agent": {"namespace": "greenjobs-agent"}},
+    "zone-map": {
+        "operator": {
+            "config": {
+                "zoneLabel": "topology.kubernetes.io/region",
+                "zoneMap": {"europe-west2": "GB", "europe-west9": "FR"},
+            }
+        }
+    },
+    "no-policies": {"policies": {"enabled": False}, "aggregatedRoles": {"enabled": False}},
+    "warn-only": {"policies": {"validationActions": ["Warn", "Audit"]}},
 }
 SECRET_CASES = ["electricitymaps", "watttime"]  # the Carbon Aware SDK WebAPI takes no key
 
@@ -220,6 +231,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         "apiKeySecret",
     ),
     "unknown-provider": ({"operator": {"config": {"providers": [{"type": "weather"}]}}}, "/type"),
+    # The API server refuses a binding that both denies and warns.
+    "deny-and-warn": ({"policies": {"validationActions": ["Deny", "Warn"]}}, "/policies/validationActions"),
+    "unknown-action": ({"policies": {"validationActions": ["Block"]}}, "/policies/validationActions/0"),
+    "bad-agent-namespace": ({"agent": {"namespace": "Agents!"}}, "/agent/namespace"),
 }
 
 
@@ -297,14 +312,14 @@ def test_no_rbac_wildcards_and_no_secret_access(case: str) -> None:
         assert not any(r == "secrets" for _, r, _ in rbac_triples(role))
 
 
+# What the operator calls (controller/kube.py, handlers.py, main.py, and kopf under them); nothing else.
 OPERATOR_RULES = {
     *{("greenjobs.dev", "greentrainingjobs", v) for v in ("get", "list", "watch", "patch")},
     *{("greenjobs.dev", "greentrainingjobs/status", v) for v in ("get", "patch")},
     ("greenjobs.dev", "greentrainingjobs/finalizers", "update"),
     *{("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
-    *{("", "pods", v) for v in ("get", "list", "watch")},
     *{("", "nodes", v) for v in ("get", "list", "watch")},
-    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+    ("", "events", "create"),
     *{("", "namespaces", v) for v in ("list", "watch")},
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
 }
@@ -321,11 +336,14 @@ AGENT_RULES = {
 def test_operator_rbac_is_exactly_what_it_needs(case: str) -> None:
     docs = render(case)
     assert rbac_triples(one(docs, "ClusterRole", "-operator")) == OPERATOR_RULES
-    role = one(docs, "Role", "-operator")
-    assert role["metadata"]["namespace"] == NAMESPACE
-    expected = {("", "configmaps", v) for v in ("get", "list", "watch")} | (LEASE_RULES if case == "leader" else set())
-    assert rbac_triples(role) == expected
-    if case == "leader":
+    roles = [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    if case != "leader":
+        # No namespaced Role at all: forecast ConfigMaps are mounted files, not API reads.
+        assert not roles
+    else:
+        role = one(docs, "Role", "-operator")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        assert rbac_triples(role) == LEASE_RULES
         named = [r for r in role["rules"] if r.get("resourceNames")]
         assert named == [
             {
@@ -335,9 +353,11 @@ def test_operator_rbac_is_exactly_what_it_needs(case: str) -> None:
                 "verbs": ["get", "update"],
             }
         ]
+        rb = one(docs, "RoleBinding", "-operator")
+        assert rb["roleRef"]["name"] == role["metadata"]["name"]
     sa = one(docs, "ServiceAccount", "-operator")["metadata"]["name"]
-    for binding in (one(docs, "ClusterRoleBinding", "-operator"), one(docs, "RoleBinding", "-operator")):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    binding = one(docs, "ClusterRoleBinding", "-operator")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
     deploy = one(docs, "Deployment", "-operator")
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == sa
 
@@ -358,6 +378,157 @@ def test_agent_disabled_renders_no_agent_objects() -> None:
     docs = render("no-agent")
     assert not [d for d in docs if d["metadata"]["name"].endswith(("-agent", "-agent-metrics"))]
     one(docs, "Deployment", "-operator")
+
+
+@needs_helm
+def test_agent_can_live_in_a_namespace_of_its_own() -> None:
+    """agent.namespace moves every agent object, so the operator's namespace can enforce Pod Security
+    `restricted` while the agent's is `privileged` (docs/security.md)."""
+    docs = render("agent-namespace")
+    agent_objs = [
+        d for d in docs if d["metadata"]["name"].endswith(("-agent", "-agent-metrics")) and "namespace" in d["metadata"]
+    ]
+    assert {d["kind"] for d in agent_objs} == {"ServiceAccount", "DaemonSet", "Service"}
+    assert {d["metadata"]["namespace"] for d in agent_objs} == {"greenjobs-agent"}
+    sa = one(docs, "ServiceAccount", "-agent")["metadata"]["name"]
+    assert one(docs, "ClusterRoleBinding", "-agent")["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa, "namespace": "greenjobs-agent"}
+    ]
+    others = [d for d in docs if "namespace" in d["metadata"] and d not in agent_objs]
+    assert others and {d["metadata"]["namespace"] for d in others} == {NAMESPACE}
+    policy = one(docs, "ValidatingAdmissionPolicy", "-agent-own-node")
+    (cond,) = policy["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:greenjobs-agent:{sa}'" in cond["expression"]
+
+
+# --- admission policies and aggregated roles ------------------------------------------------
+
+POLICIES = ("-workload-rights", "-placement", "-agent-own-node")
+
+
+def _policy(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    return one(docs, "ValidatingAdmissionPolicy", suffix)
+
+
+def _variables(policy: dict[str, Any]) -> dict[str, str]:
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+@needs_helm
+@pytest.mark.parametrize("case", ["defaults", "sim", "warn-only"])
+def test_every_policy_is_bound_and_fails_closed(case: str) -> None:
+    docs = render(case)
+    actions = _effective(case, "policies", "validationActions")
+    for suffix in POLICIES:
+        policy = _policy(docs, suffix)
+        assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert policy["spec"]["failurePolicy"] == "Fail"  # a broken expression refuses, never waves through
+        binding = one(docs, "ValidatingAdmissionPolicyBinding", suffix)
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == actions
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
+            assert rule["apiGroups"] == ["greenjobs.dev"]
+            assert set(rule["resources"]) <= {"greentrainingjobs", "greentrainingjobs/status"}
+        for v in policy["spec"]["validations"]:
+            # Every refusal says what is wrong: a message naming the field, and why.
+            assert v.get("messageExpression") or v.get("message")
+            assert v["reason"] in ("Forbidden", "Invalid")
+
+
+@needs_helm
+def test_policies_key_on_the_charts_own_service_accounts() -> None:
+    docs = render("defaults")
+    operator_sa = one(docs, "ServiceAccount", "-operator")["metadata"]["name"]
+    agent_sa = one(docs, "ServiceAccount", "-agent")["metadata"]["name"]
+    rights = _policy(docs, "-workload-rights")["spec"]
+    conds = {c["name"]: c["expression"] for c in rights["matchConditions"]}
+    assert (
+        conds["not-the-operator"] == f"request.userInfo.username != 'system:serviceaccount:{NAMESPACE}:{operator_sa}'"
+    )
+    assert "request.operation == 'CREATE' || object.spec != oldObject.spec" in conds.values()
+    assert rights["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE", "UPDATE"]
+    agent = _policy(docs, "-agent-own-node")["spec"]
+    (cond,) = agent["matchConditions"]
+    assert cond["expression"] == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{agent_sa}'"
+    assert set(agent["matchConstraints"]["resourceRules"][0]["resources"]) == {
+        "greentrainingjobs",
+        "greentrainingjobs/status",
+    }
+    assert "authentication.kubernetes.io/node-name" in _variables(_policy(docs, "-agent-own-node"))["nodeNames"]
+
+
+@needs_helm
+def test_workload_rights_cover_every_workload_kind() -> None:
+    variables = _variables(_policy(render("defaults"), "-workload-rights"))
+    for kind, group, resource in (
+        ("Job", "batch", "jobs"),
+        ("JobSet", "jobset.x-k8s.io", "jobsets"),
+        ("TrainJob", "trainer.kubeflow.org", "trainjobs"),
+        ("PyTorchJob", "kubeflow.org", "pytorchjobs"),
+        ("RayJob", "ray.io", "rayjobs"),
+    ):
+        assert f"'{kind}': '{group}'" in variables["groups"]
+        assert f"'{kind}': '{resource}'" in variables["resources"]
+
+
+@needs_helm
+@pytest.mark.parametrize("case", ["defaults", "zone-map"])
+def test_placement_policy_uses_the_configured_zone_label_and_map(case: str) -> None:
+    variables = _variables(_policy(render(case), "-placement"))
+    label = _effective(case, "operator", "config", "zoneLabel")
+    assert json.loads(variables["zoneLabel"]) == label
+    assert json.loads(variables["zoneMap"]) == _effective(case, "operator", "config", "zoneMap")
+    for path in ("jobTemplate.spec.template.spec", "replicatedJobs", "pytorchReplicaSpecs", "rayClusterSpec"):
+        assert path in variables["templates"]
+
+
+@needs_helm
+def test_no_agent_no_agent_policy_and_policies_can_be_left_out() -> None:
+    kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    names = {d["metadata"]["name"] for d in render("no-agent") if d["kind"] in kinds}
+    assert names == {f"{RELEASE}-greenjobs{s}" for s in POLICIES[:2]}
+    off = render("no-policies")
+    assert not [d for d in off if d["kind"] in kinds or d["metadata"]["name"].endswith(("-view", "-edit"))]
+
+
+@needs_helm
+def test_aggregated_roles_fold_gtj_rights_into_view_edit_admin() -> None:
+    docs = render("defaults")
+    view, edit = one(docs, "ClusterRole", "-view"), one(docs, "ClusterRole", "-edit")
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k in view["metadata"]["labels"] if k.startswith(aggregate)} == {aggregate + "view"}
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(aggregate)} == {
+        aggregate + "edit",
+        aggregate + "admin",
+    }
+    read = {"get", "list", "watch"}
+    assert rbac_triples(view) == {
+        ("greenjobs.dev", r, v) for r in ("greentrainingjobs", "greentrainingjobs/status") for v in read
+    }
+    write = {"create", "update", "patch", "delete", "deletecollection"}
+    assert rbac_triples(edit) == {
+        *{("greenjobs.dev", "greentrainingjobs", v) for v in read | write},
+        *{("greenjobs.dev", "greentrainingjobs/status", v) for v in read},  # status stays the operator's
+    }
+
+
+@needs_helm
+def test_kubectl_manifest_is_the_rendered_chart() -> None:
+    assert HELM is not None
+    out = subprocess.run(
+        [str(REPO / "deploy" / "render.sh")],
+        env={**os.environ, "HELM": str(HELM)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout == (REPO / "deploy" / "policies.yaml").read_text(), "run: deploy/render.sh > deploy/policies.yaml"
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert sorted(d["kind"] for d in docs) == sorted(
+        ["ClusterRole"] * 2 + ["ValidatingAdmissionPolicy"] * 3 + ["ValidatingAdmissionPolicyBinding"] * 3
+    )
+    assert not [d for d in docs if "Helm" in json.dumps(d)]  # no Helm labels where Helm is not used
 
 
 # --- the operator Deployment ----------------------------------------------------------------
@@ -508,7 +679,7 @@ def test_rendered_config_is_accepted_by_the_operator(
     expected_types = [p["type"] for p in values.get("providers", [{"type": "nationalgrid"}])]
     assert [p.type for p in config.providers] == expected_types
     assert config.metrics_port == _effective(case, "operator", "metricsPort")
-    assert config.zone_label == "greenjobs.dev/grid-zone"
+    assert config.zone_label == _effective(case, "operator", "config", "zoneLabel")
     assert config.replan_interval.total_seconds() > 0
 
 

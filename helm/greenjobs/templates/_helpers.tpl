@@ -125,3 +125,17 @@ become what the operator reads, so the ConfigMap holds file paths and never a se
 {{- define "greenjobs.hasSecrets" -}}
 {{- range $k, $v := . }}{{ if has $k (list "apiKeySecret" "usernameSecret" "passwordSecret") }}true{{ end }}{{ end }}
 {{- end }}
+
+{{/* Namespace of the node agent: agent.namespace, else the release's (docs/security.md, Pod Security). */}}
+{{- define "greenjobs.agent.namespace" -}}
+{{- default .Release.Namespace .Values.agent.namespace }}
+{{- end }}
+
+{{/* Usernames the API server gives the two ServiceAccounts' tokens (admission policies key on them). */}}
+{{- define "greenjobs.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "greenjobs.operator.serviceAccountName" .) }}
+{{- end }}
+
+{{- define "greenjobs.agent.username" -}}
+{{- printf "system:serviceaccount:%s:%s" (include "greenjobs.agent.namespace" .) (include "greenjobs.agent.serviceAccountName" .) }}
+{{- end }}
