@@ -1,10 +1,16 @@
-"""The batch/v1 Job that a GreenTrainingJob owns: built suspended, unsuspended at scheduledStart."""
+"""The batch/v1 Job that a GreenTrainingJob owns: thin wrappers over the batch workload adapter
+(greenjobs.workloads.batch), kept with their old signatures for the reconciler."""
 
-import copy
 from typing import Any
 
 from greenjobs.api import constants as c
 from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.workloads import owned_by
+from greenjobs.workloads.batch import BatchJobAdapter
+
+BATCH = BatchJobAdapter()
+
+__all__ = ["build_job", "job_outcome", "owned_by", "start_patch"]
 
 
 def build_job(
@@ -22,61 +28,28 @@ def build_job(
     The zone's node selector is added only when the Job starts (the Kueue pattern), so a re-plan to
     another zone while deferred needs no template change.
     """
+    labels = {c.LABEL_JOB: name, **({c.LABEL_ZONE: zone} if zone else {})}
     template = spec.job_template
-    meta = copy.deepcopy(template.metadata)
-    job_spec = copy.deepcopy(template.spec)
-    labels = {**meta.get("labels", {}), c.LABEL_JOB: name}
-    if zone:
-        labels[c.LABEL_ZONE] = zone
-    pod_template = job_spec.setdefault("template", {})
-    pod_meta = pod_template.setdefault("metadata", {})
-    pod_meta["labels"] = {**pod_meta.get("labels", {}), **labels}
-    if start_now and zone_selector:
-        pod_spec = pod_template.setdefault("spec", {})
-        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **zone_selector}
-    job_spec["suspend"] = not start_now
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            **{k: v for k, v in meta.items() if k in ("annotations",)},
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": c.API_VERSION,
-                    "kind": c.KIND,
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": job_spec,
-    }
+    if template is None:
+        raise ValueError("build_job needs spec.jobTemplate; other workloads go through greenjobs.workloads")
+    return BATCH.build(
+        {"metadata": template.metadata, "spec": template.spec},
+        name=name,
+        namespace=namespace,
+        owner_uid=uid,
+        labels=labels,
+        suspended=not start_now,
+        zone_selector=zone_selector if start_now else None,
+    )
 
 
 def start_patch(name: str, zone: str | None, zone_selector: dict[str, str] | None) -> dict[str, Any]:
     """Merge patch that starts a suspended Job in `zone` (node selector and label, then unsuspend)."""
     labels = {c.LABEL_JOB: name, **({c.LABEL_ZONE: zone} if zone else {})}
-    pod_spec: dict[str, Any] = {"nodeSelector": zone_selector} if zone_selector else {}
-    return {
-        "metadata": {"labels": labels},
-        "spec": {"suspend": False, "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
-    }
-
-
-def owned_by(job: dict[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in job.get("metadata", {}).get("ownerReferences", []))
+    (patch,) = BATCH.start_patches({}, zone_selector, labels)
+    return patch
 
 
 def job_outcome(job: dict[str, Any]) -> str | None:
     """'Succeeded' / 'Failed' when the Job has finished, else None."""
-    for cond in job.get("status", {}).get("conditions", []) or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Succeeded"
-        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
-            return "Failed"
-    return None
+    return BATCH.outcome(job)
