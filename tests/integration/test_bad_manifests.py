@@ -114,7 +114,7 @@ CASES = [
         "workload-without-kind",
         _all(_drop("jobTemplate"), _set("workload", {"apiVersion": "ray.io/v1", "spec": {}})),
         "spec.workload.kind: Required value",
-    ),  # fmt: skip
+    ),
     Case("missing-jobTemplate.spec.template", _drop("jobTemplate.spec.template"), "spec.jobTemplate.spec.template"),
     Case("jobTemplate.spec-not-an-object", _set("jobTemplate.spec", "train please"), "spec.jobTemplate.spec"),
     Case("unknown-field-typo", _all(_drop("timing.maxDelay"), _set("timing.maxdelay", "12h")), "spec.timing.maxdelay"),
