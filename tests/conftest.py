@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.kube import CLUSTER_SH, REPO, Cluster
+from tests.kueue import kueue_running
 from tests.operator_proc import OperatorProcess, start_operator
 
 CRD = REPO / "crds" / "greentrainingjobs.yaml"
@@ -43,6 +44,14 @@ def cluster() -> Iterator[Cluster]:
     yield c
     if not already and not os.environ.get("GREENJOBS_KEEP_CLUSTER"):
         subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster) -> Iterator[Cluster]:
+    """Kueue v0.17 + the JobSet controller as host processes, started on first use (tests marked
+    `kueue`) and stopped at the end of the session with their webhooks removed."""
+    with kueue_running(cluster):
+        yield cluster
 
 
 @pytest.fixture
