@@ -99,6 +99,8 @@ class KueueCheck:
                 self.workloads.pop(key, None)
                 self.wake.pop(key, None)
                 return
+            if not _newer(body, self.workloads.get(key)):
+                return  # older than what our own write returned: acting on it would repeat that write
             self.workloads[key] = dict(body)
         self.reconcile(key)
 
@@ -226,9 +228,17 @@ class KueueCheck:
         return out
 
     def _patch_workload(self, wl: WorkloadView, patch: dict[str, Any]) -> None:
-        self.objects.patch_namespaced_custom_object(
+        updated = self.objects.patch_namespaced_custom_object(
             KUEUE_GROUP, KUEUE_VERSION, wl.namespace, "workloads", wl.name, patch, _content_type=_MERGE
         )
+        self._remember(updated)
+
+    def _remember(self, updated: Any) -> None:
+        """Cache what a write returned, so a tick before its watch event does not act twice."""
+        if isinstance(updated, dict) and updated.get("metadata"):
+            key = (updated["metadata"]["namespace"], updated["metadata"]["name"])
+            if _newer(updated, self.workloads.get(key)):
+                self.workloads[key] = updated
 
     def _answer(self, wl: WorkloadView, action: AnswerReady) -> None:
         # Server-side apply with our own manager, forced: Kueue force-owns these fields when it
@@ -246,10 +256,11 @@ class KueueCheck:
             "metadata": {"name": wl.name, "namespace": wl.namespace},
             "status": {"admissionChecks": [state]},
         }
-        self.objects.patch_namespaced_custom_object_status(
+        updated = self.objects.patch_namespaced_custom_object_status(
             KUEUE_GROUP, KUEUE_VERSION, wl.namespace, "workloads", wl.name, body,
             field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY,
         )  # fmt: skip
+        self._remember(updated)
         log.info("workload %s/%s: %s Ready (%s)", wl.namespace, wl.name, action.check, action.message)
 
     def _set_active(self, name: str) -> None:
@@ -299,6 +310,17 @@ class KueueCheck:
             self.core.create_namespaced_event(meta["namespace"], event)
         except ApiException as exc:  # an Event is news, not state: never fail the decision for it
             log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+def _newer(body: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
+    """Whether `body` is not older than `cached` (resourceVersions compared as numbers when they are;
+    they are opaque to clients, so anything else counts as newer)."""
+    if cached is None:
+        return True
+    new, old = body["metadata"].get("resourceVersion", ""), cached["metadata"].get("resourceVersion", "")
+    if str(new).isdigit() and str(old).isdigit():
+        return int(new) >= int(old)
+    return True
 
 
 def _created(meta: Mapping[str, Any]) -> datetime | None:
