@@ -231,7 +231,7 @@ class Workload(_Model):
                     " || ".join(f"(self.apiVersion == '{v}' && self.kind == '{k}')" for v, k in WORKLOAD_KINDS),
                     f"workload.kind: unsupported apiVersion/kind; supported: {_WORKLOAD_KINDS_TEXT}",
                     ".kind",
-                    "FieldValueNotSupported",
+                    "FieldValueInvalid",
                 )
             ]
         }
