@@ -11,6 +11,7 @@
 #   e2e/cluster.sh kueue-up    on a running control plane: Kueue + JobSet controller (host processes,
 #                              webhooks by URL on loopback), their CRDs, and the CRDs of TrainJob,
 #                              PyTorchJob and RayJob (no controllers for those); builds them if needed
+#   e2e/cluster.sh workload-crds  only the CRDs of JobSet, TrainJob, PyTorchJob, RayJob (no controllers)
 #   e2e/cluster.sh kueue-down  stop Kueue + JobSet and REMOVE their webhook configurations (else every
 #                              Job create fails on the unreachable webhook)
 #
@@ -272,9 +273,8 @@ kueue_up() {
   local kc=("$b/kubectl" --kubeconfig="$KC")
   # Server-side: the workloads CRD (1.4 MB) is too big for the last-applied annotation.
   "${kc[@]}" apply --server-side --force-conflicts -f "$k/config/components/crd/bases/" >/dev/null
-  "${kc[@]}" apply --server-side --force-conflicts -f "$j/config/components/crd/bases/" >/dev/null
   workload_crds
-  "${kc[@]}" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+  crds_established
   "${kc[@]}" get namespace kueue-system >/dev/null 2>&1 || "${kc[@]}" create namespace kueue-system >/dev/null
   alive kueue || { local unshare=(unshare -m --propagation private)
     [ "$(id -u)" = 0 ] || unshare=(unshare -rm --propagation private)   # rootless: a user namespace
@@ -299,10 +299,11 @@ kueue_up() {
   log "kueue $KUEUE_VERSION + jobset $JOBSET_VERSION up in $((SECONDS - t0))s (webhooks on 127.0.0.1:$KUEUE_WEBHOOK, :$JOBSET_WEBHOOK)"
 }
 
-# The CRDs of the other training kinds, from their Go modules; their controllers are not run.
+# The CRDs of the other training kinds (and JobSet's), from their Go modules; no controllers.
 workload_crds() {
   . "$HERE/versions.env"
-  local t o r
+  local t o r j
+  j=$(mod_dir "sigs.k8s.io/jobset@$JOBSET_VERSION")
   t=$(mod_dir "github.com/kubeflow/trainer/v2@$TRAINER_VERSION")
   o=$(mod_dir "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION")
   r=$(mod_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")
@@ -311,7 +312,13 @@ workload_crds() {
     -f "$t/manifests/base/crds/trainer.kubeflow.org_trainingruntimes.yaml" \
     -f "$t/manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml" \
     -f "$o/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" \
-    -f "$r/config/crd/bases/ray.io_rayjobs.yaml" -f "$r/config/crd/bases/ray.io_rayclusters.yaml" >/dev/null
+    -f "$r/config/crd/bases/ray.io_rayjobs.yaml" -f "$r/config/crd/bases/ray.io_rayclusters.yaml" \
+    -f "$j/config/components/crd/bases/" >/dev/null
+}
+
+# A CRD just created may have no status yet, which `kubectl wait` reports as an error: retry.
+crds_established() {
+  wait_for "CRDs Established" 60 "$(bin_dir)/kubectl" --kubeconfig="$KC" wait --for=condition=Established crd --all --timeout=2s
 }
 
 kueue_down() {
@@ -346,5 +353,6 @@ case "${1:-}" in
   restart-apiserver) restart_apiserver "${2:-3}" ;;
   kueue-up) kueue_up ;;
   kueue-down) kueue_down ;;
-  *) echo "usage: $0 build|up|down|env|status|restart-apiserver [seconds]|kueue-up|kueue-down" >&2; exit 2 ;;
+  workload-crds) workload_crds; crds_established ;;
+  *) echo "usage: $0 build|up|down|env|status|restart-apiserver [seconds]|kueue-up|kueue-down|workload-crds" >&2; exit 2 ;;
 esac

@@ -54,6 +54,16 @@ def kueue(cluster: Cluster) -> Iterator[Cluster]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def workload_crds(cluster: Cluster) -> Cluster:
+    """The CRDs of JobSet, TrainJob, PyTorchJob and RayJob from their Go modules (no controllers)."""
+    cmd = [str(CLUSTER_SH), "workload-crds"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env(), check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"e2e/cluster.sh workload-crds failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return cluster
+
+
 @pytest.fixture
 def operator_factory(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators for this test's namespace; at teardown delete its GreenTrainingJobs while an
