@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 binaries:
 	e2e/build.sh all
+	e2e/build.sh kueue
 
 setup: $(STAMP) binaries
 

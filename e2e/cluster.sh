@@ -8,6 +8,12 @@
 #   e2e/cluster.sh env       print `export KUBECONFIG=... PATH=...` for eval
 #   e2e/cluster.sh status    what is running
 #   e2e/cluster.sh restart-apiserver [S]   API server down S seconds, then back (outage tests)
+#   e2e/cluster.sh kueue-up    on a running control plane: Kueue + JobSet controller (host processes,
+#                              webhooks by URL on loopback), their CRDs, and the CRDs of TrainJob,
+#                              PyTorchJob and RayJob (no controllers for those); builds them if needed
+#   e2e/cluster.sh workload-crds  only the CRDs of JobSet, TrainJob, PyTorchJob, RayJob (no controllers)
+#   e2e/cluster.sh kueue-down  stop Kueue + JobSet and REMOVE their webhook configurations (else every
+#                              Job create fails on the unreachable webhook)
 #
 # Settings (env): GREENJOBS_E2E_DIR (state, default e2e/.run), GREENJOBS_E2E_PORT (apiserver, 16443),
 # GREENJOBS_E2E_ZONES ("GB FR"), GREENJOBS_E2E_NODES_PER_ZONE (2), GREENJOBS_E2E_GPUS (8).
@@ -174,7 +180,7 @@ up() {
 down_quiet() {
   local name pid
   [ -d "$D/pids" ] || return 0
-  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in kueue jobset kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$D/pids/$name" ] || continue
     pid=$(cat "$D/pids/$name")
     kill -TERM -- "-$pid" 2>/dev/null || true
@@ -193,9 +199,149 @@ env_() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kueue jobset; do
     if alive "$name"; then echo "$name: running (pid $(cat "$D/pids/$name"))"; else echo "$name: stopped"; fi
   done
+}
+
+# ---------------------------------------------------------------- Kueue mode (design/KUEUE.md)
+KQ=$D/kueue
+KUEUE_WEBHOOK=$((PORT + 10)) KUEUE_HEALTH=$((PORT + 11)) KUEUE_METRICS=$((PORT + 12))
+JOBSET_WEBHOOK=$((PORT + 13)) JOBSET_HEALTH=$((PORT + 14)) JOBSET_METRICS=$((PORT + 15))
+KUEUE_CONVERTED="localqueues clusterqueues cohorts workloads multikueueclusters"
+
+# mod_dir MODULE@VERSION: the module's source folder (downloaded once into the Go module cache).
+mod_dir() { GOFLAGS= go mod download -json "$1" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])'; }
+
+kq_pki() {
+  [ -f "$KQ/pki/tls.crt" ] && return 0
+  mkdir -p "$KQ/pki"; (cd "$KQ/pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=greenjobs-kueue-webhook-ca 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' > san.ext
+  openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1 2>/dev/null
+  openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 3650 -extfile san.ext 2>/dev/null)
+  local d; for d in kueue kueue-metrics jobset jobset-metrics; do mkdir -p "$KQ/certs/$d"; cp "$KQ/pki/tls.crt" "$KQ/pki/tls.key" "$KQ/certs/$d/"; done
+}
+
+kq_config() {
+  mkdir -p "$KQ/config"
+  cat > "$KQ/config/kueue.yaml" <<KEOF
+apiVersion: config.kueue.x-k8s.io/v1beta2
+kind: Configuration
+namespace: kueue-system
+health: {healthProbeBindAddress: 127.0.0.1:$KUEUE_HEALTH}
+metrics: {bindAddress: 127.0.0.1:$KUEUE_METRICS}
+webhook: {host: 127.0.0.1, port: $KUEUE_WEBHOOK, certDir: $KQ/certs/kueue}
+leaderElection: {leaderElect: false}
+internalCertManagement: {enable: false}
+clientConnection: {qps: 50, burst: 100}
+featureGates: {VisibilityOnDemand: false}
+integrations:
+  frameworks: [batch/job, jobset.x-k8s.io/jobset]
+KEOF
+  cat > "$KQ/config/jobset.yaml" <<JEOF
+apiVersion: config.jobset.x-k8s.io/v1alpha1
+kind: Configuration
+health: {healthProbeBindAddress: 127.0.0.1:$JOBSET_HEALTH}
+metrics: {bindAddress: 127.0.0.1:$JOBSET_METRICS, certDir: $KQ/certs/jobset-metrics}
+webhook: {host: 127.0.0.1, port: $JOBSET_WEBHOOK, certDir: $KQ/certs/jobset}
+leaderElection: {leaderElect: false}
+internalCertManagement: {enable: false}
+JEOF
+  # Kueue reads its metrics certificate from the hard-coded /etc/kueue/metrics/certs: give only the
+  # Kueue process that path, through an overlay on /etc in a private mount namespace.
+  cat > "$KQ/run-kueue.sh" <<REOF
+#!/bin/sh
+set -e
+O=$KQ/etc-overlay
+mkdir -p "\$O/upper/kueue/metrics/certs" "\$O/work"
+cp $KQ/certs/kueue-metrics/tls.crt $KQ/certs/kueue-metrics/tls.key "\$O/upper/kueue/metrics/certs/"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=\$O/upper,workdir=\$O/work" /etc
+exec "\$1/kueue" --kubeconfig=$KC --config=$KQ/config/kueue.yaml --zap-log-level=info
+REOF
+  chmod +x "$KQ/run-kueue.sh"
+}
+
+kueue_up() {
+  local b kb k j t0=$SECONDS
+  b=$(bin_dir)
+  "$b/kubectl" --kubeconfig="$KC" get --raw /readyz >/dev/null 2>&1 || { log "control plane not up: run $0 up first"; return 1; }
+  kb=$("$HERE/build.sh" kueue | tail -1)
+  . "$HERE/versions.env"
+  k=$(mod_dir "sigs.k8s.io/kueue@$KUEUE_VERSION"); j=$(mod_dir "sigs.k8s.io/jobset@$JOBSET_VERSION")
+  kq_pki; kq_config
+  local kc=("$b/kubectl" --kubeconfig="$KC")
+  # Server-side: the workloads CRD (1.4 MB) is too big for the last-applied annotation.
+  "${kc[@]}" apply --server-side --force-conflicts -f "$k/config/components/crd/bases/" >/dev/null
+  workload_crds
+  crds_established
+  "${kc[@]}" get namespace kueue-system >/dev/null 2>&1 || "${kc[@]}" create namespace kueue-system >/dev/null
+  alive kueue || { local unshare=(unshare -m --propagation private)
+    [ "$(id -u)" = 0 ] || unshare=(unshare -rm --propagation private)   # rootless: a user namespace
+    KUBECONFIG=$KC start kueue "${unshare[@]}" "$KQ/run-kueue.sh" "$kb"; }
+  wait_for kueue 60 curl -sf "http://127.0.0.1:$KUEUE_HEALTH/readyz"
+  alive jobset || KUBECONFIG=$KC start jobset "$kb/jobset" --kubeconfig="$KC" --config="$KQ/config/jobset.yaml" --zap-devel=false
+  wait_for jobset 60 curl -sf "http://127.0.0.1:$JOBSET_HEALTH/readyz"
+  # Webhooks only once the managers serve: they are failurePolicy Fail.
+  python3 "$HERE/kueue/gen_webhooks.py" "$k/config/components/webhook/manifests.yaml" kueue \
+    "https://127.0.0.1:$KUEUE_WEBHOOK" "$KQ/pki/ca.crt" \
+    mclusterqueue.kb.io,mresourceflavor.kb.io,mworkload.kb.io,mjob.kb.io,mjobset.kb.io,vclusterqueue.kb.io,vcohort.kb.io,vresourceflavor.kb.io,vworkload.kb.io,vjob.kb.io,vjobset.kb.io \
+    > "$KQ/config/kueue-webhooks.yaml"
+  python3 "$HERE/kueue/gen_webhooks.py" "$j/config/components/webhook/manifests.yaml" jobset \
+    "https://127.0.0.1:$JOBSET_WEBHOOK" "$KQ/pki/ca.crt" mjobset.kb.io,mpod.kb.io,vjobset.kb.io,vpod.kb.io pod \
+    > "$KQ/config/jobset-webhooks.yaml"
+  "${kc[@]}" apply -f "$KQ/config/kueue-webhooks.yaml" >/dev/null
+  "${kc[@]}" apply -f "$KQ/config/jobset-webhooks.yaml" >/dev/null
+  local cab crd; cab=$(base64 -w0 < "$KQ/pki/ca.crt")
+  for crd in $KUEUE_CONVERTED; do
+    "${kc[@]}" patch crd "$crd.kueue.x-k8s.io" --type=merge -p "{\"spec\":{\"conversion\":{\"strategy\":\"Webhook\",\"webhook\":{\"conversionReviewVersions\":[\"v1\"],\"clientConfig\":{\"url\":\"https://127.0.0.1:$KUEUE_WEBHOOK/convert\",\"caBundle\":\"$cab\"}}}}}" >/dev/null
+  done
+  log "kueue $KUEUE_VERSION + jobset $JOBSET_VERSION up in $((SECONDS - t0))s (webhooks on 127.0.0.1:$KUEUE_WEBHOOK, :$JOBSET_WEBHOOK)"
+}
+
+# The CRDs of the other training kinds (and JobSet's), from their Go modules; no controllers.
+workload_crds() {
+  . "$HERE/versions.env"
+  local t o r j
+  j=$(mod_dir "sigs.k8s.io/jobset@$JOBSET_VERSION")
+  t=$(mod_dir "github.com/kubeflow/trainer/v2@$TRAINER_VERSION")
+  o=$(mod_dir "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION")
+  r=$(mod_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")
+  "$(bin_dir)/kubectl" --kubeconfig="$KC" apply --server-side --force-conflicts \
+    -f "$t/manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml" \
+    -f "$t/manifests/base/crds/trainer.kubeflow.org_trainingruntimes.yaml" \
+    -f "$t/manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml" \
+    -f "$o/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" \
+    -f "$r/config/crd/bases/ray.io_rayjobs.yaml" -f "$r/config/crd/bases/ray.io_rayclusters.yaml" \
+    -f "$j/config/components/crd/bases/" >/dev/null
+}
+
+# A CRD just created may have no status yet, which `kubectl wait` reports as an error: retry.
+crds_established() {
+  wait_for "CRDs Established" 60 "$(bin_dir)/kubectl" --kubeconfig="$KC" wait --for=condition=Established crd --all --timeout=2s
+}
+
+kueue_down() {
+  local b name pid crd; b=$(bin_dir)
+  local kc=("$b/kubectl" --kubeconfig="$KC")
+  if "${kc[@]}" get --raw /readyz >/dev/null 2>&1; then
+    # First the webhooks (failurePolicy Fail: with nobody serving them every Job create would fail),
+    # then the conversion webhooks back to None.
+    "${kc[@]}" delete mutatingwebhookconfiguration kueue-mutating-webhook-configuration jobset-mutating-webhook-configuration --ignore-not-found >/dev/null
+    "${kc[@]}" delete validatingwebhookconfiguration kueue-validating-webhook-configuration jobset-validating-webhook-configuration --ignore-not-found >/dev/null
+    for crd in $KUEUE_CONVERTED; do
+      "${kc[@]}" patch crd "$crd.kueue.x-k8s.io" --type=json -p '[{"op":"replace","path":"/spec/conversion","value":{"strategy":"None"}}]' >/dev/null 2>&1 || true
+    done
+  fi
+  for name in kueue jobset; do
+    [ -f "$D/pids/$name" ] || continue
+    pid=$(cat "$D/pids/$name")
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$D/pids/$name"
+  done
+  log "kueue and jobset down, webhooks removed"
 }
 
 case "${1:-}" in
@@ -205,5 +351,8 @@ case "${1:-}" in
   env) env_ ;;
   status) status ;;
   restart-apiserver) restart_apiserver "${2:-3}" ;;
-  *) echo "usage: $0 build|up|down|env|status|restart-apiserver [seconds]" >&2; exit 2 ;;
+  kueue-up) kueue_up ;;
+  kueue-down) kueue_down ;;
+  workload-crds) workload_crds; crds_established ;;
+  *) echo "usage: $0 build|up|down|env|status|restart-apiserver [seconds]|kueue-up|kueue-down|workload-crds" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.kube import CLUSTER_SH, REPO, Cluster
+from tests.kueue import kueue_running
 from tests.operator_proc import OperatorProcess, start_operator
 
 CRD = REPO / "crds" / "greentrainingjobs.yaml"
@@ -46,6 +47,24 @@ def cluster() -> Iterator[Cluster]:
     yield c
     if not already and not os.environ.get("GREENJOBS_KEEP_CLUSTER"):
         subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster) -> Iterator[Cluster]:
+    """Kueue v0.17 + the JobSet controller as host processes, started on first use (tests marked
+    `kueue`) and stopped at the end of the session with their webhooks removed."""
+    with kueue_running(cluster):
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def workload_crds(cluster: Cluster) -> Cluster:
+    """The CRDs of JobSet, TrainJob, PyTorchJob and RayJob from their Go modules (no controllers)."""
+    cmd = [str(CLUSTER_SH), "workload-crds"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env(), check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"e2e/cluster.sh workload-crds failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return cluster
 
 
 @pytest.fixture

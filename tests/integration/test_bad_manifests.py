@@ -52,6 +52,7 @@ def _valid_spec() -> dict[str, Any]:
 
 
 Edit = Callable[[dict[str, Any]], None]
+_JOBSET: dict[str, Any] = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "spec": {"replicatedJobs": []}}
 
 
 def _set(path: str, value: Any) -> Edit:
@@ -96,7 +97,24 @@ class Case:
 CASES = [
     # structure
     Case("no-spec", None, "spec: Required value"),
-    Case("missing-jobTemplate", _drop("jobTemplate"), "spec.jobTemplate: Required value"),
+    Case("missing-jobTemplate", _drop("jobTemplate"), "exactly one of jobTemplate and workload must be set"),
+    # spec.workload (the other kinds): one of the two, and only kinds with an adapter
+    Case("jobTemplate-and-workload", _set("workload", _JOBSET), "exactly one of jobTemplate and workload must be set"),
+    Case(
+        "workload-unsupported-kind",
+        _all(_drop("jobTemplate"), _set("workload", {**_JOBSET, "apiVersion": "kubeflow.org/v1", "kind": "MPIJob"})),
+        "spec.workload.kind",
+    ),
+    Case(
+        "workload-old-jobset-version",
+        _all(_drop("jobTemplate"), _set("workload", {**_JOBSET, "apiVersion": "jobset.x-k8s.io/v1alpha1"})),
+        "spec.workload.kind",
+    ),
+    Case(
+        "workload-without-kind",
+        _all(_drop("jobTemplate"), _set("workload", {"apiVersion": "ray.io/v1", "spec": {}})),
+        "spec.workload.kind: Required value",
+    ),
     Case("missing-jobTemplate.spec.template", _drop("jobTemplate.spec.template"), "spec.jobTemplate.spec.template"),
     Case("jobTemplate.spec-not-an-object", _set("jobTemplate.spec", "train please"), "spec.jobTemplate.spec"),
     Case("unknown-field-typo", _all(_drop("timing.maxDelay"), _set("timing.maxdelay", "12h")), "spec.timing.maxdelay"),
@@ -195,6 +213,15 @@ def test_the_valid_base_manifest_is_accepted(cluster: Cluster, bad_ns: str) -> N
     assert proc.returncode == 0, proc.stderr
     stored = cluster.get_json("greentrainingjob", "valid", "-n", bad_ns)
     assert stored["spec"]["power"]["policy"] == "CarbonAware"
+
+
+def test_a_workload_instead_of_a_job_template_is_accepted(cluster: Cluster, bad_ns: str) -> None:
+    spec = _valid_spec()
+    del spec["jobTemplate"]
+    spec["workload"] = _JOBSET
+    proc = _apply(cluster, bad_ns, "valid-workload", spec)
+    assert proc.returncode == 0, proc.stderr
+    assert cluster.get_json("greentrainingjob", "valid-workload", "-n", bad_ns)["spec"]["workload"]["kind"] == "JobSet"
 
 
 def test_there_are_at_least_25_cases() -> None:

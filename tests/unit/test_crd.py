@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from greenjobs.api.crd import build_crd, render_crd
+from greenjobs.api.models import WORKLOAD_KINDS, GreenTrainingJobSpec
+from greenjobs.workloads import SUPPORTED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,3 +81,34 @@ def test_names_and_printer_columns_follow_the_api_contract() -> None:
         for part in name.strip(".").split("."):
             node = node["properties"][part]
         assert node, name  # every printer column points at a field of the schema
+
+
+def _spec_rules() -> list[dict[str, str]]:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules: list[dict[str, str]] = spec["x-kubernetes-validations"]
+    return rules
+
+
+def test_workload_is_an_alternative_to_job_template_with_a_cel_rule_for_exactly_one() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert "jobTemplate" not in spec.get("required", [])
+    workload = spec["properties"]["workload"]
+    assert workload["required"] == ["apiVersion", "kind", "spec"]
+    assert workload["properties"]["spec"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert [r["rule"] for r in _spec_rules()] == ["has(self.jobTemplate) != has(self.workload)"]
+    kind_rule = workload["x-kubernetes-validations"][0]
+    assert kind_rule["fieldPath"] == ".kind" and "workload.kind" in kind_rule["message"]
+    for api, kind in WORKLOAD_KINDS:  # every kind with an adapter is allowed by the CEL rule
+        assert f"self.apiVersion == '{api}' && self.kind == '{kind}'" in kind_rule["rule"]
+    assert set(WORKLOAD_KINDS) == set(SUPPORTED)
+
+
+def test_models_refuse_both_or_neither_and_unsupported_kinds() -> None:
+    job = {"spec": {"template": {"spec": {"containers": []}}}}
+    js = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "spec": {"replicatedJobs": []}}
+    assert GreenTrainingJobSpec.model_validate({"workload": js}).workload is not None
+    for bad in ({}, {"jobTemplate": job, "workload": js}):
+        with pytest.raises(ValidationError, match="exactly one of jobTemplate and workload"):
+            GreenTrainingJobSpec.model_validate(bad)
+    with pytest.raises(ValidationError, match=r"workload\.kind: unsupported MPIJob"):
+        GreenTrainingJobSpec.model_validate({"workload": {**js, "apiVersion": "kubeflow.org/v1", "kind": "MPIJob"}})

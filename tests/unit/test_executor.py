@@ -55,24 +55,30 @@ class RecordingKube:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail_create: ApiException | None = None
-        self.existing: dict[str, Any] | None = None
+        # What a GET of the owned Job answers: by default ours, suspended (as the executor left it).
+        self.existing: dict[str, Any] | None = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"ownerReferences": [{"uid": "u1"}]},
+            "spec": {"suspend": True, "template": {}},
+        }
 
-    def create_job(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+    def create_job(self, body: dict[str, Any], *, dry_run: bool = False, kind: Any = None) -> None:
         self.calls.append(("create", body))
         if self.fail_create is not None:
             raise self.fail_create
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_job(self, namespace: str, name: str, kind: Any = None) -> dict[str, Any] | None:
         self.calls.append(("get", name))
         return self.existing
 
-    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: Any = None) -> None:
         self.calls.append(("patch", patch))
 
-    def delete_job(self, namespace: str, name: str) -> None:
+    def delete_job(self, namespace: str, name: str, kind: Any = None) -> None:
         self.calls.append(("delete", name))
 
-    def release_job(self, namespace: str, name: str, finalizers: list[str]) -> None:
+    def release_job(self, namespace: str, name: str, finalizers: list[str], kind: Any = None) -> None:
         self.calls.append(("release", finalizers))
 
     def patch_status(
@@ -234,7 +240,7 @@ def test_the_job_starts_at_its_scheduled_start(env: Env) -> None:
     env.clock.now = T0 + 2 * H
     action, _ = env.step(body(status), view())
     assert action == Action.START
-    (kind, p), _ = env.kube.calls
+    (kind, p), _ = [c for c in env.kube.calls if c[0] != "get"]
     assert kind == "patch" and p["spec"]["suspend"] is False
     assert p["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
     st = env.kube.statuses()[0]
@@ -289,7 +295,9 @@ def test_energy_budget_with_suspend_action_suspends_the_job(env: Env) -> None:
     raised["metadata"]["generation"] = 2
     action, _ = env.step(raised, view(True))
     assert action == Action.RESUME
-    assert ("patch", {"spec": {"suspend": False}}) in env.kube.calls
+    [resume] = [p for kind, p in env.kube.calls if kind == "patch"]
+    assert resume["spec"]["suspend"] is False  # its own Job, in its zone
+    assert resume["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
     assert env.kube.statuses()[0]["phase"] == "Running"
 
 

@@ -97,6 +97,7 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "no-policies": {"policies": {"enabled": False}, "aggregatedRoles": {"enabled": False}},
     "warn-only": {"policies": {"validationActions": ["Warn", "Audit"]}},
+    "kueue": {"kueue": {"enabled": True}},
 }
 SECRET_CASES = ["electricitymaps", "watttime"]  # the Carbon Aware SDK WebAPI takes no key
 
@@ -317,7 +318,17 @@ OPERATOR_RULES = {
     *{("greenjobs.dev", "greentrainingjobs", v) for v in ("get", "list", "watch", "patch")},
     *{("greenjobs.dev", "greentrainingjobs/status", v) for v in ("get", "patch")},
     ("greenjobs.dev", "greentrainingjobs/finalizers", "update"),
-    *{("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
+    *{
+        (g, r, v)
+        for g, r in [
+            ("batch", "jobs"),
+            ("jobset.x-k8s.io", "jobsets"),
+            ("trainer.kubeflow.org", "trainjobs"),
+            ("kubeflow.org", "pytorchjobs"),
+            ("ray.io", "rayjobs"),
+        ]
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    },
     *{("", "nodes", v) for v in ("get", "list", "watch")},
     ("", "events", "create"),
     *{("", "namespaces", v) for v in ("list", "watch")},
@@ -360,6 +371,45 @@ def test_operator_rbac_is_exactly_what_it_needs(case: str) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
     deploy = one(docs, "Deployment", "-operator")
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == sa
+
+
+KUEUE_CHECK_RULES = {
+    *{("kueue.x-k8s.io", "workloads", v) for v in ("get", "list", "watch", "patch")},
+    *{("kueue.x-k8s.io", "workloads/status", v) for v in ("get", "patch")},
+    *{("kueue.x-k8s.io", "admissionchecks", v) for v in ("get", "list", "watch")},
+    *{("kueue.x-k8s.io", "admissionchecks/status", v) for v in ("get", "patch")},
+    *{
+        ("kueue.x-k8s.io", r, v)
+        for r in ("clusterqueues", "localqueues", "resourceflavors")
+        for v in ("get", "list", "watch")
+    },
+    ("batch", "jobs", "get"),
+    ("jobset.x-k8s.io", "jobsets", "get"),
+    ("trainer.kubeflow.org", "trainjobs", "get"),
+    ("kubeflow.org", "pytorchjobs", "get"),
+    ("ray.io", "rayjobs", "get"),
+    ("", "nodes", "list"),
+    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+    *{("", "namespaces", v) for v in ("list", "watch")},
+    *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
+}  # fmt: skip
+
+
+@needs_helm
+def test_kueue_mode_renders_the_admission_check_and_a_least_privilege_controller() -> None:
+    assert not [d for d in render("defaults") if "kueue" in d["metadata"]["name"] or d["kind"] == "AdmissionCheck"]
+    docs = render("kueue")
+    check = one(docs, "AdmissionCheck")
+    assert check["apiVersion"] == "kueue.x-k8s.io/v1beta2"
+    assert check["spec"] == {"controllerName": "greenjobs.dev/carbon"}
+    assert rbac_triples(one(docs, "ClusterRole", "-kueue-check")) == KUEUE_CHECK_RULES
+    deploy = one(docs, "Deployment", "-kueue-check")
+    c = container(deploy)
+    assert c["command"] == ["greenjobs", "kueue-check"]
+    assert env_of(c)["GREENJOBS_CONFIG"]["value"] == "/etc/greenjobs/config.yaml"
+    sa = one(docs, "ServiceAccount", "-kueue-check")["metadata"]["name"]
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == sa
+    assert one(docs, "ClusterRoleBinding", "-kueue-check")["subjects"][0]["name"] == sa
 
 
 @needs_helm

@@ -139,3 +139,46 @@ become what the operator reads, so the ConfigMap holds file paths and never a se
 {{- define "greenjobs.agent.username" -}}
 {{- printf "system:serviceaccount:%s:%s" (include "greenjobs.agent.namespace" .) (include "greenjobs.agent.serviceAccountName" .) }}
 {{- end }}
+
+{{/* The forecast providers' Secret and ConfigMap mounts (operator and kueue-check containers). */}}
+{{- define "greenjobs.providerMounts" -}}
+{{- range $i, $p := .Values.operator.config.providers }}
+            {{- if include "greenjobs.hasSecrets" $p }}
+            - name: secrets-{{ $i }}
+              mountPath: /var/run/secrets/greenjobs/{{ include "greenjobs.providerDir" $p }}
+              readOnly: true
+            {{- end }}
+            {{- if $p.configMap }}
+            - name: forecasts-{{ $i }}
+              mountPath: /var/run/greenjobs/forecasts/{{ $p.configMap }}
+              readOnly: true
+            {{- end }}
+            {{- end }}
+{{- end }}
+
+{{/* The volumes behind greenjobs.providerMounts. */}}
+{{- define "greenjobs.providerVolumes" -}}
+{{- range $i, $p := .Values.operator.config.providers }}
+        {{- if include "greenjobs.hasSecrets" $p }}
+        # Credentials of provider {{ include "greenjobs.providerDir" $p }}, from existing Secrets, as files.
+        - name: secrets-{{ $i }}
+          projected:
+            defaultMode: 0440
+            sources:
+              {{- range $k, $v := $p }}
+              {{- if has $k (list "apiKeySecret" "usernameSecret" "passwordSecret") }}
+              - secret:
+                  name: {{ required (printf "%s.%s.name is required" $p.type $k) $v.name }}
+                  items:
+                    - key: {{ required (printf "%s.%s.key is required" $p.type $k) $v.key }}
+                      path: {{ trimSuffix "Secret" $k }}
+              {{- end }}
+              {{- end }}
+        {{- end }}
+        {{- if $p.configMap }}
+        - name: forecasts-{{ $i }}
+          configMap:
+            name: {{ $p.configMap }}
+        {{- end }}
+        {{- end }}
+{{- end }}

@@ -7,7 +7,7 @@ are CEL `x-kubernetes-validations` so that the API server refuses bad manifests 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .durations import DURATION_PATTERN, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, format_time, parse_duration
@@ -261,12 +261,87 @@ class JobTemplate(_Model):
     )
 
 
+# Kinds a GreenTrainingJob may wrap in spec.workload (greenjobs.workloads has one adapter per kind).
+WORKLOAD_KINDS: tuple[tuple[str, str], ...] = (
+    ("batch/v1", "Job"),
+    ("jobset.x-k8s.io/v1alpha2", "JobSet"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+    ("kubeflow.org/v1", "PyTorchJob"),
+    ("ray.io/v1", "RayJob"),
+)
+_WORKLOAD_KINDS_TEXT = ", ".join(f"{k} ({v})" for v, k in WORKLOAD_KINDS)
+
+
+class Workload(_Model):
+    """Any supported suspendable workload: apiVersion, kind, metadata and spec, as in its own manifest."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    " || ".join(f"(self.apiVersion == '{v}' && self.kind == '{k}')" for v, k in WORKLOAD_KINDS),
+                    f"workload.kind: unsupported apiVersion/kind; supported: {_WORKLOAD_KINDS_TEXT}",
+                    ".kind",
+                    "FieldValueInvalid",
+                )
+            ]
+        }
+    )
+
+    api_version: str = Field(description="apiVersion of the workload, e.g. jobset.x-k8s.io/v1alpha2.", max_length=253)
+    kind: str = Field(description=f"Kind of the workload: {_WORKLOAD_KINDS_TEXT}.", max_length=63)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Labels and annotations for the workload (its name and namespace are the GreenTrainingJob's).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    spec: dict[str, Any] = Field(
+        description="The workload's spec, exactly as in its own manifest.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _supported(self) -> "Workload":
+        if (self.api_version, self.kind) not in WORKLOAD_KINDS:
+            raise ValueError(
+                f"workload.kind: unsupported {self.kind} ({self.api_version}); supported: {_WORKLOAD_KINDS_TEXT}"
+            )
+        return self
+
+
 class GreenTrainingJobSpec(_Model):
-    job_template: JobTemplate = Field(description="The batch/v1 Job to run, as in a CronJob's jobTemplate.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.jobTemplate) != has(self.workload)",
+                    "exactly one of jobTemplate and workload must be set",
+                    ".workload",
+                    "FieldValueInvalid",
+                )
+            ]
+        }
+    )
+
+    job_template: JobTemplate | None = Field(
+        default=None,
+        description="The batch/v1 Job to run, as in a CronJob's jobTemplate. Exactly one of jobTemplate and workload.",
+    )
+    workload: Workload | None = Field(
+        default=None,
+        description="Instead of jobTemplate: a JobSet, TrainJob, PyTorchJob, RayJob (or Job) to run, with its"
+        " apiVersion, kind, metadata and spec.",
+    )
     timing: Timing = Field(default_factory=Timing, description="When the job may run.")
     placement: Placement = Field(default_factory=Placement, description="Where the job may run.")
     power: Power = Field(default_factory=Power, description="Per-GPU power capping policy.")
     budget: Budget | None = Field(default=None, description="Optional energy and emissions budget.")
+
+    @model_validator(mode="after")
+    def _one_workload(self) -> "GreenTrainingJobSpec":
+        if (self.job_template is None) == (self.workload is None):
+            raise ValueError("exactly one of jobTemplate and workload must be set")
+        return self
 
 
 # ---------------------------------------------------------------- status

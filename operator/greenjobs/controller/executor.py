@@ -23,11 +23,12 @@ from greenjobs.carbon.host_energy import HostEnergySource
 from greenjobs.carbon.providers.base import Forecast, ForecastProvider, ProviderError
 from greenjobs.metrics import OperatorMetrics
 from greenjobs.power import target_cap
+from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
 from .conditions import CondUpdate, apply_conditions
 from .config import OperatorConfig
 from .decide import Action, Decision, Pacing
-from .jobs import build_job, start_patch, template_hash, workload_template
+from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
 from .planning import Event, PlanOutcome, decide_plan, same_plan
@@ -109,7 +110,8 @@ class Executor:
         body = self._write(d)
         if a in (Action.FINISH, Action.CANCELLED, Action.LOST, Action.RELEASE) and obs.job is not None:
             # The outcome is in status (or was before): now the Job may go.
-            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers))
+            kind = adapter_for(obs.job.api_version, obs.job.kind)
+            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers), kind)
         return Done(body, step.pacing, step.requeue)
 
     def _handlers(self) -> dict[Action, Callable[[Draft, "Step"], None]]:
@@ -339,8 +341,9 @@ class Executor:
             start_now=start_now,
             digest=template_hash(workload_template(obs.spec)),
         )
+        kind = adapter_of(obs.spec)
         try:
-            self.kube.create_job(job)
+            self.kube.create_job(job, kind=kind)
         except ApiException as exc:
             if exc.status in (400, 422):
                 raise _Refused("InvalidJobTemplate", api_error_message(exc)) from exc
@@ -350,7 +353,7 @@ class Executor:
                 raise _Retry(reason, f"the Job could not be created: {msg}") from exc
             if exc.status != 409:
                 raise
-            existing = self.kube.get_job(obs.namespace, obs.name)
+            existing = self.kube.get_job(obs.namespace, obs.name, kind)
             if existing is None or not any(
                 r.get("uid") == obs.uid for r in existing.get("metadata", {}).get("ownerReferences") or []
             ):
@@ -358,14 +361,19 @@ class Executor:
                     "JobNameTaken", f"a Job named {obs.name} exists and is not owned by this GreenTrainingJob"
                 ) from exc
             # Ours (created before a restart, and the Job index lags): adopt it.
-            if start_now and existing.get("spec", {}).get("suspend"):
+            if start_now and kind.is_suspended(existing):
                 self._patch_start(d, plan)
 
     def _patch_start(self, d: Draft, plan: Plan) -> None:
+        """Place the workload in the plan's zone and start it (a Kueue-managed one: hand it to Kueue)."""
+        obs, kind = d.obs, adapter_of(d.obs.spec)
         try:
-            self.kube.patch_job(
-                d.obs.namespace, d.obs.name, start_patch(d.obs.name, plan.zone, self.zone_selector(plan.zone))
-            )
+            obj = self.kube.get_job(obs.namespace, obs.name, kind)
+            if obj is None:
+                raise _Retry("StartFailed", f"the {kind.kind} {obs.name} is gone")
+            selector = self.zone_selector(plan.zone)
+            for patch in start_patches(obj, obs.name, obs.uid, plan.zone, selector):
+                self.kube.patch_job(obs.namespace, obs.name, patch, kind)
         except ApiException as exc:
             if exc.status in (403, 422, 400):
                 raise _Retry("StartFailed", f"the Job could not be started: {api_error_message(exc)}") from exc
@@ -373,9 +381,10 @@ class Executor:
 
     def _replace(self, obs: Observed) -> None:
         """A template changed before the start: the unstarted Job goes; the next look creates the new one."""
-        self.kube.delete_job(obs.namespace, obs.name)
+        kind = adapter_of(obs.spec)
+        self.kube.delete_job(obs.namespace, obs.name, kind)
         if obs.job is not None:
-            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers))
+            self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers), kind)
 
     def _replan(self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None) -> None:
         obs = d.obs
@@ -519,7 +528,7 @@ class Executor:
         grams = (d.obs.status.get("emissions") or {}).get("grams") or 0.0
         if check_budget(spec.budget, energy.get("kWh") or 0.0, grams).exceeded:
             return
-        self.kube.patch_job(d.obs.namespace, d.obs.name, {"spec": {"suspend": False}})
+        self._patch_start(d, Plan.model_validate(d.obs.status.get("plan") or {}))
         d.conditional = True
         d.status["phase"] = Phase.RUNNING
         d.cond(Cond.BUDGET_EXCEEDED, "False", "BudgetRaised", "within budget again")
@@ -572,10 +581,20 @@ class Executor:
         if verdict.exceeded and d.obs.condition(Cond.BUDGET_EXCEEDED) != "True":
             d.cond(Cond.BUDGET_EXCEEDED, "True", "Suspended" if verdict.suspend else "Warn", verdict.message)
             d.event("Warning", "BudgetExceeded", verdict.message)
-            if verdict.suspend:
-                self.kube.patch_job(d.obs.namespace, d.obs.name, {"spec": {"suspend": True}})
+            if verdict.suspend and self._kueue_managed(d):
+                msg = "the workload is Kueue-managed: Kueue owns its suspension, so the budget only warns"
+                d.event("Warning", "BudgetNotEnforced", msg)
+            elif verdict.suspend:
+                kind = adapter_of(d.obs.spec)
+                obj = self.kube.get_job(d.obs.namespace, d.obs.name, kind) or {}
+                self.kube.patch_job(d.obs.namespace, d.obs.name, kind.suspend_patch(obj), kind)
                 d.conditional = True
                 d.status["phase"] = Phase.SUSPENDED
+
+    @staticmethod
+    def _kueue_managed(d: Draft) -> bool:
+        meta = workload_template(d.obs.spec).get("metadata") or {}
+        return QUEUE_LABEL in (meta.get("labels") or {})
 
     def _intensity_now(self, plan: Plan) -> float:
         if plan.zone:

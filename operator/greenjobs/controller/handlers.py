@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from greenjobs.api import constants as c
+from greenjobs.workloads import ADAPTERS
 
 from .loop import Controller
 
@@ -48,9 +49,16 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def gtj_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
         memo.controller.on_gtj(event.get("type"), body)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_JOB: kopf.PRESENT}, id="job", registry=registry)
     def job_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
         memo.controller.on_job(event.get("type"), body)
+
+    # The owned workloads of every supported kind (kopf watches a kind once its CRD exists).
+    for adapter in ADAPTERS:
+        version = adapter.api_version.rsplit("/", 1)[-1]
+        handler_id = "job" if adapter.kind == "Job" else f"workload-{adapter.plural}"
+        kopf.on.event(
+            adapter.group, version, adapter.plural, labels={c.LABEL_JOB: kopf.PRESENT}, id=handler_id, registry=registry
+        )(job_event)
 
     @kopf.on.event("v1", "nodes", id="node", registry=registry)
     def node_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:

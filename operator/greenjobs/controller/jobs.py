@@ -1,6 +1,13 @@
-"""The batch/v1 Job that a GreenTrainingJob owns: built suspended, unsuspended at scheduledStart."""
+"""The workload a GreenTrainingJob owns (a batch/v1 Job, JobSet, TrainJob, PyTorchJob or RayJob),
+through the adapter of its kind (greenjobs.workloads): built suspended with our labels, finalizer and
+template digest; placed and started at its planned start.
 
-import copy
+Kueue-managed workloads (the template carries kueue.x-k8s.io/queue-name) are never unsuspended by
+greenjobs: they are created suspended WITHOUT the queue label, so that Kueue ignores them and no quota
+is held while they wait for their clean window; the start adds the label back with the zone's
+nodeSelector, and Kueue admits and unsuspends them (docs/kueue.md).
+"""
+
 import hashlib
 import json
 from collections.abc import Mapping
@@ -8,6 +15,53 @@ from typing import Any
 
 from greenjobs.api import constants as c
 from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.workloads import QUEUE_LABEL, WorkloadAdapter, adapter_for, owned_by
+from greenjobs.workloads.batch import BatchJobAdapter
+
+BATCH = BatchJobAdapter()
+# Where a held-back queue name waits until the start (on the workload itself: restart-safe).
+ANNOTATION_QUEUE = f"{c.GROUP}/queue-name"
+
+__all__ = [
+    "ANNOTATION_QUEUE",
+    "adapter_of",
+    "adapter_of_object",
+    "build_job",
+    "job_outcome",
+    "owned_by",
+    "start_patch",
+    "start_patches",
+    "template_hash",
+    "workload_template",
+]
+
+
+def adapter_of(spec: Mapping[str, Any]) -> WorkloadAdapter:
+    """The adapter of the workload a GTJ spec (raw) wraps: spec.workload's kind, else a batch Job."""
+    workload = spec.get("workload")
+    if workload:
+        return adapter_for(str(workload.get("apiVersion", "")), str(workload.get("kind", "")))
+    return BATCH
+
+
+def adapter_of_object(obj: Mapping[str, Any]) -> WorkloadAdapter:
+    return adapter_for(str(obj.get("apiVersion", "batch/v1")), str(obj.get("kind", "Job")))
+
+
+def workload_template(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's workload template in a GTJ spec: {metadata, spec} (what its workload is built from)."""
+    return dict(spec.get("jobTemplate") or spec.get("workload") or {})
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A short, stable digest of the user's workload template: a changed template replaces a workload
+    that never ran, and only such a change does (no diff base kept anywhere)."""
+    raw = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def our_labels(name: str, uid: str, zone: str | None) -> dict[str, str]:
+    return {c.LABEL_JOB: name, c.LABEL_JOB_UID: uid, **({c.LABEL_ZONE: zone} if zone else {})}
 
 
 def build_job(
@@ -21,84 +75,77 @@ def build_job(
     start_now: bool,
     digest: str | None = None,
 ) -> dict[str, Any]:
-    """The owned Job: our labels, an ownerReference (deletion cascades), suspended unless starting now.
+    """The owned workload: our labels on it and every pod template, an ownerReference (deletion
+    cascades), our finalizer (an outcome is never lost), suspended unless starting now.
 
-    The zone's node selector is added only when the Job starts (the Kueue pattern), so a re-plan to
+    The zone's node selector is added only when it starts (the Kueue pattern), so a re-plan to
     another zone while deferred needs no template change.
     """
-    template = spec.job_template
-    meta = copy.deepcopy(template.metadata)
-    job_spec = copy.deepcopy(template.spec)
-    labels = {**meta.get("labels", {}), c.LABEL_JOB: name, c.LABEL_JOB_UID: uid}
-    if zone:
-        labels[c.LABEL_ZONE] = zone
-    pod_template = job_spec.setdefault("template", {})
-    pod_meta = pod_template.setdefault("metadata", {})
-    pod_meta["labels"] = {**pod_meta.get("labels", {}), **labels}
-    if start_now and zone_selector:
-        pod_spec = pod_template.setdefault("spec", {})
-        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **zone_selector}
-    job_spec["suspend"] = not start_now
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "annotations": {
-                **meta.get("annotations", {}),
-                c.ANNOTATION_TEMPLATE_HASH: digest
-                or template_hash(spec.job_template.model_dump(by_alias=True, exclude_none=True)),
-            },
-            # Ours until the outcome is recorded: TTL, a delete by hand or GC cannot lose it.
-            "finalizers": [c.JOB_FINALIZER],
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": c.API_VERSION,
-                    "kind": c.KIND,
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": job_spec,
+    raw = spec.model_dump(by_alias=True, exclude_none=True)
+    adapter = adapter_of(raw)
+    template = workload_template(raw)
+    template = {"metadata": template.get("metadata") or {}, "spec": template.get("spec") or {}}
+    queue = (template["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+    held = queue is not None and not start_now
+    if held:  # Kueue ignores it until the label comes back at the start: no quota held meanwhile
+        labels = {k: v for k, v in template["metadata"]["labels"].items() if k != QUEUE_LABEL}
+        template["metadata"] = {**template["metadata"], "labels": labels}
+    obj = adapter.build(
+        template,
+        name=name,
+        namespace=namespace,
+        owner_uid=uid,
+        labels=our_labels(name, uid, zone),
+        # Kueue-managed: created suspended whatever the plan says; Kueue unsuspends at admission.
+        suspended=not start_now or queue is not None,
+        zone_selector=zone_selector if start_now else None,
+    )
+    meta = obj["metadata"]
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        c.ANNOTATION_TEMPLATE_HASH: digest or template_hash(workload_template(raw)),
+        **({ANNOTATION_QUEUE: queue} if held else {}),
     }
+    # Ours until the outcome is recorded: TTL, a delete by hand or GC cannot lose it.
+    meta["finalizers"] = [*(meta.get("finalizers") or []), c.JOB_FINALIZER]
+    return obj
 
 
-def template_hash(template: Mapping[str, Any]) -> str:
-    """A short, stable digest of the user's workload template: a changed template replaces a Job that
-    never ran, and only such a change does (no diff base kept anywhere)."""
-    raw = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+def start_patches(
+    obj: Mapping[str, Any], name: str, uid: str, zone: str | None, zone_selector: dict[str, str] | None
+) -> list[dict[str, Any]]:
+    """Merge patches, in order, that place the workload in `zone` and start it. A Kueue-managed one
+    gets its queue label back and stays suspended: Kueue admits it and unsuspends it."""
+    adapter = adapter_of_object(obj)
+    labels = our_labels(name, uid, zone)
+    queue = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_QUEUE)
+    if queue is None and adapter.queue_name(obj) is None:
+        return adapter.start_patches(obj, zone_selector, labels)
+    patches = adapter.start_patches(obj, zone_selector, labels)
+    for p in patches:
+        _keep_suspended(p)
+    if queue is not None:
+        patches[-1].setdefault("metadata", {}).setdefault("labels", {})[QUEUE_LABEL] = queue
+        patches[-1]["metadata"].setdefault("annotations", {})[ANNOTATION_QUEUE] = None
+    return patches
 
 
-def workload_template(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The user's workload template in a GTJ spec (what its Job is built from)."""
-    return dict(spec.get("jobTemplate") or spec.get("workload") or {})
+def _keep_suspended(patch: dict[str, Any]) -> None:
+    """Drop every `suspend: false` a start patch carries (spec.suspend, runPolicy.suspend)."""
+    for key, value in list(patch.items()):
+        if key == "suspend" and value is False:
+            del patch[key]
+        elif isinstance(value, dict):
+            _keep_suspended(value)
 
 
-def start_patch(name: str, zone: str | None, zone_selector: dict[str, str] | None) -> dict[str, Any]:
-    """Merge patch that starts a suspended Job in `zone` (node selector and label, then unsuspend)."""
-    labels = {c.LABEL_JOB: name, **({c.LABEL_ZONE: zone} if zone else {})}
-    pod_spec: dict[str, Any] = {"nodeSelector": zone_selector} if zone_selector else {}
-    return {
-        "metadata": {"labels": labels},
-        "spec": {"suspend": False, "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
-    }
+def start_patch(name: str, zone: str | None, zone_selector: dict[str, str] | None, uid: str = "") -> dict[str, Any]:
+    """The merge patch that starts a suspended batch Job in `zone` (node selector, labels, unsuspend)."""
+    labels = {c.LABEL_JOB: name, **({c.LABEL_JOB_UID: uid} if uid else {}), **({c.LABEL_ZONE: zone} if zone else {})}
+    (patch,) = BATCH.start_patches({}, zone_selector, labels)
+    return patch
 
 
-def owned_by(job: dict[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in job.get("metadata", {}).get("ownerReferences", []))
-
-
-def job_outcome(job: dict[str, Any]) -> str | None:
-    """'Succeeded' / 'Failed' when the Job has finished, else None."""
-    for cond in job.get("status", {}).get("conditions", []) or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Succeeded"
-        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
-            return "Failed"
-    return None
+def job_outcome(obj: Mapping[str, Any]) -> str | None:
+    """'Succeeded' / 'Failed' when the workload has finished, else None."""
+    return adapter_of_object(obj).outcome(obj)

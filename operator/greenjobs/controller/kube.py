@@ -13,8 +13,10 @@ from kubernetes.client.exceptions import ApiException
 
 from greenjobs.api import constants as c
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.workloads import WorkloadAdapter
+from greenjobs.workloads.batch import BatchJobAdapter
 
-_JOBS = ("batch", "v1")
+BATCH = BatchJobAdapter()
 _GTJ = (c.GROUP, c.VERSION)
 _MERGE = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -30,28 +32,30 @@ class Kube:
         self.objects = client.CustomObjectsApi(api)
         self.metrics = metrics
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> dict[str, Any] | None:
         try:
-            job: dict[str, Any] = self.objects.get_namespaced_custom_object(*_JOBS, namespace, "jobs", name)
+            job: dict[str, Any] = self.objects.get_namespaced_custom_object(*_res(kind), namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return job
 
-    def create_job(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+    def create_job(self, body: dict[str, Any], *, dry_run: bool = False, kind: WorkloadAdapter = BATCH) -> None:
         """Create with strict field validation: a typo in the user's template is refused, not dropped."""
         self.metrics.api_writes.labels("create_job_dry_run" if dry_run else "create_job").inc()
+        group, version, plural = _res(kind)
         self.objects.create_namespaced_custom_object(
-            *_JOBS,
+            group,
+            version,
             body["metadata"]["namespace"],
-            "jobs",
+            plural,
             body,
             dry_run="All" if dry_run else None,
             field_validation="Strict",
         )
 
-    def release_job(self, namespace: str, name: str, finalizers: list[str]) -> None:
+    def release_job(self, namespace: str, name: str, finalizers: list[str], kind: WorkloadAdapter = BATCH) -> None:
         """Remove our finalizer; the `test` op makes it a no-op failure if the list moved meanwhile."""
         if c.JOB_FINALIZER not in finalizers:
             return
@@ -62,7 +66,7 @@ class Kube:
         ]
         self.metrics.api_writes.labels("release_job").inc()
         try:
-            self.objects.patch_namespaced_custom_object(*_JOBS, namespace, "jobs", name, ops, _content_type=_JSON_PATCH)
+            self.objects.patch_namespaced_custom_object(*_res(kind), namespace, name, ops, _content_type=_JSON_PATCH)
         except ApiException as exc:
             if exc.status == 404:
                 return
@@ -97,19 +101,22 @@ class Kube:
             raise
         return out
 
-    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("patch_job").inc()
-        self.objects.patch_namespaced_custom_object(*_JOBS, namespace, "jobs", name, patch, _content_type=_MERGE)
+        self.objects.patch_namespaced_custom_object(*_res(kind), namespace, name, patch, _content_type=_MERGE)
 
-    def delete_job(self, namespace: str, name: str) -> None:
+    def delete_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("delete_job").inc()
         try:
-            self.objects.delete_namespaced_custom_object(
-                *_JOBS, namespace, "jobs", name, propagation_policy="Background"
-            )
+            self.objects.delete_namespaced_custom_object(*_res(kind), namespace, name, propagation_policy="Background")
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _res(kind: WorkloadAdapter) -> tuple[str, str, str]:
+    """(group, version, plural) of a workload kind, as the generic object paths want them."""
+    return kind.group, kind.api_version.rsplit("/", 1)[-1], kind.plural
 
 
 def api_error_message(exc: ApiException) -> str:

@@ -19,9 +19,11 @@ from urllib3.exceptions import HTTPError
 
 from greenjobs.api import constants as c
 from greenjobs.api.constants import Phase
+from greenjobs.workloads import adapter_for
 
 from .decide import Action, Pacing, Timers, decide
 from .executor import Executor
+from .jobs import BATCH, adapter_of
 from .kube import Conflict
 from .observe import JobView, Observed, job_view, observe
 
@@ -237,7 +239,7 @@ class Controller:
         return body
 
     def _fresh(self, body: dict[str, Any], key: Key) -> Observed:
-        raw = self.executor.kube.get_job(*key)
+        raw = self.executor.kube.get_job(*key, adapter_of(body.get("spec") or {}))
         view = job_view(raw) if raw is not None else None
         with self._lock:
             if view is None:
@@ -247,13 +249,16 @@ class Controller:
         return observe(body, view)
 
     def _release_orphan(self, key: Key) -> None:
-        """The GTJ is gone: a Job of ours that it owned must not be held by our finalizer."""
-        raw = self.executor.kube.get_job(*key)
+        """The GTJ is gone: a workload of ours that it owned must not be held by our finalizer."""
+        with self._lock:
+            known = self.jobs.get(key)
+        kind = adapter_for(known.api_version, known.kind) if known else BATCH
+        raw = self.executor.kube.get_job(*key, kind)
         if raw is None:
             return
         view = job_view(raw)
         if view.finalizer and view.deleting:
-            self.executor.kube.release_job(key[0], key[1], list(view.finalizers))
+            self.executor.kube.release_job(key[0], key[1], list(view.finalizers), kind)
 
 
 def _brand_new(obs: Observed) -> bool:

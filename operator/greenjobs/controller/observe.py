@@ -13,7 +13,7 @@ from greenjobs.api import constants as c
 from greenjobs.api.constants import Cond
 
 from .conditions import condition_status
-from .jobs import job_outcome, template_hash, workload_template
+from .jobs import adapter_of_object, template_hash, workload_template
 
 
 class JobState(Enum):
@@ -41,6 +41,8 @@ class JobView:
     template_hash: str | None = None
     active: int = 0  # pods running or pending, as the Job controller counts them
     ready: int = 0  # pods Ready
+    api_version: str = "batch/v1"
+    kind: str = "Job"
 
     @property
     def finalizer(self) -> bool:
@@ -59,18 +61,22 @@ class JobView:
 
 
 def job_view(body: Mapping[str, Any]) -> JobView:
+    """The view of an owned workload of any supported kind (its adapter reads suspend and outcome)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
+    adapter = adapter_of_object(body)
     return JobView(
         uid=meta.get("uid", ""),
         owner_uids=tuple(r.get("uid", "") for r in meta.get("ownerReferences") or []),
-        suspended=bool((body.get("spec") or {}).get("suspend")),
-        outcome=job_outcome(dict(body)),
+        suspended=adapter.is_suspended(body),
+        outcome=adapter.outcome(body),
         deleting=meta.get("deletionTimestamp") is not None,
         finalizers=tuple(meta.get("finalizers") or ()),
         template_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_TEMPLATE_HASH),
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
+        api_version=str(body.get("apiVersion") or "batch/v1"),
+        kind=str(body.get("kind") or "Job"),
     )
 
 

@@ -1,0 +1,244 @@
+"""The carbon AdmissionCheck on the real Kueue v0.17 (+ JobSet v0.12) of the test control plane.
+
+Plain Kueue users: a Job or JobSet submitted to a LocalQueue whose ClusterQueue uses the check is
+held until its planned start WITHOUT holding quota (its Workload is deactivated meanwhile), then
+admitted with the planned zone's nodeSelector and never suspended again; quotas still hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greenjobs.api.durations import parse_time
+from tests.kube import Cluster, ManagedProcess, wait_until
+from tests.kueue import ZONE_LABEL, condition, cq_usage, queues, start_check, workload_of
+from tests.operator_proc import write_forecast
+
+pytestmark = [pytest.mark.cluster, pytest.mark.kueue]
+
+STEP = timedelta(seconds=10)
+HINTS = {
+    "greenjobs.dev/estimated-duration": "20s",
+    "greenjobs.dev/max-delay": "3m",
+    "greenjobs.dev/zones": "GB,FR",
+}
+
+
+@pytest.fixture
+def check(kueue: Cluster, tmp_path: Path) -> Iterator[Callable[[datetime, int], ManagedProcess]]:
+    """Start `greenjobs kueue-check` with forecasts where FR is clean from step `clean_from` on."""
+    started: list[ManagedProcess] = []
+
+    def start(now: datetime, clean_from: int) -> ManagedProcess:
+        fc = tmp_path / "fc"
+        steps = range(-6, 180)
+        write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in steps])
+        write_forecast(fc, "FR", [(now + i * STEP, 40.0 if i >= clean_from else 250.0) for i in steps])
+        p = start_check(kueue, tmp_path, {"providers": [{"type": "file", "path": str(fc)}]})
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def _job(namespace: str, name: str, gpus: int, *, hints: dict[str, str] | None = None, run_for: str = "5s") -> str:
+    return json.dumps(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"kueue.x-k8s.io/queue-name": "lq"},
+                "annotations": hints or {},
+            },
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kwok.greenjobs.dev/run-for": run_for}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {"name": "train", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
+                        ],
+                    },
+                }
+            },
+        }
+    )
+
+
+def _jobset(namespace: str, name: str, hints: dict[str, str]) -> str:
+    def rj(rname: str, gpus: int) -> dict[str, Any]:
+        pod = {
+            "metadata": {"annotations": {"kwok.greenjobs.dev/run-for": "5s"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+            },
+        }
+        return {"name": rname, "replicas": 1, "template": {"spec": {"template": pod}}}
+
+    return json.dumps(
+        {
+            "apiVersion": "jobset.x-k8s.io/v1alpha2",
+            "kind": "JobSet",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"kueue.x-k8s.io/queue-name": "lq"},
+                "annotations": hints,
+            },
+            "spec": {"replicatedJobs": [rj("trainer", 2), rj("evaluator", 1)]},
+        }
+    )
+
+
+def _uid(cluster: Cluster, kind: str, namespace: str, name: str) -> str:
+    return str(cluster.get_json(kind, name, "-n", namespace)["metadata"]["uid"])
+
+
+def _events(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    items = cluster.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    return {e["reason"] for e in items}
+
+
+def _held(cluster: Cluster, namespace: str, uid: str) -> dict[str, Any] | None:
+    wl = workload_of(cluster, namespace, uid)
+    return wl if wl and wl["spec"].get("active") is False else None
+
+
+def _watch_until_complete(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> list[bool]:
+    """Every `spec.suspend` seen on the Job until it completes (to catch a re-suspension)."""
+    seen: list[bool] = []
+
+    def done() -> bool:
+        job = cluster.get_json("job", name, "-n", namespace)
+        seen.append(bool(job["spec"].get("suspend")))
+        return condition(job, "Complete") == "True"
+
+    wait_until(f"Job {name} to complete", done, timeout=timeout)
+    return seen
+
+
+def test_plain_job_is_held_without_quota_then_admitted_in_the_planned_zone(
+    kueue: Cluster, namespace: str, check: Callable[[datetime, int], ManagedProcess]
+) -> None:
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    check(now, 3)  # FR clean from now + 30 s
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8))
+    cq = f"cq-{namespace}"
+    wait_until("the check Active and the ClusterQueue active", lambda: condition(
+        cluster.get_json("clusterqueue", cq), "Active") == "True", timeout=30)  # fmt: skip
+
+    cluster.kubectl("create", "-f", "-", input=_job(namespace, "deferred", 8, hints=HINTS))
+    uid = _uid(cluster, "job", namespace, "deferred")
+    wl = wait_until("the deferred Workload to be deactivated", lambda: _held(cluster, namespace, uid), timeout=30)
+    ann = wl["metadata"]["annotations"]
+    assert ann["greenjobs.dev/planned-zone"] == "FR"
+    start = parse_time(ann["greenjobs.dev/planned-start"])
+    assert now + timedelta(seconds=25) <= start <= now + timedelta(seconds=35)
+
+    # While held: no quota reserved, so an urgent job using the WHOLE quota is admitted and runs.
+    cluster.kubectl("create", "-f", "-", input=_job(namespace, "urgent", 8, run_for="3s"))
+    urgent_uid = _uid(cluster, "job", namespace, "urgent")
+    wait_until("the urgent job admitted", lambda: condition(workload_of(cluster, namespace, urgent_uid) or {},
+                                                             "Admitted") == "True", timeout=30)  # fmt: skip
+    assert datetime.now(UTC) < start, "too slow to observe the hold"
+    used, reserving = cq_usage(cluster, cq)
+    assert (used, reserving) == (8, 1), "only the urgent job may hold quota while the deferred one waits"
+    assert cluster.get_json("job", "deferred", "-n", namespace)["spec"]["suspend"] is True
+    assert condition(workload_of(cluster, namespace, uid) or {}, "QuotaReserved") != "True"
+
+    suspends = _watch_until_complete(cluster, namespace, "deferred", timeout=120)
+    wl = workload_of(cluster, namespace, uid)
+    assert wl is not None and wl["spec"].get("active") is not False
+    (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
+    assert state["state"] == "Ready"
+    assert state["podSetUpdates"] == [{"name": "main", "nodeSelector": {ZONE_LABEL: "FR"}}]
+    job = cluster.get_json("job", "deferred", "-n", namespace)
+    assert parse_time(job["status"]["startTime"]) >= start
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {ZONE_LABEL: "FR"}
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "job-name=deferred")["items"]
+    assert pods and {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["FR"])
+    # Unsuspended once, never suspended again (no eviction because of greenjobs).
+    first_run = suspends.index(False)
+    assert all(not s for s in suspends[first_run:]), suspends
+    assert "EvictedDueToAdmissionCheck" not in _events(cluster, namespace, wl["metadata"]["name"])
+    assert {"Planned", "Deferred", "Released"} <= _events(cluster, namespace, wl["metadata"]["name"])
+
+
+def test_jobset_is_held_then_every_replicated_job_runs_in_the_planned_zone(
+    kueue: Cluster, namespace: str, check: Callable[[datetime, int], ManagedProcess]
+) -> None:
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    check(now, 2)  # FR clean from now + 20 s
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8))
+    cq = f"cq-{namespace}"
+    wait_until("ClusterQueue active", lambda: condition(cluster.get_json("clusterqueue", cq), "Active") == "True")
+
+    cluster.kubectl("create", "-f", "-", input=_jobset(namespace, "js", HINTS))
+    uid = _uid(cluster, "jobset", namespace, "js")
+    wl = wait_until("the JobSet's Workload to be deactivated", lambda: _held(cluster, namespace, uid), timeout=30)
+    start = parse_time(wl["metadata"]["annotations"]["greenjobs.dev/planned-start"])
+    assert wl["metadata"]["annotations"]["greenjobs.dev/planned-zone"] == "FR"
+    if datetime.now(UTC) < start - timedelta(seconds=2):
+        assert cq_usage(cluster, cq) == (0, 0)
+        assert cluster.get_json("jobset", "js", "-n", namespace)["spec"]["suspend"] is True
+
+    def completed() -> bool:
+        js = cluster.get_json("jobset", "js", "-n", namespace)
+        return condition(js, "Completed") == "True"
+
+    wait_until("the JobSet to complete", completed, timeout=120)
+    wl = workload_of(cluster, namespace, uid)
+    assert wl is not None
+    (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
+    assert sorted(u["name"] for u in state["podSetUpdates"]) == ["evaluator", "trainer"]
+    assert all(u["nodeSelector"] == {ZONE_LABEL: "FR"} for u in state["podSetUpdates"])
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "jobset.sigs.k8s.io/jobset-name=js")["items"]
+    assert {p["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"] for p in pods} == {"trainer", "evaluator"}
+    assert {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["FR"])
+    assert min(parse_time(p["metadata"]["creationTimestamp"]) for p in pods) >= start
+
+
+def test_quota_holds_with_more_demand_than_quota(
+    kueue: Cluster, namespace: str, check: Callable[[datetime, int], ManagedProcess]
+) -> None:
+    """Three 8-GPU jobs that may start at once against an 8-GPU ClusterQueue: one at a time, each
+    through the check, all in the cleanest zone, and never more than the quota reserved."""
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    check(now, -6)  # FR clean all along: no deferral, the check only places
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8))
+    cq = f"cq-{namespace}"
+    wait_until("ClusterQueue active", lambda: condition(cluster.get_json("clusterqueue", cq), "Active") == "True")
+    names = ["q1", "q2", "q3"]
+    for n in names:
+        cluster.kubectl("create", "-f", "-", input=_job(namespace, n, 8, hints={"greenjobs.dev/zones": "GB,FR"}))
+    peak = 0
+
+    def all_done() -> bool:
+        nonlocal peak
+        used, reserving = cq_usage(cluster, cq)
+        assert used <= 8 and reserving <= 1, (used, reserving)
+        peak = max(peak, used)
+        jobs = cluster.get_json("jobs", "-n", namespace)["items"]
+        return len(jobs) == 3 and all(condition(j, "Complete") == "True" for j in jobs)
+
+    wait_until("all three jobs to complete one after another", all_done, timeout=150)
+    assert peak == 8
+    for n in names:
+        wl = workload_of(cluster, namespace, _uid(cluster, "job", namespace, n))
+        assert wl is not None
+        (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
+        assert state["state"] == "Ready" and state["podSetUpdates"][0]["nodeSelector"] == {ZONE_LABEL: "FR"}
