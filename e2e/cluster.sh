@@ -318,7 +318,7 @@ workload_crds() {
 
 # A CRD just created may have no status yet, which `kubectl wait` reports as an error: retry.
 crds_established() {
-  wait_for "CRDs Established" 60 "$(bin_dir)/kubectl" --kubeconfig="$KC" wait --for=condition=Established crd --all --timeout=2s
+  wait_for "CRDs Established" 120 "$(bin_dir)/kubectl" --kubeconfig="$KC" wait --for=condition=Established crd --all --timeout=20s
 }
 
 kueue_down() {

@@ -34,7 +34,7 @@ class Kube:
 
     def get_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> dict[str, Any] | None:
         try:
-            job: dict[str, Any] = self.objects.get_namespaced_custom_object(*_res(kind), namespace, name)
+            job: dict[str, Any] = self.objects.get_namespaced_custom_object(*_at(kind, namespace), name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -66,7 +66,7 @@ class Kube:
         ]
         self.metrics.api_writes.labels("release_job").inc()
         try:
-            self.objects.patch_namespaced_custom_object(*_res(kind), namespace, name, ops, _content_type=_JSON_PATCH)
+            self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, ops, _content_type=_JSON_PATCH)
         except ApiException as exc:
             if exc.status == 404:
                 return
@@ -103,20 +103,26 @@ class Kube:
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("patch_job").inc()
-        self.objects.patch_namespaced_custom_object(*_res(kind), namespace, name, patch, _content_type=_MERGE)
+        self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, patch, _content_type=_MERGE)
 
     def delete_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("delete_job").inc()
         try:
-            self.objects.delete_namespaced_custom_object(*_res(kind), namespace, name, propagation_policy="Background")
+            self.objects.delete_namespaced_custom_object(*_at(kind, namespace), name, propagation_policy="Background")
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
 
 def _res(kind: WorkloadAdapter) -> tuple[str, str, str]:
-    """(group, version, plural) of a workload kind, as the generic object paths want them."""
+    """(group, version, plural) of a workload kind."""
     return kind.group, kind.api_version.rsplit("/", 1)[-1], kind.plural
+
+
+def _at(kind: WorkloadAdapter, namespace: str) -> tuple[str, str, str, str]:
+    """(group, version, namespace, plural): the leading arguments of the generic object calls."""
+    group, version, plural = _res(kind)
+    return group, version, namespace, plural
 
 
 def api_error_message(exc: ApiException) -> str:
