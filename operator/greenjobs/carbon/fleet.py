@@ -172,8 +172,8 @@ def add_job(plan: FleetPlan, job: FleetJob) -> FleetPlan:
 def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, datetime, datetime, str]:
     if not job.flexible:
         group = 0
-    elif job.latest_start <= now + step or (job.current is not None and job.current.start <= now + step):
-        group = 1  # at its latest start, or starting now: never displaced
+    elif job.latest_start <= now + step:
+        group = 1  # at its latest start: never displaced
     else:
         group = 2
     return (group, -job.priority, job.latest_start, job.arrival, job.id)
@@ -337,7 +337,8 @@ def _feasible(board: _Board, zone: str, starts: FloatArray, run: float, gpus: in
     last = np.ceil((starts + run - board.origin) / board.step - 1e-9).astype(np.int64)
     last = np.maximum(last, first + 1)
     hi = int(last.max())
-    board.ensure(board.origin + hi * board.step)
+    if hi > board.n:
+        board.ensure(board.origin + hi * board.step)
     lo = int(first.min())
     short = (board.free[zone][lo:hi] < gpus).astype(np.int64)
     bad = np.concatenate(([0], np.cumsum(short)))
