@@ -199,7 +199,9 @@ class PerJob(Policy):
         self.planning_s += time.perf_counter() - t0
         self.plans += len(new)
         free = dict(st.free)
-        due = sorted((self.planned[j.id][1], j.arrival, j.id) for j in st.pending.values() if self.planned[j.id][1] <= st.t)
+        due = sorted(
+            (self.planned[j.id][1], j.arrival, j.id) for j in st.pending.values() if self.planned[j.id][1] <= st.t
+        )
         started = []
         for _, _, jid in due:
             job = st.pending[jid]
@@ -290,7 +292,9 @@ class Fleet(Policy):
         t0 = time.perf_counter()
         if self.plan is None or st.t >= self.next_replan:
             if self.issuer is None:
-                self.forecasts = {z: world.truth[z].window(from_epoch(st.t), from_epoch(st.t + HORIZON)) for z in world.zones}
+                self.forecasts = {
+                    z: world.truth[z].window(from_epoch(st.t), from_epoch(st.t + HORIZON)) for z in world.zones
+                }
             else:
                 self.forecasts = {z: self.issuer(world.truth[z], st.t) for z in world.zones}
             releases: dict[str, list[tuple[float, int]]] = {}
@@ -333,7 +337,9 @@ class Fleet(Policy):
 # ------------------------------------------------------------------ lower bound
 
 
-def lower_bound(jobs: Sequence[Job], world: World, window_end: Mapping[str, float]) -> tuple[float, float]:
+def lower_bound(
+    jobs: Sequence[Job], world: World, window_end: Mapping[str, float], method: str = "highs-ipm"
+) -> tuple[float, float]:
     """Time-indexed LP relaxation: min kg CO2e over fractional (zone, start) choices on the 15-minute grid.
 
     x[j, z, s] >= 0 is the fraction of job j started at step s in zone z (sum 1 over z and s); a start
@@ -360,7 +366,9 @@ def lower_bound(jobs: Sequence[Job], world: World, window_end: Mapping[str, floa
         m, big_l = len(starts), job.bins
         for zi, z in enumerate(world.zones):
             s = world.truth[z]
-            c = (np.array([s._cumulative(x) for x in (starts + job.duration).tolist()]) - np.array([s._cumulative(x) for x in starts.tolist()]))
+            c = np.array([s._cumulative(x) for x in (starts + job.duration).tolist()]) - np.array(
+                [s._cumulative(x) for x in starts.tolist()]
+            )
             c *= job.gpus * WATTS_PER_GPU / 3.6e9
             coef = np.append(c[:-1] - c[1:], c[-1])  # sum_i c_i (C_i - C_{i-1})
             base = len(cost)
@@ -383,11 +391,16 @@ def lower_bound(jobs: Sequence[Job], world: World, window_end: Mapping[str, floa
     mono_cols = np.array(mono, dtype=np.int64).ravel()
     mono_vals = np.tile([1.0, -1.0], len(mono))
     a_ub = coo_matrix(
-        (np.concatenate((cap_v, mono_vals)), (np.concatenate((cap_r, mono_rows + nz * nbins)), np.concatenate((cap_c, mono_cols)))),
+        (
+            np.concatenate((cap_v, mono_vals)),
+            (np.concatenate((cap_r, mono_rows + nz * nbins)), np.concatenate((cap_c, mono_cols))),
+        ),
         shape=(nz * nbins + len(mono), nv),
     ).tocsr()
     b_ub = np.concatenate([*(np.full(nbins, world.cap[z], dtype=np.float64) for z in world.zones), np.zeros(len(mono))])
-    res = linprog(np.array(cost), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(len(jobs)), bounds=(0, 1), method="highs")
+    res = linprog(
+        np.array(cost), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(len(jobs)), bounds=(0, 1), method=method
+    )
     if res.status != 0:
         raise SystemExit(f"lower bound LP failed: {res.message}")
     return float(res.fun), time.perf_counter() - t0
@@ -457,7 +470,7 @@ def run_setting(
             m["pending_max"] = int(max(p.pending_sizes))
         out[p.name] = m
     fifo = scheds["fifo"]
-    window_end = {j.id: max(j.deadline, fifo[j.id][1] + j.bins * STEP) for j in jobs}
+    window_end = {j.id: max(j.deadline + STEP, fifo[j.id][1] + j.bins * STEP) for j in jobs}
     bound, lp_s = lower_bound(jobs, world, window_end)
     out["lower-bound"] = {"kg": bound, "planning_s": lp_s}
     base = out["fifo"]["kg"]
@@ -537,7 +550,9 @@ def main() -> int:
                 cap = split(size_of[size], zones, max(j.gpus for j in jobs))
                 world = World(zones, cap, truth)
                 t0 = time.perf_counter()
-                results = run_setting(jobs, world, (args.noise_a, args.noise_b, args.noise_rho), args.replan * 3600, args.days)
+                results = run_setting(
+                    jobs, world, (args.noise_a, args.noise_b, args.noise_rho), args.replan * 3600, args.days
+                )
                 head = (
                     f"\n{args.cluster}, {len(jobs)} jobs (trace days {args.start_day:g}-{args.start_day + args.days:g}), "
                     f"zones {zspec} x {cap[zones[0]]} GPUs ({size}), deadlines {rule} "
@@ -562,7 +577,14 @@ def main() -> int:
                 header += ["p95 wait h", "GPU util %", "planning s"]
                 print(table(header, rows), flush=True)
                 settings.append(
-                    {"zones": zspec, "size": size, "gpus_per_zone": cap[zones[0]], "deadlines": rule, "jobs": len(jobs), "results": results}
+                    {
+                        "zones": zspec,
+                        "size": size,
+                        "gpus_per_zone": cap[zones[0]],
+                        "deadlines": rule,
+                        "jobs": len(jobs),
+                        "results": results,
+                    }
                 )
     doc = {
         "cluster": args.cluster,

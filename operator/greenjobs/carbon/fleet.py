@@ -51,6 +51,7 @@ WAITS_START_NOW = "StartNow"
 
 DEFAULT_STEP = timedelta(minutes=15)
 DEFAULT_MIN_GAIN_PERCENT = 2.0
+DEFAULT_WAIT_GAIN_PERCENT = 0.0
 REL_TOLERANCE = 1e-9
 
 BoolArray = npt.NDArray[np.bool_]
@@ -123,6 +124,7 @@ class FleetPlan:
     unplaced: dict[str, str]  # job id -> why
     _board: "_Board" = field(repr=False)
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT
+    wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT
 
 
 def plan_fleet(
@@ -133,6 +135,7 @@ def plan_fleet(
     *,
     step: timedelta = DEFAULT_STEP,
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT,
+    wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT,
 ) -> FleetPlan:
     """Plan every job from scratch (see the module docstring for the rules and the order)."""
     if step <= timedelta(0):
@@ -144,7 +147,7 @@ def plan_fleet(
             raise ValueError(f"duplicate job id {job.id!r}")
         seen.add(job.id)
     board = _Board(capacity, forecasts, now, step, job_list)
-    plan = FleetPlan(now, step, {}, {}, board, min_gain_percent)
+    plan = FleetPlan(now, step, {}, {}, board, min_gain_percent, wait_gain_percent)
     for job in sorted(job_list, key=lambda j: _order(j, now, step)):
         _place(plan, job)
     return plan
@@ -156,7 +159,15 @@ def add_job(plan: FleetPlan, job: FleetJob) -> FleetPlan:
     Replaces the job's assignment if it was already in the plan. Costs one placement: O(zones x steps).
     """
     board = plan._board.copy()
-    new = FleetPlan(plan.now, plan.step, dict(plan.assignments), dict(plan.unplaced), board, plan.min_gain_percent)
+    new = FleetPlan(
+        plan.now,
+        plan.step,
+        dict(plan.assignments),
+        dict(plan.unplaced),
+        board,
+        plan.min_gain_percent,
+        plan.wait_gain_percent,
+    )
     old = new.assignments.pop(job.id, None)
     new.unplaced.pop(job.id, None)
     if old is not None:
@@ -301,7 +312,7 @@ def _place(plan: FleetPlan, job: FleetJob) -> None:
     # `earliest`, the job is not shifted for carbon (only its start now is scored, on the covered part).
     whole = {z: starts + run <= board.horizon[z] for z in zones}
     shiftable = any(bool(w.any()) for w in whole.values())
-    options: list[_Option] = []
+    feasible: list[tuple[str, FloatArray, FloatArray]] = []  # zone, starts, means (inf where full)
     best_free = math.inf  # the best score ignoring capacity, to tell CleanWindow from Capacity
     for zone in zones:
         scored = whole[zone] if shiftable else np.arange(len(starts)) == 0
@@ -312,11 +323,8 @@ def _place(plan: FleetPlan, job: FleetJob) -> None:
         best_free = min(best_free, float(m.min()))
         ok = _feasible(board, zone, s, run, job.gpus)
         if ok.any():
-            m_ok = np.where(ok, m, np.inf)
-            best = float(m_ok.min())
-            k = int(np.flatnonzero(m_ok <= best + REL_TOLERANCE * abs(best))[0])
-            options.append(_Option(zone, float(s[k]), best))
-    chosen = min(options, key=lambda o: (o.mean, o.start, zones.index(o.zone))) if options else None
+            feasible.append((zone, s, np.where(ok, m, np.inf)))
+    chosen = _choose(feasible, zones, plan.wait_gain_percent * abs(baseline) / 100.0)
     overflowed = chosen is None
 
     if chosen is not None and job.current is not None and job.flexible:
@@ -329,6 +337,24 @@ def _place(plan: FleetPlan, job: FleetJob) -> None:
     board.take(chosen.zone, chosen.start, run, job.gpus)
     board.gpus[job.id] = job.gpus
     plan.assignments[job.id] = _assignment(job, chosen, baseline, best_free, now, run, overflowed=overflowed)
+
+
+def _choose(
+    feasible: Sequence[tuple[str, FloatArray, FloatArray]], zones: Sequence[str], slack_g_per_kwh: float
+) -> _Option | None:
+    """The earliest feasible start within `slack_g_per_kwh` of the cleanest one (then the cleaner,
+    then the earlier zone): waiting for a marginal gain holds capacity that later arrivals need."""
+    if not feasible:
+        return None
+    best = min(float(m.min()) for _, _, m in feasible)
+    limit = best + max(slack_g_per_kwh, REL_TOLERANCE * abs(best))
+    options = []
+    for zone, s, m in feasible:
+        near = np.flatnonzero(m <= limit)
+        if len(near):
+            k = int(near[0])
+            options.append(_Option(zone, float(s[k]), float(m[k])))
+    return min(options, key=lambda o: (o.start, o.mean, zones.index(o.zone)))
 
 
 def _feasible(board: _Board, zone: str, starts: FloatArray, run: float, gpus: int) -> BoolArray:
