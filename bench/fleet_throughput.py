@@ -83,9 +83,9 @@ def main() -> int:
 
     late = sum(a.late_by > timedelta(0) for a in plan.assignments.values())
     rows = [
-        ["plan_fleet from scratch (best of %d)" % args.repeat, min(scratch), min(scratch) < 2.0],
-        ["re-plan with present plans (best of %d)" % args.repeat, min(replan), min(replan) < 2.0],
-        ["add_job, one arrival (median of %d)" % args.arrivals, statistics.median(one), statistics.median(one) < 0.2],
+        [f"plan_fleet from scratch (best of {args.repeat})", min(scratch), min(scratch) < 2.0],
+        [f"re-plan with present plans (best of {args.repeat})", min(replan), min(replan) < 2.0],
+        [f"add_job, one arrival (median of {args.arrivals})", statistics.median(one), statistics.median(one) < 0.2],
         ["add_job, one arrival (max)", max(one), max(one) < 0.2],
     ]
     print(f"{args.jobs} jobs, {len(zones)} zones x {args.gpus_per_zone} GPUs, 7-day forecast, 15-min steps")

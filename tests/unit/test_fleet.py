@@ -258,3 +258,17 @@ def test_bad_jobs_are_refused_with_the_field_named() -> None:
         job("x", gpus=-1)
     with pytest.raises(ValueError, match="duplicate"):
         plan_fleet([job("x"), job("x")], Capacity.constant({"GB": 8}), {"GB": GB}, T0)
+
+
+def test_wait_gain_percent_starts_earlier_unless_waiting_gains_enough() -> None:
+    # 300 now, 280 from 02:00 (a 20 g gain, 6.7 % of the 300 g baseline), 100 from 06:00 (67 %).
+    forecast = series(300, 300, 280, 280, 280, 280, 100, 100, *[300] * 40)
+    cap = Capacity.constant({"GB": 8})
+    default = plan_fleet([job("a", latest_h=3)], cap, {"GB": forecast}, T0)
+    assert default.assignments["a"].start == T0 + 2 * H
+    patient = plan_fleet([job("a", latest_h=3)], cap, {"GB": forecast}, T0, wait_gain_percent=10)
+    assert patient.assignments["a"].start == T0
+    worth_it = plan_fleet([job("a", latest_h=8)], cap, {"GB": forecast}, T0, wait_gain_percent=10)
+    # The earliest start within 10 % of the baseline (30 g) of the best 100 g: 05:45 (122.5 g).
+    assert worth_it.assignments["a"].start == T0 + 5.75 * H
+    assert worth_it.assignments["a"].expected_g_per_kwh == pytest.approx(122.5)
