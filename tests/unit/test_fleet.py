@@ -242,6 +242,14 @@ def test_add_job_folds_an_arrival_in_without_moving_the_others() -> None:
     assert_within_capacity(again, [*jobs, new], cap)
 
 
+def test_an_arrival_folded_in_later_starts_no_earlier_than_it_arrives() -> None:
+    plan = plan_fleet([job("a", gpus=8, latest_h=0)], Capacity.constant({"GB": 16}), {"GB": GB}, T0)
+    later = T0 + timedelta(minutes=40)
+    more = add_job(plan, job("b", gpus=8, latest_h=0), later)
+    assert more.assignments["b"].start == later
+    assert more.now == later
+
+
 def test_jobs_that_cannot_be_placed_say_why() -> None:
     plan = plan_fleet(
         [job("big", gpus=32), job("nowhere", zones=("DE",))], Capacity.constant({"GB": 16}), {"GB": GB}, T0
