@@ -275,8 +275,9 @@ class NoisyIssuer:
 
 
 class Fleet(Policy):
-    def __init__(self, name: str, replan_s: float, issuer: NoisyIssuer | None) -> None:
+    def __init__(self, name: str, replan_s: float, issuer: NoisyIssuer | None, fold_arrivals: bool = False) -> None:
         self.name = name
+        self.fold_arrivals = fold_arrivals
         self.replan_s = replan_s
         self.issuer = issuer
         self.plan: FleetPlan | None = None
@@ -302,13 +303,16 @@ class Fleet(Policy):
 
     def decide(self, st: State, new: list[Job], world: World) -> list[tuple[Job, str]]:
         t0 = time.perf_counter()
-        if self.plan is None or st.t >= self.next_replan:
-            if self.issuer is None:
-                self.forecasts = {
-                    z: world.truth[z].window(from_epoch(st.t), from_epoch(st.t + HORIZON)) for z in world.zones
-                }
-            else:
-                self.forecasts = {z: self.issuer(world.truth[z], st.t) for z in world.zones}
+        due = self.plan is None or st.t >= self.next_replan
+        if due or (new and not self.fold_arrivals):
+            if due:  # a fresh forecast every replan interval; arrivals in between re-plan on the last one
+                self.next_replan = st.t + self.replan_s
+                if self.issuer is None:
+                    self.forecasts = {
+                        z: world.truth[z].window(from_epoch(st.t), from_epoch(st.t + HORIZON)) for z in world.zones
+                    }
+                else:
+                    self.forecasts = {z: self.issuer(world.truth[z], st.t) for z in world.zones}
             releases: dict[str, list[tuple[float, int]]] = {}
             for end, z, g in st.running:
                 releases.setdefault(z, []).append((end, g))
@@ -319,7 +323,6 @@ class Fleet(Policy):
                 a = self.plan.assignments.get(job.id) if self.plan else None
                 jobs.append(replace(fj, current=Placement(a.zone, a.start)) if a is not None else fj)
             self.plan = plan_fleet(jobs, capacity, self.forecasts, from_epoch(st.t))
-            self.next_replan = st.t + self.replan_s
             self.replan_times.append(time.perf_counter() - t0)
             self.pending_sizes.append(len(jobs))
         else:

@@ -16,15 +16,15 @@ forecast intensity over the run.
 
 Algorithm: time-indexed greedy on a grid of `step` from `now`. Jobs are placed one at a time in this
 order: inflexible jobs (no timing: they start as soon as there is room), then jobs at their latest
-start (never displaced), then by priority (highest first), size (GPU-hours, largest first: the hardest
-to fit and the most CO2e at stake choose first, small jobs fill the gaps), latest start, arrival, id.
-Each job takes its cleanest feasible (zone, start) in the residual capacity, so the overflow of a full
-clean window goes to the next-best windows and zones. Stability: a job whose current plan is still
-feasible keeps it unless the best start is more than `min_gain_percent` cleaner. With
-`wait_gain_percent` > 0 a job takes the earliest start within that share of its baseline intensity
-of the cleanest one. bench/fleet_planning.py compares it with a time-indexed LP lower bound: planned
-offline (every job known up front) it reaches 90-96 % of the bound's saving; online, the gap is what
-it cannot know of future arrivals.
+start (never displaced), then by priority (highest first), latest start (earliest deadline first: the
+tightest jobs choose before those with room to move), arrival, id. Each job takes its cleanest
+feasible (zone, start) in the residual capacity, so the overflow of a full clean window goes to the
+next-best windows and zones. Stability: a job whose current plan is still feasible keeps it unless
+the best start is more than `min_gain_percent` cleaner. With `wait_gain_percent` > 0 a job takes the
+earliest start within that share of its baseline intensity of the cleanest one (0: off).
+Re-plan from scratch on arrival, completion, capacity change and new forecast (it is fast enough:
+bench/fleet_throughput.py); `add_job` folds one arrival in cheaply between re-plans.
+bench/fleet_planning.py compares it with a time-indexed LP lower bound (docs/benchmarks/fleet-planning.md).
 
 Forecast horizon: a zone's forecast covers [its first point, `end`) (or the last point plus one step
 when `end` is None). A start is scored only when the whole run is covered; a job whose window reaches
@@ -186,15 +186,14 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
 # ------------------------------------------------------------------ internals
 
 
-def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, float, datetime, datetime, str]:
+def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, datetime, datetime, str]:
     if not job.flexible:
         group = 0
     elif job.latest_start <= now + step:
         group = 1  # at its latest start: never displaced
     else:
         group = 2
-    size = job.gpus * job.run_time.total_seconds()
-    return (group, -job.priority, -size, job.latest_start, job.arrival, job.id)
+    return (group, -job.priority, job.latest_start, job.arrival, job.id)
 
 
 def _horizon(series: IntensitySeries, step_s: float) -> float:
@@ -315,18 +314,23 @@ def _place(plan: FleetPlan, job: FleetJob) -> None:
     grid = board.origin + board.step * np.arange(k_first, max(k_last, k_first - 1) + 1, dtype=np.float64)
     starts = np.concatenate(([earliest], grid[grid <= latest]))
 
-    # Scored starts: the whole run covered by the zone's forecast; if no zone covers a whole run from
-    # `earliest`, the job is not shifted for carbon (only its start now is scored, on the covered part).
+    # Scored starts: the whole run covered by the zone's forecast. If no zone covers a whole run from
+    # `earliest`, the job is not shifted for carbon: every start in its window scores the zone's mean
+    # over the covered part from `earliest` (zones still differ; times cannot be told apart), so it
+    # takes the earliest feasible start in the cleanest zone that has one.
     whole = {z: starts + run <= board.horizon[z] for z in zones}
     shiftable = any(bool(w.any()) for w in whole.values())
     feasible: list[tuple[str, FloatArray, FloatArray]] = []  # zone, starts, means (inf where full)
     best_free = math.inf  # the best score ignoring capacity, to tell CleanWindow from Capacity
     for zone in zones:
-        scored = whole[zone] if shiftable else np.arange(len(starts)) == 0
-        if not scored.any():
-            continue
-        s = starts[scored]
-        m = board.means(zone, s, run)
+        if shiftable:
+            if not whole[zone].any():
+                continue
+            s = starts[whole[zone]]
+            m = board.means(zone, s, run)
+        else:
+            s = starts
+            m = np.full(len(s), float(board.means(zone, starts[:1], run)[0]))
         best_free = min(best_free, float(m.min()))
         ok = _feasible(board, zone, s, run, job.gpus)
         if ok.any():
@@ -390,6 +394,12 @@ def _keep_current(
         return None
     if shiftable and start + run > board.horizon[zone]:
         return None
+    if not shiftable:
+        return (
+            _Option(zone, start, float(board.means(zone, np.array([earliest]), run)[0]))
+            if board.fits(zone, start, run, job.gpus)
+            else None
+        )
     if not board.fits(zone, start, run, job.gpus):
         return None
     return _Option(zone, start, float(board.means(zone, np.array([start]), run)[0]))
