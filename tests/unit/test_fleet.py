@@ -280,3 +280,12 @@ def test_wait_gain_percent_starts_earlier_unless_waiting_gains_enough() -> None:
     # The earliest start within 10 % of the baseline (30 g) of the best 100 g: 05:45 (122.5 g).
     assert worth_it.assignments["a"].start == T0 + 5.75 * H
     assert worth_it.assignments["a"].expected_g_per_kwh == pytest.approx(122.5)
+
+
+def test_when_not_all_due_jobs_fit_the_fewest_deadlines_are_missed() -> None:
+    big = FleetJob("big", 8, 2 * H, T0, ["GB"], arrival=T0 - 2 * H)
+    small = [FleetJob(f"small{i}", 4, 2 * H, T0, ["GB"], arrival=T0 - H) for i in range(2)]
+    plan = plan_fleet([big, *small], Capacity.constant({"GB": 8}), {"GB": GB}, T0)
+    late = sorted(k for k, a in plan.assignments.items() if a.late_by > timedelta(0))
+    assert late == ["big"]
+    assert plan.assignments["big"].start == T0 + 2 * H

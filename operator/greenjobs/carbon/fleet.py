@@ -16,7 +16,8 @@ forecast intensity over the run.
 
 Algorithm: time-indexed greedy on a grid of `step` from `now`. Jobs are placed one at a time in this
 order: inflexible jobs (no timing: they start as soon as there is room), then jobs at their latest
-start (never displaced), then by priority (highest first), latest start (earliest deadline first: the
+start (never displaced; by priority, then smallest first, so that the fewest deadlines are missed when
+not all can start), then the others by priority (highest first), latest start (earliest deadline first: the
 tightest jobs choose before those with room to move), arrival, id. Each job takes its cleanest
 feasible (zone, start) in the residual capacity, so the overflow of a full clean window goes to the
 next-best windows and zones. Stability: a job whose current plan is still feasible keeps it unless
@@ -186,14 +187,17 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
 # ------------------------------------------------------------------ internals
 
 
-def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, datetime, datetime, str]:
+def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, float, datetime, datetime, str]:
     if not job.flexible:
         group = 0
     elif job.latest_start <= now + step:
         group = 1  # at its latest start: never displaced
     else:
         group = 2
-    return (group, -job.priority, job.latest_start, job.arrival, job.id)
+    # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
+    # time, that misses the fewest deadlines (bench/fleet_planning.py: 3-7x fewer misses than EDF there).
+    size = job.gpus * job.run_time.total_seconds() if group == 1 else 0.0
+    return (group, -job.priority, size, job.latest_start, job.arrival, job.id)
 
 
 def _horizon(series: IntensitySeries, step_s: float) -> float:
