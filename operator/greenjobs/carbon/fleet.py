@@ -14,15 +14,18 @@ a deadline (latest start) is held wherever a feasible start exists, else the ear
 is taken (least lateness, `late_by` > 0); among the feasible starts the one with the lowest mean
 forecast intensity over the run.
 
-Algorithm: time-indexed greedy on a grid of `step` from `now`. Jobs are placed one at a time in this
-order: inflexible jobs (no timing: they start as soon as there is room), then jobs at their latest
-start (never displaced; by priority, then smallest first, so that the fewest deadlines are missed when
-not all can start), then the others by priority (highest first), latest start (earliest deadline first: the
-tightest jobs choose before those with room to move), arrival, id. Each job takes its cleanest
-feasible (zone, start) in the residual capacity, so the overflow of a full clean window goes to the
-next-best windows and zones. Stability: a job whose current plan is still feasible keeps it unless
-the best start is more than `min_gain_percent` cleaner. With `wait_gain_percent` > 0 a job takes the
-earliest start within that share of its baseline intensity of the cleanest one (0: off).
+Algorithm: regret-ordered greedy on a time grid of `step` from `now`. Jobs are placed one at a time in
+this order: inflexible jobs (no timing: they start as soon as there is room); then jobs at their
+latest start (never displaced; by priority, then smallest first, so that the fewest deadlines are
+missed when not all can start); then the others by priority, regret (GPU-hours x the gap between
+their cleanest and second-cleanest zone over their window: the jobs with the most CO2e at stake claim
+the clean zone first and smaller ones fill its gaps; 0 for single-zone jobs), latest start (earliest
+deadline first), arrival, id. Each job takes its cleanest feasible (zone, start) in the residual
+capacity, so the overflow of a full clean window goes to the next-best windows and zones; where no
+start in its window fits, the earliest feasible one (least lateness). Stability: a job whose current
+plan is still feasible keeps it unless the best start is more than `min_gain_percent` cleaner. With
+`wait_gain_percent` > 0 a job takes the earliest start within that share of its baseline intensity
+of the cleanest one (0: off).
 Re-plan from scratch on arrival, completion, capacity change and new forecast (it is fast enough:
 bench/fleet_throughput.py); `add_job` folds one arrival in cheaply between re-plans.
 bench/fleet_planning.py compares it with a time-indexed LP lower bound (docs/benchmarks/fleet-planning.md).
@@ -152,7 +155,7 @@ def plan_fleet(
         seen.add(job.id)
     board = _Board(capacity, forecasts, now, step, job_list)
     plan = FleetPlan(now, step, {}, {}, board, min_gain_percent, wait_gain_percent)
-    for job in sorted(job_list, key=lambda j: _order(j, now, step)):
+    for job in sorted(job_list, key=lambda j: _order(j, now, step, _regret(board, j))):
         _place(plan, job)
     return plan
 
@@ -187,7 +190,27 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
 # ------------------------------------------------------------------ internals
 
 
-def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, float, datetime, datetime, str]:
+def _regret(board: "_Board", job: FleetJob) -> float:
+    """gCO2e at stake in the choice of zone: GPU-hours x (second-cleanest - cleanest zone's mean over
+    the job's window). 0 for a job with one usable zone."""
+    zones = [z for z in dict.fromkeys(job.zones) if z in board.forecasts]
+    if len(zones) < 2 or not job.flexible:
+        return 0.0
+    run = job.run_time.total_seconds()
+    means = []
+    for zone in zones:
+        end = min(to_epoch(job.latest_start) + run, board.horizon[zone])
+        span = end - board.now
+        means.append(float(board.means(zone, np.array([board.now]), span)[0]) if span > 0 else math.inf)
+    first, second = sorted(means)[:2]
+    if not math.isfinite(second):
+        return 0.0
+    return job.gpus * run / 3600.0 * (second - first)
+
+
+def _order(
+    job: FleetJob, now: datetime, step: timedelta, regret: float = 0.0
+) -> tuple[int, int, float, datetime, datetime, str]:
     if not job.flexible:
         group = 0
     elif job.latest_start <= now + step:
@@ -196,8 +219,10 @@ def _order(job: FleetJob, now: datetime, step: timedelta) -> tuple[int, int, flo
         group = 2
     # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
     # time, that misses the fewest deadlines (bench/fleet_planning.py: 3-7x fewer misses than EDF there).
-    size = job.gpus * job.run_time.total_seconds() if group == 1 else 0.0
-    return (group, -job.priority, size, job.latest_start, job.arrival, job.id)
+    # The others: the most CO2e at stake in the zone choice first (big jobs claim the clean zone, small
+    # ones fill its gaps), then earliest deadline first.
+    key = job.gpus * job.run_time.total_seconds() if group == 1 else -regret
+    return (group, -job.priority, key, job.latest_start, job.arrival, job.id)
 
 
 def _horizon(series: IntensitySeries, step_s: float) -> float:
