@@ -567,7 +567,7 @@ def plot(paths: Sequence[Path], out: Path) -> None:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("CO2e saved vs p95 wait, ITP 2021 jobs (Gu et al.) on 2020 grids (Wiesner et al.)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
