@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from greenjobs.api.models import Power
+from greenjobs.carbon import gpu_model
 from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.power import should_update, target_cap
 
@@ -37,13 +38,14 @@ DATA_DIRS = [ROOT / "shared" / "data" / "carbon-intensity", Path("/work/shared/d
 
 # ---------------------------------------------------------------- GPU power/performance model
 
-# Fitted to the Zeus NSDI'23 power traces (V100 and A40; ImageNet/ResNet-50, SQuAD and Sentiment140/BERT;
-# power limits from 50 % to 100 % of the maximum) with `--fit-zeus`. Valid for x in [0.5, 1].
-MODEL_A = 2.384  # throughput loss scale
-MODEL_B = 2.93  # throughput loss exponent: flat near TDP, steep below ~60 %
-MODEL_C = 0.832  # mean draw falls 0.832 % per 1 % of TDP taken off the cap
-MODEL_U = 0.888  # an uncapped training job draws 88.8 % of TDP on average
-MODEL_MIN_X = 0.5
+# The model lives in the carbon core (greenjobs.carbon.gpu_model), shared with the fleet planner.
+MODEL_A, MODEL_B, MODEL_C, MODEL_U, MODEL_MIN_X = (
+    gpu_model.MODEL_A,
+    gpu_model.MODEL_B,
+    gpu_model.MODEL_C,
+    gpu_model.MODEL_U,
+    gpu_model.MIN_X,
+)
 
 GPU_TDP_W = 400  # an A100-SXM-class GPU; the model is in fractions of TDP, so the GPU only sets the scale
 GPUS_PER_JOB = 8
@@ -56,14 +58,12 @@ YEAR = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 12, 29, tzinfo=UTC))
 
 def throughput(x: float) -> float:
     """Training throughput under a cap of x * TDP, relative to the uncapped job."""
-    x = min(max(x, MODEL_MIN_X), 1.0)
-    return 1.0 - MODEL_A * float((1.0 - x) ** MODEL_B)
+    return gpu_model.throughput(x)
 
 
 def draw_w(x: float) -> float:
     """Mean per-GPU power under a cap of x * TDP, in watts."""
-    x = min(max(x, MODEL_MIN_X), 1.0)
-    return MODEL_U * GPU_TDP_W * (1.0 - MODEL_C * (1.0 - x))
+    return gpu_model.draw_fraction(x) * GPU_TDP_W
 
 
 # ---------------------------------------------------------------- simulation

@@ -4,6 +4,10 @@ Runs the operator's own planner against forecast files:
 
     greenjobs plan --forecast GB=gb.csv --forecast FR=fr.csv --duration 6h --max-delay 12h
     greenjobs plan --forecast GB=gb.csv ... --jobs jobs.jsonl -o json
+    greenjobs plan --forecast GB=gb.csv ... --jobs jobs.jsonl --capacity GB=16 --capacity FR=8
+
+With --capacity the batch is planned jointly by the fleet planner (greenjobs.carbon.fleet), against
+that many free GPUs per zone; a job line may carry "gpus" (default 1) and "priority" (default 0).
 """
 
 import argparse
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
+from greenjobs.carbon.capacity import Capacity
+from greenjobs.carbon.fleet import Assignment, FleetJob, plan_fleet
 from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
 from greenjobs.carbon.series import IntensitySeries
 
@@ -53,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='JSON lines, one job each: {"id", "now", "duration", "deadline"|"maxDelay"}',
     )
+    parser.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="ZONE=GPUS",
+        help="free GPUs of a zone: plan the --jobs batch jointly against capacity; repeatable",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
 
 
@@ -65,6 +78,19 @@ def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = 
     except (OSError, ValueError) as e:
         _error(str(e))
         return 2
+    if args.capacity:
+        if not args.jobs:
+            _error("--capacity plans a batch: give --jobs FILE")
+            return 2
+        if args.start_when_below is not None:
+            _error("--start-when-below is not used by the fleet planner (--capacity)")
+            return 2
+        try:
+            capacity = parse_capacity(args.capacity)
+        except ValueError as e:
+            _error(str(e))
+            return 2
+        return _run_fleet(args, forecasts, zones, default_now, capacity, out)
     if args.jobs:
         return _run_batch(args, forecasts, zones, default_now, out)
     try:
@@ -281,6 +307,101 @@ def _parse_job(
     )
     job_id = job.get("id")
     return (str(job_id) if job_id is not None else None), request
+
+
+def parse_capacity(specs: Sequence[str]) -> Capacity:
+    """`ZONE=GPUS` specs -> a constant capacity; a zone not named has no GPUs."""
+    gpus: dict[str, int] = {}
+    for spec in specs:
+        zone, sep, raw = spec.partition("=")
+        try:
+            n = int(raw)
+        except ValueError:
+            n = -1
+        if not sep or not zone.strip() or n < 0:
+            raise ValueError(f"--capacity {spec!r}: expected ZONE=GPUS with GPUS a whole number >= 0")
+        gpus[zone.strip()] = n
+    return Capacity.constant(gpus)
+
+
+def _run_fleet(
+    args: argparse.Namespace,
+    forecasts: Mapping[str, IntensitySeries],
+    zones: Sequence[str],
+    now: datetime,
+    capacity: Capacity,
+    out: TextIO,
+) -> int:
+    """All lines planned jointly at `now`; bad lines and jobs that cannot be placed go to stderr."""
+    try:
+        source = sys.stdin if args.jobs == "-" else open(args.jobs, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        _error(str(e))
+        return 2
+    failed = 0
+    parsed: list[tuple[str, PlanRequest, FleetJob]] = []
+    with source:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                job_id, request, gpus, priority = _parse_fleet_job(line, number, now, zones, forecasts)
+                if any(job_id == other for other, _, _ in parsed):
+                    raise ValueError(f"duplicate id {job_id!r}")
+                job = FleetJob(
+                    id=job_id,
+                    gpus=gpus,
+                    duration=request.duration,
+                    latest_start=request.latest_start,
+                    zones=request.zones,
+                    arrival=request.now,
+                    priority=priority,
+                    earliest_start=request.now,
+                )
+            except (ValueError, TypeError, KeyError) as e:
+                _error(f"{args.jobs} line {number}: {e}")
+                failed += 1
+                continue
+            parsed.append((job_id, request, job))
+    fleet = plan_fleet([job for _, _, job in parsed], capacity, forecasts, now)
+    rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
+    for job_id, request, _ in parsed:
+        if job_id in fleet.unplaced:
+            _error(f"{args.jobs} job {job_id}: {fleet.unplaced[job_id]}")
+            failed += 1
+            continue
+        a = fleet.assignments[job_id]
+        if args.output == "json":
+            extra = {"waitsFor": a.waits_for, "lateBySeconds": round(a.late_by.total_seconds())}
+            print(json.dumps({"id": job_id, **result_json(_as_result(a)), **extra}), file=out, flush=True)
+        else:
+            rows.append((job_id, request, _as_result(a)))
+    if args.output == "table" and rows:
+        print(render_table(rows), file=out)
+    return 1 if failed else 0
+
+
+def _as_result(a: Assignment) -> PlanResult:
+    """A fleet assignment in the per-job result's shape (the reason is what the job waits for)."""
+    base = a.baseline_g_per_kwh
+    saved = 100.0 * (base - a.expected_g_per_kwh) / base if base else 0.0
+    reason = a.waits_for + (" (late)" if a.late_by > timedelta(0) else "")
+    return PlanResult(a.zone, a.start, a.expected_g_per_kwh, base, saved, reason)
+
+
+def _parse_fleet_job(
+    line: str, number: int, now: datetime, zones: Sequence[str], forecasts: Mapping[str, IntensitySeries]
+) -> tuple[str, PlanRequest, int, int]:
+    job_id, request = _parse_job(line, now, zones, forecasts, None)
+    job: Any = json.loads(line)
+    if job.get("startWhenBelow") is not None:
+        raise ValueError('"startWhenBelow" is not used by the fleet planner (--capacity)')
+    gpus, priority = job.get("gpus", 1), job.get("priority", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ValueError(f'"gpus" must be a whole number >= 0, got {gpus!r}')
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f'"priority" must be a whole number, got {priority!r}')
+    return (job_id if job_id is not None else f"line-{number}"), request, gpus, priority
 
 
 def _error(message: str) -> None:
