@@ -175,6 +175,8 @@ CAN_OPERATOR = [
     ("patch", "jobs.batch", ()),
     ("delete", "jobs.batch", ()),
     ("watch", "nodes", ()),
+    ("watch", "pods", ()),  # GPUs held by pods greenjobs does not manage (fleet capacity)
+    ("create", "jobsets.jobset.x-k8s.io", ()),
     ("create", "events", ()),
     ("list", "namespaces", ()),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
@@ -184,7 +186,6 @@ CANNOT_OPERATOR = [
     ("delete", "greentrainingjobs.greenjobs.dev", ()),
     ("update", "jobs.batch", ()),  # every Job write is a patch
     ("patch", "events", ()),  # each Event is created new
-    ("list", "pods", ()),  # it follows its Jobs, never their pods
     ("create", "pods", ()),
     ("delete", "pods", ()),
     ("patch", "nodes", ()),

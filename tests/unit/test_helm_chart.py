@@ -330,6 +330,7 @@ OPERATOR_RULES = {
         for v in ("get", "list", "watch", "create", "patch", "delete")
     },
     *{("", "nodes", v) for v in ("get", "list", "watch")},
+    *{("", "pods", v) for v in ("get", "list", "watch")},
     ("", "events", "create"),
     *{("", "namespaces", v) for v in ("list", "watch")},
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},

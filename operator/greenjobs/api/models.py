@@ -363,6 +363,11 @@ class Plan(_Model):
         description="Mean forecast intensity had the job started at once in its first zone.",
     )
     expected_savings_percent: float | None = Field(default=None, description="100 * (baseline - expected) / baseline.")
+    waits_for: str | None = Field(
+        default=None,
+        description="Why the job waits, with capacity-aware fleet planning: CleanWindow (a cleaner window"
+        " later), Capacity (no free GPUs in its zone before then) or StartNow.",
+    )
     forecast_horizon: Time | None = Field(
         default=None,
         description="Where the forecasts used stop; nothing past it is counted (re-planned as it moves).",

@@ -50,6 +50,10 @@ class OperatorConfig(BaseSettings):
     tick_seconds: float = Field(10.0, alias="tickSeconds", gt=0, description="How often each job is looked at.")
     cap_step_watts: int = Field(5, alias="capStepWatts", ge=1)
     metrics_port: int = Field(8080, alias="metricsPort")
+    fleet: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Capacity-aware fleet planning (greenjobs.controller.fleet.FleetSettings); on by default.",
+    )
     footprint: dict[str, Any] = Field(
         default_factory=dict,
         description="Host energy, PUE and embodied factors (greenjobs.carbon.footprint.FootprintFactors).",

@@ -28,6 +28,7 @@ from greenjobs.workloads import QUEUE_LABEL, adapter_for
 from .conditions import CondUpdate, apply_conditions
 from .config import OperatorConfig
 from .decide import Action, Decision, Pacing
+from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
@@ -91,6 +92,7 @@ class Executor:
     emit: EmitEvent
     factors: FootprintFactors = field(default_factory=FootprintFactors)
     host_source: HostEnergySource | None = None  # host (CPU, DRAM) energy per job; None: GPU only
+    fleet: FleetCoordinator | None = None  # capacity-aware joint planning; None: each job alone
 
     # ------------------------------------------------------------------ entry point
 
@@ -143,9 +145,17 @@ class Executor:
         step.requeue = timedelta(0)
 
     def _do_start(self, d: Draft, step: "Step") -> None:
-        if step.spec is not None:
-            self._start(d, step.spec, Plan.model_validate(d.obs.status.get("plan") or {}))
-            step.pacing = replace(step.pacing, last_power=d.now)
+        if step.spec is None:
+            return
+        plan = Plan.model_validate(d.obs.status.get("plan") or {})
+        if self.fleet is not None and not self.fleet.room_now(d.obs.uid, plan.zone):
+            # Someone else took the GPUs since the plan: starting would only leave pods pending.
+            step.pacing = replace(step.pacing, last_replan=d.now)
+            self._replan(d, step.spec, step.zones)
+            step.requeue = timedelta(seconds=self.config.tick_seconds)
+            return
+        self._start(d, step.spec, plan)
+        step.pacing = replace(step.pacing, last_power=d.now)
 
     def _do_replan(self, d: Draft, step: "Step") -> None:
         if step.spec is not None:
@@ -257,6 +267,7 @@ class Executor:
     # ------------------------------------------------------------------ planning and Job creation
 
     def _decide(self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None) -> PlanOutcome:
+        fleet, uid = self.fleet, d.obs.uid
         return decide_plan(
             spec,
             _created(d.obs),
@@ -265,6 +276,7 @@ class Executor:
             self._fetch,
             self._current,
             self.config.default_zone,
+            fleet=(lambda: fleet.assignment(uid)) if fleet is not None else None,
         )
 
     def _fetch(self, zone: str, start: datetime, end: datetime) -> Forecast:

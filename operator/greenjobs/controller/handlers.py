@@ -60,6 +60,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
             adapter.group, version, adapter.plural, labels={c.LABEL_JOB: kopf.PRESENT}, id=handler_id, registry=registry
         )(job_event)
 
+    @kopf.on.event("v1", "pods", id="pod", registry=registry)
+    def pod_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+        memo.controller.on_pod(event.get("type"), body)
+
     @kopf.on.event("v1", "nodes", id="node", registry=registry)
     def node_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
         memo.controller.on_node(event.get("type"), body)

@@ -23,6 +23,7 @@ from greenjobs.workloads import adapter_for
 
 from .decide import Action, Pacing, Timers, decide
 from .executor import Executor
+from .fleet import FleetCoordinator, FleetState, node_of, pod_gpus
 from .jobs import BATCH, adapter_of
 from .kube import Conflict
 from .observe import JobView, Observed, job_view, observe
@@ -46,10 +47,12 @@ class Controller:
     node_zones: dict[str, str] = field(default_factory=dict)  # node -> zone
     pacing: dict[str, Pacing] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    fleet_state: FleetState = field(default_factory=FleetState)  # nodes' GPUs, pods holding GPUs
 
     def __post_init__(self) -> None:
         from .workqueue import WorkQueue  # noqa: PLC0415
 
+        self.fleet: FleetCoordinator | None = self.executor.fleet
         self.queue: WorkQueue[str] = WorkQueue()
         self.active = threading.Event()  # set while this replica may act (always, without leader election)
         self._lock = threading.Lock()  # guards the dicts between kopf's threads and the workers
@@ -73,7 +76,8 @@ class Controller:
         with self._lock:
             if event_type == "DELETED":
                 self.keys.pop(uid, None)
-                self.bodies.pop(uid, None)
+                if self.bodies.pop(uid, None) is not None:
+                    self._invalidate_fleet()
                 self.pacing.pop(uid, None)
                 self.failures.pop(uid, None)
                 self.queue.forget(uid)
@@ -83,7 +87,8 @@ class Controller:
             phase = (body.get("status") or {}).get("phase")
             self.executor.metrics.observe_phase(uid, phase)
             if phase in Phase.FINISHED and not meta.get("deletionTimestamp"):
-                self.bodies.pop(uid, None)
+                if self.bodies.pop(uid, None) is not None:
+                    self._invalidate_fleet()  # a job ended: its GPUs are free
                 self.pacing.pop(uid, None)
                 job = self._job_of(uid)
                 obs = observe(body, job)
@@ -115,10 +120,42 @@ class Controller:
         name = meta.get("name", "")
         value = (meta.get("labels") or {}).get(self.zone_label)
         with self._lock:
+            nodes = self.fleet_state.nodes
             if event_type == "DELETED" or value is None:
                 self.node_zones.pop(name, None)
+                changed = nodes.pop(name, None) is not None
             else:
-                self.node_zones[name] = self.zone_map.get(value, value)
+                zone = self.node_zones[name] = self.zone_map.get(value, value)
+                node = node_of(body, zone, self._gpu_resources())
+                changed = nodes.get(name) != node
+                nodes[name] = node
+            if changed:
+                self._invalidate_fleet()
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Pods holding GPUs: those greenjobs does not manage take capacity from the fleet plan."""
+        uid = (body.get("metadata") or {}).get("uid", "")
+        held = None if event_type == "DELETED" else pod_gpus(body, self._gpu_resources(), c.LABEL_JOB_UID)
+        with self._lock:
+            pods = self.fleet_state.pods
+            old = pods.pop(uid, None) if held is None else pods.get(uid)
+            if held is not None:
+                pods[uid] = held
+            if old != held and (held is None or held.job_uid is None or old is None):
+                self._invalidate_fleet()
+
+    def _gpu_resources(self) -> list[str]:
+        return self.fleet.settings.gpu_resources if self.fleet else ["nvidia.com/gpu"]
+
+    def _invalidate_fleet(self) -> None:
+        if self.fleet is not None:
+            self.fleet.invalidate()
+
+    def fleet_snapshot(self) -> tuple[list[Mapping[str, Any]], FleetState, set[str]]:
+        """What the fleet planner needs, copied under the lock."""
+        with self._lock:
+            state = FleetState(dict(self.fleet_state.nodes), dict(self.fleet_state.pods))
+            return list(self.bodies.values()), state, set(self.node_zones.values())
 
     def _remember(self, uid: str, body: dict[str, Any]) -> None:
         """Keep the newer of the cached body and `body` (a watch event can trail our own write)."""

@@ -19,6 +19,7 @@ from greenjobs.metrics import OperatorMetrics
 from .config import load_config
 from .events import EventRecorder
 from .executor import Executor
+from .fleet import FleetCoordinator, FleetSettings
 from .handlers import Memo, register
 from .kube import Kube
 from .leader import LeaderElector
@@ -90,7 +91,7 @@ class _QuietEvents(logging.Filter):
         return not (record.levelno == logging.INFO and QUIET.match(record.getMessage()))
 
 
-QUIET = re.compile(r"^Handler '(gtj|job|node)' succeeded\.$")
+QUIET = re.compile(r"^Handler '(gtj|job|node|pod|workload-[a-z]+)' succeeded\.$")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         factors=factors, host_source=build_host_source(factors.host),
     )  # fmt: skip
     controller = Controller(executor, utc_now, config.zone_label, config.zone_map, workers=config.workers)
+    fleet = FleetSettings.parse(config.fleet)
+    if fleet.enabled:
+        executor.fleet = controller.fleet = FleetCoordinator(
+            fleet, provider, utc_now, config.replan_interval, controller.fleet_snapshot
+        )
     elector: LeaderElector | None = None
     if args.lease:
         duration = timedelta(seconds=args.lease_duration) if args.lease_duration else config.lease_duration

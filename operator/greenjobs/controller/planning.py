@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import format_duration, format_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan
+from greenjobs.carbon.fleet import WAITS_CAPACITY, Assignment
 from greenjobs.carbon.planner import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
@@ -20,6 +21,10 @@ from .timing import Window, window_of
 
 FetchForecast = Callable[[str, datetime, datetime], Forecast]
 CurrentIntensity = Callable[[str], float]
+# The fleet planner's answer for this job: its assignment, why it has none (str), or None when the
+# job is not planned with the fleet (then it is planned alone, as before).
+FleetAnswer = Assignment | str | None
+AskFleet = Callable[[], FleetAnswer]
 
 # A job without estimatedDuration that may not be shifted still gets the cleanest zone; judge the
 # zones over this nominal span.
@@ -57,8 +62,12 @@ def decide_plan(
     fetch: FetchForecast,
     current: CurrentIntensity,
     default_zone: str | None = None,
+    fleet: AskFleet | None = None,
 ) -> PlanOutcome:
-    """Plan a job. `default_zone` is whose forecast times a job that names no zones (no node selector)."""
+    """Plan a job. `default_zone` is whose forecast times a job that names no zones (no node selector).
+
+    With `fleet`, a job with zones takes the (zone, start) the capacity-aware fleet planner gave it,
+    planned jointly with every other job that has not started (controller/fleet.py)."""
     window = window_of(spec.timing, created)
     zones, conds, events = _placeable_zones(list(spec.placement.zones), zones_with_nodes)
     if spec.placement.zones and not zones:
@@ -79,6 +88,9 @@ def decide_plan(
         conds.append(CondUpdate(Cond.PLANNED, "True", "NoZone", msg))
         return PlanOutcome(p, window, conds, events)
 
+    answer = fleet() if fleet is not None and zones else None
+    if answer is not None:
+        return _from_fleet(answer, base, window, now, conds, events)
     duration = window.duration or NOMINAL_DURATION
     series, sources = _fetch_forecasts(forecast_zones, fetch, now, latest + duration, conds, events)
     if not series:
@@ -112,6 +124,46 @@ def decide_plan(
         }
     )
     conds.append(CondUpdate(Cond.PLANNED, "True", result.reason, _plan_message(result, now, bool(zones))))
+    return PlanOutcome(p, window, conds, events)
+
+
+def _from_fleet(
+    answer: Assignment | str,
+    base: Plan,
+    window: Window,
+    now: datetime,
+    conds: list[CondUpdate],
+    events: list[Event],
+) -> PlanOutcome:
+    """The fleet planner's assignment as this job's plan (or why it has none, as a condition)."""
+    if isinstance(answer, str):
+        conds.append(CondUpdate(Cond.PLANNED, "False", "NoCapacity", answer))
+        events.append(Event("Warning", "NoCapacity", answer))
+        return PlanOutcome(None, window, conds, events)
+    saved = None
+    if answer.baseline_g_per_kwh:
+        saved = 100.0 * (answer.baseline_g_per_kwh - answer.expected_g_per_kwh) / answer.baseline_g_per_kwh
+    p = base.model_copy(
+        update={
+            "zone": answer.zone,
+            "scheduled_start": answer.start,
+            "forecast_source": "fleet",
+            "expected_g_per_k_wh": round(answer.expected_g_per_kwh, 2),
+            "baseline_g_per_k_wh": round(answer.baseline_g_per_kwh, 2),
+            "expected_savings_percent": _rounded(saved, 1),
+            "waits_for": answer.waits_for,
+        }
+    )
+    delay = max(answer.start - now, timedelta(0))
+    msg = f"start {format_time(answer.start)} (in {format_duration(delay)}) in {answer.zone}: {answer.message}"
+    conds.append(CondUpdate(Cond.PLANNED, "True", answer.waits_for, msg))
+    if answer.late_by > timedelta(0):
+        late = (
+            f"no room before the latest start: planned {format_duration(answer.late_by)} late"
+            f" ({'waiting for capacity' if answer.waits_for == WAITS_CAPACITY else answer.waits_for})"
+        )
+        conds.append(CondUpdate(Cond.DEADLINE_AT_RISK, "True", "NoCapacityInTime", late))
+        events.append(Event("Warning", "DeadlineAtRisk", late))
     return PlanOutcome(p, window, conds, events)
 
 

@@ -1,0 +1,246 @@
+"""Capacity-aware planning in the operator: every job that has not started, planned jointly.
+
+The pure fleet planner (greenjobs.carbon.fleet) gets what the controller watches: each zone's GPUs
+(Ready, schedulable nodes), the GPUs held by pods greenjobs does not manage, the running
+GreenTrainingJobs until their expected end, a reserve per zone; and every pending job with its
+window, zones, GPUs at full parallelism and present plan. The coordinator keeps one FleetPlan and
+answers each job's planning call from it, so no zone is ever planned over capacity:
+
+- the plan is made from scratch when something changed (a node, a foreign pod, a job ended) or every
+  `replan` interval (new forecasts), and an arrival is folded in at once (`add_job`);
+- a start is carried out only when the zone has the room now (`room_now`); otherwise the job is
+  planned again and waits for capacity.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from greenjobs.api.constants import Phase
+from greenjobs.api.durations import parse_duration, parse_time
+from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.carbon.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
+from greenjobs.carbon.fleet import Assignment, FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
+from greenjobs.carbon.series import IntensitySeries
+
+from .jobs import adapter_of, workload_template
+from .planning import NOMINAL_DURATION
+from .timing import window_of
+
+log = logging.getLogger(__name__)
+
+
+class FleetSettings(BaseModel):
+    """The operator config's `fleet:` (capacity-aware planning), defaults safe for any cluster."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    enabled: bool = Field(True, description="Plan jobs with zones jointly against GPU capacity.")
+    step: timedelta = Field(timedelta(minutes=15), description="The planner's time grid.")
+    horizon: timedelta = Field(timedelta(days=2), description="How far ahead forecasts are fetched.")
+    reserve: dict[str, int] = Field(default_factory=dict, description="GPUs per zone kept for work that cannot wait.")
+    gpu_resources: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GPU_RESOURCES), alias="gpuResources", description="GPU resource names."
+    )
+    min_gain_percent: float = Field(2.0, alias="minGainPercent", description="A planned start moves only for more.")
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | None) -> "FleetSettings":
+        raw = dict(data or {})
+        for key in ("step", "horizon"):
+            if isinstance(raw.get(key), str):
+                raw[key] = parse_duration(raw[key])
+        return cls.model_validate(raw)
+
+
+@dataclass(frozen=True)
+class PodGpus:
+    """A pod that holds GPUs on a node (bound, not finished)."""
+
+    node: str
+    gpus: int
+    job_uid: str | None  # the GreenTrainingJob it belongs to, None for pods greenjobs does not manage
+
+
+@dataclass
+class FleetState:
+    """What the controller watches, as the coordinator needs it (filled from watch events)."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)  # node name -> its zone and GPUs
+    pods: dict[str, PodGpus] = field(default_factory=dict)  # pod uid -> its GPUs
+
+
+def node_of(body: Mapping[str, Any], zone: str, resources: Sequence[str]) -> Node:
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    try:
+        gpus = gpu_count(status.get("allocatable") or {}, resources)
+    except ValueError:
+        gpus = 0
+    return Node(meta.get("name", ""), zone, gpus, ready=ready, schedulable=not spec.get("unschedulable"))
+
+
+def pod_gpus(body: Mapping[str, Any], resources: Sequence[str], job_label: str) -> PodGpus | None:
+    """The GPUs a pod holds, or None when it holds none (unbound, finished, no GPU requests)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    node = spec.get("nodeName")
+    if not node or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    gpus = 0
+    for container in spec.get("containers") or []:
+        res = container.get("resources") or {}
+        try:
+            gpus += gpu_count({**(res.get("requests") or {}), **(res.get("limits") or {})}, resources)
+        except ValueError:
+            continue
+    if gpus <= 0:
+        return None
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return PodGpus(node, gpus, labels.get(job_label))
+
+
+@dataclass
+class FleetCoordinator:
+    settings: FleetSettings
+    provider: ForecastProvider
+    clock: Callable[[], datetime]
+    replan: timedelta
+    # The controller's view: pending jobs' bodies, running jobs' bodies, nodes and pods (under its lock).
+    snapshot: Callable[[], tuple[list[Mapping[str, Any]], FleetState, set[str]]]
+    _plan: FleetPlan | None = None
+    _at: datetime | None = None
+    _dirty: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def invalidate(self) -> None:
+        """Something the plan rests on changed (capacity, a job ended): plan from scratch next time."""
+        self._dirty = True
+
+    def assignment(self, uid: str) -> Assignment | str | None:
+        """This job's assignment in the fleet plan (str: why it has none; None: not a fleet job)."""
+        with self._lock:
+            now = self.clock()
+            bodies, state, zones = self.snapshot()
+            jobs = {j.id: j for j in (self._fleet_job(b, now, zones) for b in bodies) if j is not None}
+            if uid not in jobs:
+                return None
+            stale = self._at is None or now - self._at >= self.replan
+            if self._plan is None or self._dirty or stale:
+                self._plan = self._plan_all(list(jobs.values()), bodies, state, now)
+            elif uid not in self._plan.assignments and uid not in self._plan.unplaced:
+                self._plan = add_job(self._plan, jobs[uid], now)  # an arrival: the others stay put
+            return self._plan.assignments.get(uid) or self._plan.unplaced.get(uid)
+
+    def room_now(self, uid: str, zone: str | None) -> bool:
+        """Whether `zone` has the GPUs for this job now (a start must never leave pods pending)."""
+        with self._lock:
+            now = self.clock()
+            bodies, state, zones = self.snapshot()
+            job = next((j for j in (self._fleet_job(b, now, zones) for b in bodies) if j and j.id == uid), None)
+            if job is None or zone is None:
+                return True
+            capacity = self._capacity(bodies, state, now, exclude=uid)
+            room = capacity.free_at(zone, now) >= job.gpus
+            if not room:
+                self._dirty = True
+            return room
+
+    # ------------------------------------------------------------------ inputs
+
+    def _plan_all(
+        self, jobs: list[FleetJob], bodies: list[Mapping[str, Any]], state: FleetState, now: datetime
+    ) -> FleetPlan:
+        capacity = self._capacity(bodies, state, now)
+        zones = sorted({z for j in jobs for z in j.zones})
+        forecasts: dict[str, IntensitySeries] = {}
+        for zone in zones:
+            try:
+                forecasts[zone] = self.provider.forecast(zone, now, now + self.settings.horizon).series
+            except ProviderError as exc:
+                log.warning("fleet planning without a forecast for %s: %s", zone, exc)
+        plan = plan_fleet(
+            jobs, capacity, forecasts, now, step=self.settings.step, min_gain_percent=self.settings.min_gain_percent
+        )
+        self._at, self._dirty = now, False
+        log.info(
+            "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",
+            len(jobs),
+            len(plan.assignments),
+            len(plan.unplaced),
+            {z: capacity.free_at(z, now) for z in capacity.zones()},
+        )
+        return plan
+
+    def _capacity(
+        self, bodies: list[Mapping[str, Any]], state: FleetState, now: datetime, exclude: str | None = None
+    ) -> Capacity:
+        zone_of_node = {n.name: n.zone for n in state.nodes.values()}
+        running: dict[str, RunningJob] = {}
+        for b in bodies:
+            job = _running(b, now, self.settings)
+            if job is not None and job.id != exclude:
+                running[job.id] = job
+        foreign = [
+            ForeignPod(zone_of_node[p.node], p.gpus)
+            for p in state.pods.values()
+            if p.node in zone_of_node and (p.job_uid is None or (p.job_uid not in running and p.job_uid != exclude))
+        ]
+        return Capacity.build(
+            now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self.settings.step
+        )
+
+    def _fleet_job(self, body: Mapping[str, Any], now: datetime, zones_with_nodes: set[str]) -> FleetJob | None:
+        """A job that has not started and names zones, as the fleet planner sees it."""
+        status = body.get("status") or {}
+        if status.get("phase") not in (None, Phase.PENDING, Phase.DEFERRED) or status.get("startTime"):
+            return None
+        meta = body.get("metadata") or {}
+        try:
+            spec = GreenTrainingJobSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return None
+        zones = [z for z in spec.placement.zones if z in zones_with_nodes]
+        if not zones:
+            return None
+        window = window_of(spec.timing, parse_time(meta["creationTimestamp"]))
+        plan = status.get("plan") or {}
+        current = None
+        if plan.get("zone") and plan.get("scheduledStart"):
+            current = Placement(plan["zone"], parse_time(plan["scheduledStart"]))
+        raw = body.get("spec") or {}
+        return FleetJob(
+            id=meta["uid"],
+            gpus=adapter_of(raw).gpus(workload_template(raw), self.settings.gpu_resources),
+            duration=window.duration or NOMINAL_DURATION,
+            latest_start=window.latest_start,
+            zones=zones,
+            arrival=parse_time(meta["creationTimestamp"]),
+            earliest_start=now,
+            current=current,
+            flexible=window.shiftable,
+        )
+
+
+def _running(body: Mapping[str, Any], now: datetime, settings: FleetSettings) -> RunningJob | None:
+    """A started job that holds GPUs in its zone until its expected end."""
+    status = body.get("status") or {}
+    if status.get("phase") not in (Phase.RUNNING, Phase.SUSPENDED) or not status.get("startTime"):
+        return None
+    zone = (status.get("plan") or {}).get("zone")
+    if not zone or status.get("phase") == Phase.SUSPENDED:
+        return None
+    raw = body.get("spec") or {}
+    try:
+        spec = GreenTrainingJobSpec.model_validate(raw)
+    except ValidationError:
+        return None
+    duration = spec.timing.duration() or NOMINAL_DURATION
+    end = max(parse_time(status["startTime"]) + duration, now)
+    gpus = adapter_of(raw).gpus(workload_template(raw), settings.gpu_resources)
+    return RunningJob(body["metadata"]["uid"], zone, gpus, end)
