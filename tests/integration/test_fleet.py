@@ -1,0 +1,146 @@
+"""Capacity-aware fleet planning on the real control plane (issue 11, part 5).
+
+FR has 16 GPUs (two kwok nodes of 8) and one clean window; a pod greenjobs does not manage already
+holds 8 of them. Five 8-GPU jobs all want that window: the operator plans them jointly, so at no moment
+do the pods on FR nodes ask for more GPUs than FR has, the overflow goes to the next-best windows and
+zones, no pod of ours is left pending for lack of room, and every deadline holds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greenjobs.api.durations import parse_time
+from tests.kube import Cluster, wait_until
+from tests.manifests import gtj_manifest
+from tests.operator_proc import OperatorProcess, gtj, write_forecast
+
+pytestmark = pytest.mark.cluster
+
+STEP = timedelta(seconds=10)
+GPUS_PER_NODE = 8
+JOBS = 5
+
+
+def _gpus(pod: dict[str, Any]) -> int:
+    return sum(
+        int((c.get("resources") or {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in pod["spec"]["containers"]
+    )
+
+
+def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json("pods", "-n", ns)["items"]
+    return items
+
+
+def test_more_demand_than_the_clean_window_holds_is_spread_never_oversubscribed(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    fr_nodes = cluster.nodes["FR"]
+    fr_gpus = GPUS_PER_NODE * len(fr_nodes)
+    # Someone else's pod holds one FR node's GPUs for the whole test.
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "other-team",
+            "namespace": namespace,
+            "annotations": {"kwok.greenjobs.dev/run-for": "10m"},
+        },
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": fr_nodes[0]},
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "c", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": GPUS_PER_NODE}}}
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(foreign))
+    wait_until("the other team's pod to run", lambda: cluster.get_json("pod", "other-team", "-n", namespace)
+               ["status"].get("phase") == "Running", timeout=30)  # fmt: skip
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    steps = range(-6, 180)
+    fc = tmp_path / "fc"
+    write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in steps])
+    write_forecast(fc, "FR", [(now + i * STEP, 40.0 if 3 <= i < 6 else 250.0) for i in steps])
+    config = {
+        "providers": [{"type": "file", "path": str(fc)}],
+        "fleet": {"step": "10s", "horizon": "30m"},
+    }
+    operator_factory(config)
+
+    # Watch what every zone's nodes are asked for, from the first job on.
+    over: list[str] = []
+    pending_since: dict[str, float] = {}
+    stuck: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        zone_of = {n: z for z, ns in cluster.nodes.items() for n in ns}
+        while not stop.is_set():
+            used: dict[str, int] = {}
+            for p in _pods(cluster, namespace):
+                if p["status"].get("phase") in ("Succeeded", "Failed"):
+                    continue
+                node = p["spec"].get("nodeName")
+                name = p["metadata"]["name"]
+                if node:
+                    used[zone_of[node]] = used.get(zone_of[node], 0) + _gpus(p)
+                    pending_since.pop(name, None)
+                elif time.monotonic() - pending_since.setdefault(name, time.monotonic()) > 8:
+                    stuck.append(name)
+            for zone, n in used.items():
+                if n > GPUS_PER_NODE * len(cluster.nodes[zone]):
+                    over.append(f"{zone}: {n} GPUs asked")
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    timing = {"estimatedDuration": "20s", "maxDelay": "3m"}
+    items = [
+        gtj_manifest(namespace, f"big-{i}", zones=["FR", "GB"], timing=timing, gpus=GPUS_PER_NODE, run_for="20s")
+        for i in range(JOBS)
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    try:
+        wait_until(
+            "every job planned",
+            lambda: all((gtj(cluster, namespace, f"big-{i}").get("status") or {}).get("plan") for i in range(JOBS)),
+            timeout=30,
+        )
+        plans = {f"big-{i}": gtj(cluster, namespace, f"big-{i}")["status"]["plan"] for i in range(JOBS)}
+        clean_start, clean_end = now + 3 * STEP, now + 6 * STEP
+        starts = {n: parse_time(p["scheduledStart"]) for n, p in plans.items()}
+        # A 20 s run inside the 30 s window starts in its first 10 s.
+        window = (clean_start - timedelta(seconds=1), clean_end - timedelta(seconds=15))
+        in_window = [n for n, p in plans.items() if p["zone"] == "FR" and window[0] <= starts[n] < window[1]]
+        # FR has 8 free GPUs (the other team holds 8): one 8-GPU job fits its clean window, not five.
+        assert len(in_window) == 1, plans
+        assert {p.get("waitsFor") for p in plans.values()} >= {"CleanWindow"}
+        assert any(p.get("waitsFor") == "Capacity" or p["zone"] == "GB" for p in plans.values()), plans
+
+        def finished() -> bool:
+            return all(
+                (gtj(cluster, namespace, f"big-{i}").get("status") or {}).get("phase") == "Succeeded"
+                for i in range(JOBS)
+            )
+
+        wait_until("every job to succeed", finished, timeout=240, interval=2)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert not over, over[:5]
+    assert not stuck, f"pods of ours left pending for lack of room: {sorted(set(stuck))}"
+    for i in range(JOBS):
+        st = gtj(cluster, namespace, f"big-{i}")["status"]
+        assert parse_time(st["startTime"]) <= parse_time(st["plan"]["latestStart"]) + timedelta(seconds=15), st
+    assert fr_gpus == 16
