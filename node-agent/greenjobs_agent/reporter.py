@@ -2,7 +2,12 @@
 
 A JSON merge patch of `status.energy.nodes.<node>` only: each agent owns its own key, so agents
 never conflict and no read-modify-write is needed. Fields without a value are left out (a null in a
-merge patch would delete the field the agent wrote before).
+merge patch would delete the field the agent wrote before), except `capNotApplied`, which is sent once
+as null to clear it when its reason has gone.
+
+The patch carries `metadata.uid` of the GreenTrainingJob the energy was counted for: the API server
+treats a UID in the body as a precondition and refuses the patch (409 Conflict) when the object of
+that name is another one (deleted and re-applied), so old joules never land on a new object.
 """
 
 import logging
@@ -26,13 +31,16 @@ class NodeEnergyReport:
     gpu_seconds: float
     cap_watts: int | None = None
     avg_power_watts: float | None = None  # mean per-GPU power since the previous report
+    split: tuple[str, ...] = ()  # how shared GPUs' energy was split (empty: every GPU its own)
+    cap_note: str | None = None  # why the job's cap is not what some of its GPUs got
+    clear_cap_note: bool = False  # an earlier note no longer holds: send a null to delete it
 
 
 def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_patch(node: str, report: NodeEnergyReport, now: datetime) -> dict[str, Any]:
+def build_patch(node: str, report: NodeEnergyReport, now: datetime, uid: str = "") -> dict[str, Any]:
     entry: dict[str, Any] = {
         "joules": round(report.joules, 3),
         "gpus": report.gpus,
@@ -43,11 +51,20 @@ def build_patch(node: str, report: NodeEnergyReport, now: datetime) -> dict[str,
         entry["capWatts"] = report.cap_watts
     if report.avg_power_watts is not None:
         entry["avgPowerWatts"] = round(report.avg_power_watts, 2)
-    return {"status": {"energy": {"nodes": {node: entry}}}}
+    if report.split:
+        entry["estimated"] = True
+        entry["splitRule"] = ",".join(report.split)
+    if report.cap_note is not None or report.clear_cap_note:
+        entry["capNotApplied"] = report.cap_note  # a null deletes the earlier reason
+    body: dict[str, Any] = {"status": {"energy": {"nodes": {node: entry}}}}
+    if uid:
+        body["metadata"] = {"uid": uid}  # precondition: only the object the energy was counted for
+    return body
 
 
 class JobGone(Exception):
-    """The GreenTrainingJob no longer exists (HTTP 404): stop reporting it."""
+    """The GreenTrainingJob no longer exists (HTTP 404), or the object of that name is another one
+    (409: UID precondition failed): stop reporting it."""
 
 
 class StatusPatcher(Protocol):
@@ -69,7 +86,7 @@ class KubeStatusPatcher:
                 GROUP, VERSION, job.namespace, PLURAL, job.name, body, _content_type=MERGE_PATCH
             )
         except ApiException as e:
-            if e.status == 404:
+            if e.status == 404 or (e.status == 409 and "uid" in str(e.body or "").lower()):
                 raise JobGone(str(job)) from e
             raise
 

@@ -46,6 +46,20 @@ def test_build_patch_leaves_out_unknown_values_instead_of_nulls() -> None:
     assert entry == {"joules": 5.0, "gpus": 0, "gpuSeconds": 0.0, "updatedAt": "2026-11-23T18:02:11Z"}
 
 
+# The API server's answers (the 409 message is the one a real API server gives for a UID mismatch; see
+# tests/integration/test_agent_cluster.py, which checks it).
+_STATUS: dict[int, dict[str, Any]] = {
+    404: {"kind": "Status", "code": 404, "reason": "NotFound"},
+    409: {
+        "kind": "Status",
+        "code": 409,
+        "reason": "Conflict",
+        "message": 'Operation cannot be fulfilled on greentrainingjobs.greenjobs.dev "re-created": '
+        "Precondition failed: UID in precondition: old-uid, UID in object meta: new-uid",
+    },
+}
+
+
 class _Recorder(BaseHTTPRequestHandler):
     requests: list[dict[str, Any]] = []
     status = 200
@@ -55,7 +69,7 @@ class _Recorder(BaseHTTPRequestHandler):
         type(self).requests.append(
             {"path": self.path, "content_type": self.headers["Content-Type"], "body": json.loads(body)}
         )
-        out = b"{}" if self.status == 200 else b'{"kind":"Status","code":404}'
+        out = b"{}" if self.status == 200 else json.dumps(_STATUS[self.status]).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -91,3 +105,24 @@ def test_patcher_says_when_the_job_is_gone(api: client.CustomObjectsApi) -> None
     _Recorder.status = 404
     with pytest.raises(JobGone):
         KubeStatusPatcher(api).patch_status(JobKey("ml", "gone"), {"status": {}})
+
+
+def test_build_patch_carries_the_uid_precondition_and_marks_estimates() -> None:
+    report = NodeEnergyReport(
+        joules=10.0, gpus=2, gpu_seconds=4.0, split=("equalShares", "migSlices"), cap_note="GPU 1 is shared"
+    )
+    body = build_patch("n", report, NOW, uid="1f0c-uid")
+    assert body["metadata"] == {"uid": "1f0c-uid"}
+    entry = body["status"]["energy"]["nodes"]["n"]
+    assert entry["estimated"] is True
+    assert entry["splitRule"] == "equalShares,migSlices"
+    assert entry["capNotApplied"] == "GPU 1 is shared"
+    cleared = build_patch("n", NodeEnergyReport(joules=10.0, gpus=2, gpu_seconds=4.0, clear_cap_note=True), NOW)
+    assert cleared["status"]["energy"]["nodes"]["n"]["capNotApplied"] is None  # a null deletes the old note
+    assert "metadata" not in build_patch("n", report, NOW)  # no uid known: no precondition
+
+
+def test_patcher_says_when_the_name_now_belongs_to_another_object(api: client.CustomObjectsApi) -> None:
+    _Recorder.status = 409
+    with pytest.raises(JobGone):
+        KubeStatusPatcher(api).patch_status(JobKey("ml", "re-created", "old-uid"), {"metadata": {"uid": "old-uid"}})
