@@ -231,3 +231,22 @@ def test_process_utilisation_means_per_pid_and_reads_only_new_samples() -> None:
     assert backend.process_utilisation(2) == {11: 50.0}
     gpu.process_util_supported = False
     assert backend.process_utilisation(2) is None
+
+
+def test_readonly_check_reads_mig_and_utilisation_and_never_sets_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "nvml_readonly_check", Path(__file__).parents[2] / "bench" / "nvml_readonly_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    backend, nvml = make_mig()
+    nvml.gpus[2].samples = [fake.ProcessSample(pid=7, timeStamp=1, smUtil=90)]
+    check.check(backend, 0.0, 0.05)
+    out = capsys.readouterr().out
+    assert "MIG-aaaa  3 slice(s) = 0.600 of the parent's energy" in out
+    assert "{7: 90.0}" in out
+    assert "energy counter resolution: no change" in out  # the fake's counters stand still
+    assert nvml.setter_calls() == []
+    with pytest.raises(RuntimeError, match="read-only"):
+        backend._nvml.nvmlDeviceSetPowerManagementLimit(nvml.nvmlDeviceGetHandleByIndex(0), 300_000)
