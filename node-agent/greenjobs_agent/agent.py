@@ -295,6 +295,7 @@ class Agent:
     def _drop(self, job: JobKey) -> None:
         self.state.jobs.pop(job, None)
         self._noted.discard(job)
+        self.patcher.forget(job)
         with contextlib.suppress(KeyError):  # KeyError: never exported
             self.metrics.job_energy.remove(job.namespace, job.name)
 

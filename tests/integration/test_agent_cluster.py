@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from greenjobs.api.durations import parse_time
@@ -375,3 +376,172 @@ def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(
     for a in agents:
         assert a.alive()
         assert "energy report failed" not in a.logs()
+
+
+def test_energy_reports_are_refused_by_the_real_api_server_for_another_object_of_the_name(
+    cluster: Cluster, namespace: str
+) -> None:
+    """What the agent's reports rely on. A uid in a MERGE patch of the status subresource is ignored
+    (the status strategy keeps the stored metadata): shown here, and why the agent sends a JSON patch
+    whose first op tests /metadata/uid, which the API server refuses for another object."""
+    from kubernetes.client.exceptions import ApiException
+
+    from greenjobs_agent.pods import JobKey
+    from greenjobs_agent.reporter import JobGone, KubeStatusPatcher, NodeEnergyReport, build_patch, json_patch
+    from tests.manifests import gtj_json
+
+    cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "pre", gpus=1))
+    uid = gtj(cluster, namespace, "pre")["metadata"]["uid"]
+    other = "00000000-0000-0000-0000-000000000000"
+    api = kubernetes.client.CustomObjectsApi(cluster.api_client())
+    args = ("greenjobs.dev", "v1alpha1", namespace, "greentrainingjobs", "pre")
+    report = NodeEnergyReport(joules=12.0, gpus=1, gpu_seconds=3.0)
+
+    merge = build_patch("n0", report, datetime.now(UTC), other)
+    api.patch_namespaced_custom_object_status(*args, merge, _content_type="application/merge-patch+json")
+    assert gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n0"]["joules"] == 12.0  # not refused!
+
+    body = build_patch("n1", report, datetime.now(UTC), other)
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_custom_object_status(*args, json_patch(body), _content_type="application/json-patch+json")
+    assert refused.value.status == 422  # the test op failed (the API server does not say which op)
+    patcher = KubeStatusPatcher(api)
+    with pytest.raises(JobGone):
+        patcher.patch_status(JobKey(namespace, "pre", other), body)
+    # No joule landed (the parents the first report creates are an empty entry, all zero by default).
+    assert gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"] == {"gpus": 0, "joules": 0}
+
+    # The right UID: the first report creates the entry, later ones update it field by field.
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", report, datetime.now(UTC), uid))
+    later = NodeEnergyReport(joules=20.0, gpus=0, gpu_seconds=5.0, cap_note="GPU 0 is shared")
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", later, datetime.now(UTC), uid))
+    entry = gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"]
+    assert (entry["joules"], entry["gpus"], entry["gpuSeconds"], entry["capNotApplied"]) == (
+        20.0,
+        0,
+        5.0,
+        "GPU 0 is shared",
+    )
+    cleared = NodeEnergyReport(joules=21.0, gpus=0, gpu_seconds=5.0, clear_cap_note=True)
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", cleared, datetime.now(UTC), uid))
+    assert "capNotApplied" not in gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"]
+
+
+def test_same_name_recreated_starts_from_zero(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    node = _freest_node(cluster)
+    agent = start_agent(cluster, node, tmp_path / "agent", namespace)
+    agents.append(agent)
+    manifest = _manifest(
+        namespace,
+        "again",
+        gpus=4,
+        run_for="60s",
+        power="{policy: Static, capWatts: 300}",
+        node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    first_uid = gtj(cluster, namespace, "again")["metadata"]["uid"]
+    wait_until(
+        "the first object to have 20 s of energy",
+        lambda: (e := _node_entry(cluster, namespace, "again", node)) and e["gpuSeconds"] >= 4 * 20,
+        timeout=60,
+    )
+    old = _node_entry(cluster, namespace, "again", node)
+    assert old is not None
+
+    # Delete and re-apply while the agent counts: the new object must start from zero.
+    cluster.kubectl("delete", "gtj", "again", "-n", namespace, "--timeout=60s")
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    second_uid = gtj(cluster, namespace, "again")["metadata"]["uid"]
+    assert second_uid != first_uid
+    recorder = JoulesRecorder(cluster, namespace, "again", node)
+    entry = wait_until(
+        "a first entry on the new object",
+        lambda: (e := _node_entry(cluster, namespace, "again", node)) and e["gpus"] == 4 and e,
+        timeout=60,
+    )
+    values = recorder.stop()
+    # Never the old object's joules: each value is what the new pod used since it started.
+    assert values and max(values) <= entry["joules"] + 4 * 300 * 5
+    assert values[0] < old["joules"], (values, old)
+    assert entry["gpuSeconds"] < old["gpuSeconds"]
+    pod = _running_pod(cluster, namespace, "again")
+    assert pod is not None
+    ran = (datetime.now(UTC) - parse_time(pod["status"]["startTime"])).total_seconds()
+    assert entry["gpuSeconds"] <= 4 * (ran + 2), (entry, ran)
+    assert "energy report failed" not in agent.logs()
+
+
+def test_two_jobs_on_one_time_sliced_node_share_its_gpus(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """4 simulated GPUs advertised twice each (8 replicas, as the node's 8 nvidia.com/gpu): two 4-GPU
+    jobs land on the same 4 GPUs. Their energy is split in equal shares (an estimate, said so in the
+    entries) and the GPUs get the more generous of their two caps, with the reason in the other's entry."""
+    node = _freest_node(cluster)
+    env = {"GREENJOBS_SIM_GPUS": "4", "GREENJOBS_SIM_GPU_REPLICAS": "2"}
+    agent = start_agent(cluster, node, tmp_path / "agent", namespace, env)
+    agents.append(agent)
+    for name, cap in (("low", 250), ("high", 400)):
+        manifest = _manifest(
+            namespace,
+            name,
+            gpus=4,
+            run_for="25s",
+            power=f"{{policy: Static, capWatts: {cap}}}",
+            node=node,
+            zones=f"[{_zone(cluster, node)}]",
+        )
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+    low = wait_until("low to run", lambda: _running_pod(cluster, namespace, "low"), timeout=45)
+    high = wait_until("high to run", lambda: _running_pod(cluster, namespace, "high"), timeout=45)
+    assert low["spec"]["nodeName"] == high["spec"]["nodeName"] == node
+    gpus = wait_until("both pods' devices", lambda: (g := agent.gpus_of_pods()) and len(g) == 2 and g, timeout=10)
+    assert sorted(gpus.values()) == [[0, 1, 2, 3], [0, 1, 2, 3]]  # the same four GPUs, shared
+    wait_until(
+        "the shared GPUs at the more generous cap",
+        lambda: agent.limits_watts() == dict.fromkeys(range(4), 400.0),
+        timeout=15,
+    )
+
+    entries = wait_until(
+        "estimated entries for both",
+        lambda: (
+            (a := _node_entry(cluster, namespace, "low", node))
+            and (b := _node_entry(cluster, namespace, "high", node))
+            and a.get("estimated")
+            and b.get("estimated")
+            and a["gpus"] == 4
+            and b["gpus"] == 4
+            and (a, b)
+        ),
+        timeout=20,
+    )
+    a, b = entries
+    assert a["splitRule"] == b["splitRule"] == "equalShares"
+    assert "most generous" in a["capNotApplied"] and "capNotApplied" not in b
+    assert a["capWatts"] == b["capWatts"] == 400  # what the GPUs really got
+
+    def final(name: str) -> dict[str, Any] | None:
+        e = _node_entry(cluster, namespace, name, node)
+        return e if e and e["gpus"] == 0 else None
+
+    a = wait_until("low's final entry", lambda: final("low"), timeout=60)
+    b = wait_until("high's final entry", lambda: final("high"), timeout=60)
+    wait_until("GPUs back at default", lambda: agent.limits_watts() == dict.fromkeys(range(4), DEFAULT_W), timeout=10)
+    # While both ran, each had half of each GPU: equal joules per GPU-second, at most 400 W a GPU.
+    assert a["joules"] / a["gpuSeconds"] == pytest.approx(b["joules"] / b["gpuSeconds"], rel=0.1)
+    assert a["joules"] / a["gpuSeconds"] <= 400 * 1.02
+    assert a["gpuSeconds"] == pytest.approx(4 * 25 / 2, rel=0.3)  # half of each of 4 GPUs for ~25 s
+    assert "energy report failed" not in agent.logs()
