@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,18 +233,16 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
 class OldWatcher(threading.Thread):
     """What each agent received before: one cluster-wide watch of every GTJ with full bodies."""
 
-    custom: Any
-    events: int = 0
-    nbytes: int = 0
-    counting: threading.Event = field(default_factory=threading.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
+    def __init__(self, custom: Any) -> None:
         super().__init__(daemon=True)
+        self.custom = custom
+        self.events = 0
+        self.nbytes = 0
+        self.counting = threading.Event()
+        self.stop = threading.Event()
 
     def run(self) -> None:
         listing = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False).data
@@ -273,8 +271,8 @@ def _lines(resp: Any) -> Iterator[bytes]:
                 yield line
 
 
-def delta(a: dict[str, float], b: dict[str, float], prefix: str) -> float:
-    return sum(v - a.get(k, 0.0) for k, v in b.items() if k.startswith(prefix))
+def delta(a: dict[str, float], b: dict[str, float], prefix: str, label: str = "") -> float:
+    return sum(v - a.get(k, 0.0) for k, v in b.items() if k.startswith(prefix) and label in k)
 
 
 def run_size(
@@ -288,12 +286,13 @@ def run_size(
     print(f"[{size} nodes] {len(jobs)} jobs and pods in {time.monotonic() - t0:.0f} s", flush=True)
     sampled = nodes[:sample]
     with tempfile.TemporaryDirectory() as tmp:
-        agents = start_agents(sampled, jobs, Path(tmp), report_interval)
+        agents: list[AgentProc] = []
         stand_ins = StandIns(custom, [j for j in jobs if j.node not in sampled], report_interval)
         old = OldWatcher(custom)
-        stand_ins.start()
-        old.start()
         try:
+            agents += start_agents(sampled, jobs, Path(tmp), report_interval)
+            stand_ins.start()
+            old.start()
             time.sleep(warmup)
             for a in agents:
                 if a.proc.poll() is not None:
@@ -308,19 +307,23 @@ def run_size(
             stand_in_rate = (stand_ins.patches - p0) / window_min
             rows = []
             for a, b0, b1 in zip(agents, before, after, strict=True):
+
+                def rate(metric: str, label: str, b0: dict[str, float] = b0, b1: dict[str, float] = b1) -> float:
+                    return delta(b0, b1, f"greenjobs_agent_{metric}_total{{", label) / window_min
+
                 rows.append(
                     {
                         "size": size,
                         "node": a.node,
                         "jobs": a.jobs,
-                        "gtj_events": delta(b0, b1, 'greenjobs_agent_watch_events_total{resource="greentrainingjobs"')
-                        / window_min,
-                        "gtj_bytes": delta(b0, b1, 'greenjobs_agent_watch_bytes_total{resource="greentrainingjobs"')
-                        / window_min,
-                        "pod_events": delta(b0, b1, 'greenjobs_agent_watch_events_total{resource="pods"') / window_min,
-                        "pod_bytes": delta(b0, b1, 'greenjobs_agent_watch_bytes_total{resource="pods"') / window_min,
-                        "requests": delta(b0, b1, "greenjobs_agent_api_requests_total") / window_min,
-                        "patches": delta(b0, b1, 'greenjobs_agent_api_requests_total{verb="patch"') / window_min,
+                        "gtj_events": rate("watch_events", 'resource="greentrainingjobs"'),
+                        "gtj_bytes": rate("watch_bytes", 'resource="greentrainingjobs"'),
+                        "pod_events": rate("watch_events", 'resource="pods"'),
+                        "pod_bytes": rate("watch_bytes", 'resource="pods"'),
+                        "requests": rate("api_requests", ""),
+                        "patches": rate("api_requests", 'verb="patch"'),
+                        "modified": rate("watch_events", 'type="MODIFIED"'),
+                        "bookmarks": rate("watch_events", 'type="BOOKMARK"'),
                         "rss_mib": a.rss_mib(),
                         "old_events": old.events / window_min,
                         "old_bytes": old.nbytes / window_min,
@@ -352,7 +355,8 @@ def main() -> None:
     crd = ROOT / "crds" / "greentrainingjobs.yaml"
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     kubectl("wait", "--for=condition=Established", "crd/greentrainingjobs.greenjobs.dev", "--timeout=60s")
-    kubectl("create", "namespace", NS, check=False)
+    kubectl("delete", "namespace", NS, "--ignore-not-found", "--timeout=120s")  # a fresh one: no leftovers
+    kubectl("create", "namespace", NS)
     api = kubernetes.config.new_client_from_config()
     rows: list[dict[str, Any]] = []
     t_start = time.monotonic()
@@ -367,13 +371,14 @@ def main() -> None:
     print(
         table(
             [
-                "nodes", "agent", "jobs on node", "GTJ events/min", "GTJ KiB/min", "pod events/min",
-                "pod KiB/min", "requests/min", "patches/min", "agent RSS MiB", "old design events/min",
-                "old design KiB/min",
+                "nodes", "agent", "jobs on node", "GTJ events/min", "MODIFIED", "BOOKMARK", "GTJ KiB/min",
+                "pod events/min", "pod KiB/min", "requests/min", "patches/min", "agent RSS MiB",
+                "old design events/min", "old design KiB/min",
             ],
             [
                 [
-                    r["size"], r["node"], r["jobs"], r["gtj_events"], r["gtj_bytes"] / 1024, r["pod_events"],
+                    r["size"], r["node"], r["jobs"], r["gtj_events"], r["modified"], r["bookmarks"],
+                    r["gtj_bytes"] / 1024, r["pod_events"],
                     r["pod_bytes"] / 1024, r["requests"], r["patches"], r["rss_mib"], r["old_events"],
                     r["old_bytes"] / 1024,
                 ]

@@ -177,6 +177,11 @@ class Agent:
             job = pod.job_key(jobs)
             if job is None and pod.job_ref is not None:
                 job = known.get(pod.job_ref)
+            if job is not None and job not in self.state.jobs and job.ref not in jobs:
+                # A job new to this agent whose GTJ is not listed yet: counting it now would start
+                # from zero over the figure this node already wrote for it (a restart that lost its
+                # state, a job forgotten and back). Wait for the list (one tick at most, usually).
+                job = None
             pending = job is None and pod.job_ref is not None
             holdings.extend(Holding(pod.key, s, job, pod.uid, pending) for s in slots)
         targets = {

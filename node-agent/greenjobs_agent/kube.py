@@ -186,16 +186,16 @@ class KubeClusterView:
     def _stopped(self, s: _Stream) -> bool:
         return self._stop.is_set() or s.stop.is_set()
 
-    def _count(self, kind: str, events: int, nbytes: int, request: str | None = None) -> None:
+    def _count(self, resource: str, events: int, nbytes: int, request: str | None = None, kind: str = "") -> None:
         m = self._metrics
         if m is None:
             return
         if request is not None:
-            m.api_requests.labels(verb=request, resource=kind).inc()
+            m.api_requests.labels(verb=request, resource=resource).inc()
         if events:
-            m.watch_events.labels(resource=kind).inc(events)
+            m.watch_events.labels(resource=resource, type=kind).inc(events)
         if nbytes:
-            m.watch_bytes.labels(resource=kind).inc(nbytes)
+            m.watch_bytes.labels(resource=resource).inc(nbytes)
 
     def _run(self, s: _Stream) -> None:
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
@@ -243,8 +243,8 @@ class KubeClusterView:
             for line in _lines(resp):
                 if self._stopped(s):
                     return version
-                self._count(s.kind, 1, len(line))
                 event = json.loads(line)
+                self._count(s.kind, 1, len(line), kind=event.get("type", ""))
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":
                     if obj.get("code") == 410:

@@ -62,8 +62,8 @@ class AgentMetrics:
         )
         self.watch_events = Counter(
             "greenjobs_agent_watch_events_total",
-            "Watch events received, by resource.",
-            ["resource"],
+            "Watch events received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK).",
+            ["resource", "type"],
             registry=self.registry,
         )
         self.watch_bytes = Counter(

@@ -204,3 +204,25 @@ def test_unresolved_pods_keep_their_gpus_as_they_are(tmp_path: Path) -> None:
     agent2.tick()
     assert agent2.backend.limits_mw()[0] == 300_000  # type: ignore[attr-defined]
     assert agent2.state.jobs[OLD].gpu_seconds == pytest.approx(2 * 5)  # counted under the UID it knew
+
+
+def test_a_job_new_to_the_agent_is_not_counted_before_its_gtj_is_listed(tmp_path: Path) -> None:
+    # The agent lost its state (new disk, say) while the job ran: its first report must continue the
+    # node's entry, never write a smaller figure over it.
+    clock = Clock()
+
+    class LateList(StaticView):
+        listed = False
+
+        def jobs(self) -> dict[JobRef, JobInfo | None]:
+            return super().jobs() if self.listed else {}
+
+    view = LateList([pod("a", "uid-1")], {REF: JobInfo("uid-1", 300, NodeSeed(5000.0, 20.0))})
+    agent = make(tmp_path, clock, view)
+    run(agent, clock, 3)
+    assert agent.state.jobs == {} and entries(agent, OLD) == []
+    view.listed = True
+    run(agent, clock, 11)
+    reported = [float(e["joules"]) for e in entries(agent, OLD)]  # type: ignore[arg-type]
+    assert reported and min(reported) >= 5000.0
+    assert agent.state.jobs[OLD].joules == pytest.approx(5000 + 2 * 10 * 300, rel=0.02)
