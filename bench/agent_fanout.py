@@ -201,6 +201,28 @@ def start_agents(nodes: list[str], jobs: list[Job], workdir: Path, report_interv
     return out
 
 
+def wait_ready(agents: list[AgentProc], timeout: float) -> None:
+    """Every agent serving /readyz (on 2 busy cores, starting 9 Python processes takes a while)."""
+    deadline = time.monotonic() + timeout
+    pending = list(agents)
+    while pending:
+        for a in list(pending):
+            if a.proc.poll() is not None:
+                raise SystemExit(f"agent {a.node} exited:\n{a.log.read_text()}")
+            port = a.metrics_port()
+            if port is None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        pending.remove(a)
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"agents not ready after {timeout:.0f} s: {[a.node for a in pending]}")
+        time.sleep(1)
+
+
 class StandIns(threading.Thread):
     """Writes the energy entries of the agents that are not run: each job's entry every interval."""
 
@@ -293,10 +315,8 @@ def run_size(
             agents += start_agents(sampled, jobs, Path(tmp), report_interval)
             stand_ins.start()
             old.start()
+            wait_ready(agents, timeout=300)
             time.sleep(warmup)
-            for a in agents:
-                if a.proc.poll() is not None:
-                    raise SystemExit(f"agent {a.node} exited:\n{a.log.read_text()}")
             before = [a.scrape() for a in agents]
             old.counting.set()
             p0, w0 = stand_ins.patches, time.monotonic()
