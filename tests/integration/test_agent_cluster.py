@@ -545,3 +545,43 @@ def test_two_jobs_on_one_time_sliced_node_share_its_gpus(
     assert a["joules"] / a["gpuSeconds"] <= 400 * 1.02
     assert a["gpuSeconds"] == pytest.approx(4 * 25 / 2, rel=0.3)  # half of each of 4 GPUs for ~25 s
     assert "energy report failed" not in agent.logs()
+
+
+def test_the_agents_view_watches_only_the_gtjs_it_tracks_and_closes_what_it_drops(
+    cluster: Cluster, namespace: str
+) -> None:
+    import threading
+
+    from greenjobs_agent.kube import KubeClusterView
+    from greenjobs_agent.metrics import AgentMetrics
+    from greenjobs_agent.pods import JobRef
+    from tests.manifests import gtj_json
+
+    for name in ("mine", "other"):
+        cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, name, gpus=1))
+    metrics = AgentMetrics("n1")
+    view = KubeClusterView("n1", cluster.api_client(), [namespace], metrics)
+    mine, missing = JobRef(namespace, "mine"), JobRef(namespace, "missing")
+    try:
+        view.track([mine, missing])
+        jobs = wait_until("both listed", lambda: (j := view.jobs()) and len(j) == 2 and j, timeout=10)
+        assert jobs[missing] is None
+        assert jobs[mine] is not None and jobs[mine].uid == gtj(cluster, namespace, "mine")["metadata"]["uid"]
+        # A change to another GTJ never reaches this view; one to a tracked GTJ does.
+        events = metrics.watch_events.labels(resource="greentrainingjobs", type="MODIFIED")
+        patch = json.dumps({"status": {"power": {"targetCapWatts": 321}}})
+        for name in ("other", "mine"):
+            cluster.kubectl("patch", "gtj", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+        wait_until("the tracked GTJ's new cap", lambda: (i := view.jobs().get(mine)) and i.target_cap_watts == 321)
+        assert events._value.get() == 1
+        cluster.kubectl("delete", "gtj", "mine", "-n", namespace)
+        wait_until("the deletion seen", lambda: mine in view.jobs() and view.jobs()[mine] is None, timeout=10)
+        view.track([])
+        wait_until(
+            "its watch threads gone",
+            lambda: not [t for t in threading.enumerate() if t.name.startswith(f"watch-gtj-{namespace}/")],
+            timeout=5,
+        )
+        assert view.jobs() == {}
+    finally:
+        view.stop()
