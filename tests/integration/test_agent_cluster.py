@@ -585,3 +585,44 @@ def test_the_agents_view_watches_only_the_gtjs_it_tracks_and_closes_what_it_drop
         assert view.jobs() == {}
     finally:
         view.stop()
+
+
+def test_a_node_reboot_adds_no_downtime_to_gpu_hours(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """The agent dies with the node; the node comes back with a new boot id and reset GPUs. The time
+    it was down is in no one's GPU-seconds (the pod kept running on kwok, which knows no reboot)."""
+    from greenjobs_agent.gpu.simulated import SimulatedBackend
+
+    node = _freest_node(cluster)
+    state = tmp_path / "agent"
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    env = {"GREENJOBS_BOOT_ID_FILE": str(boot)}
+    agent = start_agent(cluster, node, state, namespace, env)
+    agents.append(agent)
+    manifest = _manifest(
+        namespace, "reboot", gpus=4, run_for="40s", power="{policy: Static, capWatts: 300}", node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    wait_until("a first report", lambda: (e := _node_entry(cluster, namespace, "reboot", node)) and e["gpus"] == 4)
+    agent.kill()
+    down_at = time.monotonic()
+    boot.write_text("boot-2\n")
+    SimulatedBackend(lambda: datetime.now(UTC), state_dir=state).reboot()  # limits back to default, counters 0
+    time.sleep(12)
+    down_s = time.monotonic() - down_at
+    agent = start_agent(cluster, node, state, namespace, env)
+    agents.append(agent)
+    entry = _await_end_and_restore(cluster, agent, namespace, "reboot", node, timeout=60)
+    run_s = _run_seconds(_pods(cluster, namespace, "reboot")[0])
+    up_s = run_s - down_s
+    # The GPUs were counted only while the node was up: 4 GPUs x (run - downtime), give or take the
+    # restart's few seconds (watch, first tick) and the pod times' one-second resolution.
+    assert 4 * (up_s - 8) <= entry["gpuSeconds"] <= 4 * (up_s + 2), (entry, run_s, down_s)
+    assert entry["joules"] == pytest.approx(300 * entry["gpuSeconds"], rel=0.03)
