@@ -626,3 +626,47 @@ def test_a_node_reboot_adds_no_downtime_to_gpu_hours(
     # restart's few seconds (watch, first tick) and the pod times' one-second resolution.
     assert 4 * (up_s - 8) <= entry["gpuSeconds"] <= 4 * (up_s + 2), (entry, run_s, down_s)
     assert entry["joules"] == pytest.approx(300 * entry["gpuSeconds"], rel=0.03)
+
+
+def test_an_administrators_limits_stay_and_come_back_after_the_job(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """Limits set before greenjobs capped a GPU: a lower one is never raised by a job's cap, and each
+    GPU gets its own back when the job ends (not the driver's default); GPUs no job holds are never
+    touched."""
+    from greenjobs_agent.gpu.simulated import SimulatedBackend
+
+    node = _freest_node(cluster)
+    state = tmp_path / "agent"
+    state.mkdir()
+    admin = {0: 600_000, 1: 650_000, 2: 600_000, 3: 600_000, 4: 450_000, 5: 500_000, 6: 500_000, 7: 500_000}
+    sim = SimulatedBackend(lambda: datetime.now(UTC), state_dir=state)
+    for i, mw in admin.items():
+        sim.set_limit_mw(i, mw)  # as nvidia-smi -pl by an administrator before the agent ran
+    agent = start_agent(cluster, node, state, namespace)
+    agents.append(agent)
+    before = {i: mw / 1000 for i, mw in admin.items()}
+    assert agent.limits_watts() == before
+    manifest = _manifest(
+        namespace, "admin", gpus=4, run_for="15s", power="{policy: Static, capWatts: 620}", node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    pod = wait_until("the job's pod to run", lambda: _running_pod(cluster, namespace, "admin"), timeout=45)
+    mine = wait_until("its GPUs", lambda: _gpus_of(agent, namespace, pod), timeout=10)
+    assert mine == [0, 1, 2, 3]
+    # 620 W where the administrator allowed more (GPU 1: 650), their 600 W where they allowed less.
+    capped = {**before, 0: 600.0, 1: 620.0, 2: 600.0, 3: 600.0}
+    wait_until("the caps, never above the administrator's", lambda: agent.limits_watts() == capped, timeout=15)
+    wait_until(
+        "admin's pods to succeed",
+        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "admin")),
+        timeout=45,
+    )
+    wait_until("every GPU back at the administrator's limit", lambda: agent.limits_watts() == before, timeout=10)
+    agent.stop()
+    assert agent.limits_watts() == before  # SIGTERM gives back nothing it did not take
