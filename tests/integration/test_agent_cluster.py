@@ -5,7 +5,10 @@ whose pods kwok runs for a few seconds.
 What it shows: caps land on exactly the GPUs of the job's pod, follow status.power.targetCapWatts and
 are restored when the pod ends; a kill -9 of the agent leaves nothing capped that should not be and
 counts no joule twice; each agent writes only its own status.energy.nodes.<node> entry and the
-operator's totals are the sum of those entries.
+operator's totals are the sum of those entries. And (issues 10, 14, 15): the API server refuses an
+energy report for another object of the same name; a same-name re-create starts from zero; a reboot
+adds no downtime; an administrator's limits stay and come back; two jobs on one time-sliced node
+share its GPUs; the agent's view watches only the GTJs it tracks.
 """
 
 from __future__ import annotations
