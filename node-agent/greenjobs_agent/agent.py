@@ -87,7 +87,7 @@ class Agent:
         self._seed(holders, jobs)
         self.meter.sample(now, holders, frozenset(self.enforcer.lost))
         self.plans = plans
-        self._note_split(now)
+        self._note_split()
         if self.power_capping:
             desired: Desired = {i: p.want for i, p in plans.items() if p.want is not None}
             self.enforcer.reconcile(desired)
@@ -262,7 +262,7 @@ class Agent:
                 if seed is not None:
                     self.state.jobs[job] = JobTotals(seed.joules, seed.gpu_seconds, seed.joules, seed.gpu_seconds)
 
-    def _note_split(self, now: datetime) -> None:
+    def _note_split(self) -> None:
         for plan in self.plans.values():
             if plan.rule == EXCLUSIVE:
                 continue
