@@ -11,7 +11,7 @@ import grpc
 
 from greenjobs.api.constants import GPU_RESOURCE
 
-from .devices import DRA_PREFIX, DeviceRef, NodeLayout, is_gpu_resource, slot_of
+from .devices import DRA_PREFIX, DeviceRef, is_gpu_resource
 from .gpu.base import GpuDevice
 from .podresources_pb import api_pb2, api_pb2_grpc
 from .pods import PodInfo, PodKey
@@ -27,13 +27,6 @@ class PodGpuSource(Protocol):
     def list(self) -> dict[PodKey, list[DeviceRef]]:
         """The GPU devices (device plugin or DRA) each pod on the node holds."""
         ...
-
-
-def device_index(device_id: str, by_uuid: dict[str, int], count: int) -> int | None:
-    """Backend index of a whole-GPU device id from the NVIDIA device plugin: a UUID ("GPU-..."), a UUID
-    with a time-slicing replica suffix ("GPU-...::1"), or a plain index."""
-    slot = slot_of(DeviceRef(GPU_RESOURCE, device_id), NodeLayout(by_uuid, {}, {}, {}, count))
-    return slot.gpu if slot is not None else None
 
 
 class KubeletPodGpuSource:
