@@ -174,9 +174,12 @@ class Agent:
                 continue
             slots = [s for s in (self._slot(r) for r in assignment.get(pod.key, [])) if s is not None]
             busy.update(s.gpu for s in slots)
-            job = pod.job_key(jobs)
-            if job is None and pod.job_ref is not None:
-                job = known.get(pod.job_ref)
+            job = _job_of(pod, jobs, known)
+            if job is ORPHAN:
+                # A pod of a GTJ that was deleted (perhaps applied again under its name): nobody to
+                # report to; it is a pod like any other until the garbage collector removes it.
+                holdings.extend(Holding(pod.key, s, None, pod.uid) for s in slots)
+                continue
             if job is not None and job not in self.state.jobs and job.ref not in jobs:
                 # A job new to this agent whose GTJ is not listed yet: counting it now would start
                 # from zero over the figure this node already wrote for it (a restart that lost its
@@ -321,6 +324,26 @@ class Agent:
                 m.gpu_energy.set(counter / 1000, gpu=label)
         for job, totals in self.state.jobs.items():
             m.job_energy.set(totals.joules, namespace=job.namespace, job=job.name)
+
+
+ORPHAN = JobKey("", "", "orphan")  # marks a pod of a GTJ object that no longer exists
+
+
+def _job_of(pod: PodInfo, jobs: dict[JobRef, JobInfo | None], known: dict[JobRef, JobKey]) -> JobKey | None:
+    """The GTJ a pod belongs to; ORPHAN when that object is gone; None when no GTJ (or not known yet)."""
+    ref = pod.job_ref
+    if ref is None:
+        return None
+    if ref not in jobs:  # not listed yet: the UID counted under, if any (a restarted agent)
+        return pod.job_key(jobs) or known.get(ref)
+    info = jobs[ref]
+    if info is None:
+        return ORPHAN  # no GTJ of that name any more
+    if pod.job_uid:
+        return ORPHAN if pod.job_uid != info.uid else JobKey(ref.namespace, ref.name, info.uid)
+    # Unlabelled (made before the operator labelled UIDs): the object of its name, unless the pod is
+    # older than that object, i.e. an earlier object's pod.
+    return ORPHAN if pod.predates(info) else JobKey(ref.namespace, ref.name, info.uid)
 
 
 def seed_matches(seen: NodeSeed | None, totals: JobTotals) -> bool:

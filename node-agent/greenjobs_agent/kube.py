@@ -52,6 +52,7 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
         gpu_limit=gpus,
         job_uid=labels.get(LABEL_JOB_UID) or None,
         uid=meta.get("uid", ""),
+        created=meta.get("creationTimestamp") or "",
     )
 
 
@@ -64,7 +65,9 @@ def job_info(gtj: dict[str, Any], node: str) -> JobInfo:
     seed = None
     if isinstance(entry, dict) and entry.get("joules") is not None:
         seed = NodeSeed(float(entry["joules"]), float(entry.get("gpuSeconds") or 0.0))
-    return JobInfo(meta.get("uid", ""), int(cap) if cap is not None else None, seed)
+    return JobInfo(
+        meta.get("uid", ""), int(cap) if cap is not None else None, seed, meta.get("creationTimestamp") or ""
+    )
 
 
 @dataclass

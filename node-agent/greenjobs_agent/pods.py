@@ -61,6 +61,7 @@ class JobInfo:
     uid: str
     target_cap_watts: int | None
     seed: NodeSeed | None = None
+    created: str = ""  # metadata.creationTimestamp (RFC 3339, UTC: compares as text)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class PodInfo:
     gpu_limit: int  # sum of nvidia.com/gpu limits over its containers
     job_uid: str | None = None  # value of the greenjobs.dev/job-uid label (set by the operator)
     uid: str = ""  # the pod's own metadata.uid (its cgroup path names it)
+    created: str = ""  # metadata.creationTimestamp (RFC 3339, UTC: compares as text)
 
     @property
     def running(self) -> bool:
@@ -92,7 +94,13 @@ class PodInfo:
         if self.job_uid:
             return JobKey(self.key.namespace, self.job, self.job_uid)
         info = jobs.get(JobRef(self.key.namespace, self.job))
-        return JobKey(self.key.namespace, self.job, info.uid) if info is not None else None
+        if info is None or self.predates(info):
+            return None
+        return JobKey(self.key.namespace, self.job, info.uid)
+
+    def predates(self, info: JobInfo) -> bool:
+        """Created before that GTJ object: a pod of an earlier object of the same name."""
+        return bool(self.created and info.created and self.created < info.created)
 
 
 class ClusterView(Protocol):

@@ -226,3 +226,28 @@ def test_a_job_new_to_the_agent_is_not_counted_before_its_gtj_is_listed(tmp_path
     reported = [float(e["joules"]) for e in entries(agent, OLD)]  # type: ignore[arg-type]
     assert reported and min(reported) >= 5000.0
     assert agent.state.jobs[OLD].joules == pytest.approx(5000 + 2 * 10 * 300, rel=0.02)
+
+
+def test_pods_of_a_deleted_gtj_are_nobodys_and_cost_no_reports(tmp_path: Path) -> None:
+    # The old object's pod still runs (garbage collection takes a moment) next to the new object's.
+    clock = Clock()
+    view = StaticView([pod("old", "uid-1"), pod("new", "uid-2")], {REF: JobInfo("uid-2", 250)})
+    agent = make(tmp_path, clock, view)
+    run(agent, clock, 12)
+    assert set(agent.state.jobs) == {NEW}
+    assert {j for j, _ in agent.patcher.patches} == {NEW}  # type: ignore[attr-defined]
+    limits = agent.backend.limits_mw()  # type: ignore[attr-defined]
+    assert sorted(limits.values()) == [250_000, 250_000, 700_000, 700_000]  # the old pod's GPUs uncapped
+
+
+def test_an_unlabelled_pod_older_than_the_gtj_of_its_name_is_not_that_gtjs(tmp_path: Path) -> None:
+    # Pods made before the operator labelled UIDs: the fallback by name must not hand the old
+    # object's pod to a new object of the same name.
+    clock = Clock()
+    old = PodInfo(PodKey("ml", "old"), "Running", "train", 2, None, "pod-old", created="2026-11-23T11:00:00Z")
+    new = PodInfo(PodKey("ml", "new"), "Running", "train", 2, None, "pod-new", created="2026-11-23T11:59:30Z")
+    view = StaticView([old, new], {REF: JobInfo("uid-2", 250, None, created="2026-11-23T11:59:00Z")})
+    agent = make(tmp_path, clock, view)
+    run(agent, clock, 10)
+    assert set(agent.state.jobs) == {NEW}
+    assert agent.state.jobs[NEW].gpu_seconds == pytest.approx(2 * 9)  # the new pod's 2 GPUs only
