@@ -18,7 +18,7 @@ from pathlib import Path
 from greenjobs_agent.agent import Agent
 from greenjobs_agent.gpu.simulated import SimulatedBackend
 from greenjobs_agent.podresources import SimulatedPodGpuSource
-from greenjobs_agent.pods import JobKey, PodInfo, PodKey, StaticView
+from greenjobs_agent.pods import JobInfo, JobRef, PodInfo, PodKey, StaticView
 from greenjobs_agent.reporter import RecordingPatcher
 from greenjobs_agent.state import StateStore
 
@@ -36,15 +36,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
-        pods = [PodInfo(PodKey("ml", f"train-{i}"), "Running", f"job-{i}", 1) for i in range(args.gpus)]
-        view = StaticView(pods, {JobKey("ml", f"job-{i}"): 200 + 50 * (i % 4) for i in range(args.gpus)})
+        pods = [PodInfo(PodKey("ml", f"train-{i}"), "Running", f"job-{i}", 1, f"uid-{i}") for i in range(args.gpus)]
+        view = StaticView(
+            pods, {JobRef("ml", f"job-{i}"): JobInfo(f"uid-{i}", 200 + 50 * (i % 4)) for i in range(args.gpus)}
+        )
         backend = SimulatedBackend(clock, n=args.gpus, state_dir=state_dir)
         patcher = RecordingPatcher([])
         agent = Agent(
             "bench-node",
             backend,
             view=view,
-            gpu_source=SimulatedPodGpuSource(view.pods, args.gpus, state_dir),
+            gpu_source=SimulatedPodGpuSource(view.pods, backend.devices(), state_dir),
             patcher=patcher,
             store=StateStore(state_dir),
             clock=clock,

@@ -15,10 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from greenjobs.logs import configure_logging
 
-from .agent import Agent
+from .agent import BOOT_ID_FILE, Agent, read_boot_id
 from .gpu.base import GpuBackend
 from .metrics import AgentMetrics, serve
 from .podresources import DEFAULT_SOCKET, KubeletPodGpuSource, PodGpuSource, SimulatedPodGpuSource
+from .processes import PidResolver
 from .state import StateStore
 
 log = logging.getLogger("greenjobs_agent")
@@ -33,6 +34,10 @@ class AgentSettings(BaseSettings):
     sim_gpu_model: Literal["h100", "a100"] = "h100"
     podresources: Literal["kubelet", "simulated"] = "kubelet"
     podresources_socket: str = DEFAULT_SOCKET
+    sim_gpu_replicas: int = Field(default=1, ge=1, le=64)  # simulated time-slicing: replicas per GPU
+    boot_id_file: Path = BOOT_ID_FILE  # changes at each boot: a reboot's downtime is not counted
+    proc_root: Path = Path("/proc")  # the host's /proc: traces GPU processes to pods (hostPID)
+    forget_after: float = Field(default=60.0, ge=0)  # s a finished job's count is kept after its final report
     state_dir: Path = Path("/var/lib/greenjobs")
     sample_interval: float = Field(default=1.0, gt=0)
     report_interval: float = Field(default=15.0, gt=0)
@@ -50,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Configured from the environment: NODE_NAME (required), GREENJOBS_GPU_BACKEND=nvml|simulated, "
         "GREENJOBS_SIM_GPUS, GREENJOBS_POWER_CAPPING=true|false, "
-        "GREENJOBS_PODRESOURCES=kubelet|simulated, GREENJOBS_PODRESOURCES_SOCKET, "
+        "GREENJOBS_PODRESOURCES=kubelet|simulated, GREENJOBS_PODRESOURCES_SOCKET, GREENJOBS_SIM_GPU_REPLICAS, "
+        "GREENJOBS_BOOT_ID_FILE, GREENJOBS_PROC_ROOT, GREENJOBS_FORGET_AFTER, "
         "GREENJOBS_STATE_DIR, GREENJOBS_SAMPLE_INTERVAL, GREENJOBS_REPORT_INTERVAL, GREENJOBS_METRICS_PORT, "
         "GREENJOBS_NAMESPACES=a,b (manage only these namespaces' pods; default all), "
         "KUBECONFIG (else in-cluster config)."
@@ -95,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     backend = _backend(settings)
     api = _api_client()
-    view = KubeClusterView(settings.node_name, api, settings.namespace_list())
+    metrics = AgentMetrics(settings.node_name, stale_after_s=max(30.0, 10 * settings.sample_interval))
+    view = KubeClusterView(settings.node_name, api, settings.namespace_list(), metrics)
     source: PodGpuSource
     if settings.podresources == "simulated":
-        source = SimulatedPodGpuSource(view.pods, len(backend.devices()), settings.state_dir)
+        source = SimulatedPodGpuSource(view.pods, backend.devices(), settings.state_dir, settings.sim_gpu_replicas)
     else:
-        source = KubeletPodGpuSource(backend.devices(), settings.podresources_socket)
-    metrics = AgentMetrics(settings.node_name, stale_after_s=max(30.0, 10 * settings.sample_interval))
+        source = KubeletPodGpuSource(settings.podresources_socket)
     agent = Agent(
         settings.node_name,
         backend,
@@ -113,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         report_interval_s=settings.report_interval,
         power_capping=settings.power_capping,
+        boot_id=lambda: read_boot_id(settings.boot_id_file),
+        forget_after_s=settings.forget_after,
+        pids=PidResolver(settings.proc_root),
     )
     server = serve(metrics, settings.metrics_port)
     stop = threading.Event()

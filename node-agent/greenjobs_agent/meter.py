@@ -1,8 +1,9 @@
 """Cumulative GPU energy per job on this node, from the GPUs' energy counters.
 
-Each sample's counter delta of a GPU goes to the job that held the GPU during the interval (the
-holder at the previous sample). A counter that went backwards was reset (driver reload): the
-interval then counts from 0. Totals and the last readings live in AgentState, which the agent
+Each sample's counter delta of a GPU goes to the jobs that held the GPU during the interval (the
+holders at the previous sample), each by its share (1 for a GPU of its own; an estimated share of a
+shared GPU or MIG parent, see sharing.py); so do the GPU-seconds. A counter that went backwards was
+reset (driver reload): the interval then counts from 0. Totals and the last readings live in AgentState, which the agent
 persists, so a restart continues from the last readings without counting anything twice.
 """
 
@@ -30,7 +31,9 @@ class Meter:
         self._failing: set[int] = set()  # GPUs whose last read failed (logged once until recovery)
         self.last_counter_mj: dict[int, int] = {}
 
-    def sample(self, now: datetime, holders: dict[int, JobKey], skip: frozenset[int] = frozenset()) -> None:
+    def sample(
+        self, now: datetime, holders: dict[int, dict[JobKey, float]], skip: frozenset[int] = frozenset()
+    ) -> None:
         st = self._state
         now_s = now.timestamp()
         dt = now_s - st.last_sample_s if st.last_sample_s is not None else 0.0
@@ -51,16 +54,18 @@ class Meter:
             self.last_counter_mj[i] = counter
             previous = st.counters_mj.get(i)
             st.counters_mj[i] = counter
-            holder = st.holders.get(i)
-            if previous is None or holder is None:
+            shares = st.holders.get(i)
+            if previous is None or not shares:
                 continue
             delta = counter - previous if counter >= previous else counter  # reset: count from 0
-            totals = st.jobs.setdefault(holder, JobTotals())
-            totals.joules += delta / 1000
-            totals.gpu_seconds += dt
-        st.holders = dict(holders)
-        for job in holders.values():
-            st.jobs.setdefault(job, JobTotals())
+            for job, share in shares.items():
+                totals = st.jobs.setdefault(job, JobTotals())
+                totals.joules += delta * share / 1000
+                totals.gpu_seconds += dt * share
+        st.holders = {i: dict(s) for i, s in holders.items() if s}
+        for shares in holders.values():
+            for job in shares:
+                st.jobs.setdefault(job, JobTotals())
         st.last_sample_s = now_s
 
     def totals(self, job: JobKey) -> JobTotals | None:

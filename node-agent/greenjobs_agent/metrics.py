@@ -53,6 +53,25 @@ class AgentMetrics:
             self.registry,
         )
         self.errors = Counter("greenjobs_agent_errors_total", "Errors, by kind.", ["kind"], registry=self.registry)
+        # What the agent asks of and receives from the API server (the fan-out benchmark reads these).
+        self.api_requests = Counter(
+            "greenjobs_agent_api_requests_total",
+            "Requests sent to the API server, by verb and resource.",
+            ["verb", "resource"],
+            registry=self.registry,
+        )
+        self.watch_events = Counter(
+            "greenjobs_agent_watch_events_total",
+            "Watch events received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK).",
+            ["resource", "type"],
+            registry=self.registry,
+        )
+        self.watch_bytes = Counter(
+            "greenjobs_agent_watch_bytes_total",
+            "Bytes received in list and watch responses, by resource.",
+            ["resource"],
+            registry=self.registry,
+        )
         self._stale_after_s = stale_after_s
         self._last_tick: float | None = None
         self.ready = threading.Event()

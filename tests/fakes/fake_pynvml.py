@@ -3,6 +3,17 @@
 Each call checks its arguments as NVML would (initialised library, a handle it issued, integer
 milliwatts inside the constraints) and raises the pynvml-style NVMLError subclasses, either
 because an argument is wrong or because a test asked for a fault with `fail(function, error)`.
+
+Modelled on NVML's documented behaviour (nvml.h, NVML API reference):
+- MIG: nvmlDeviceGetHandleByIndex returns physical GPUs only; their instances come from
+  nvmlDeviceGetMigDeviceHandleByIndex (NOT_FOUND for an empty slot, INVALID_ARGUMENT past
+  nvmlDeviceGetMaxMigDeviceCount). On a MIG device handle the UUID ("MIG-...") and
+  nvmlDeviceGetAttributes (gpuInstanceSliceCount, ...) work, while power, power limits and the energy
+  counter answer NOT_SUPPORTED: they exist only on the parent. nvmlDeviceGetMigMode answers
+  NOT_SUPPORTED on a GPU without MIG.
+- nvmlDeviceGetProcessUtilization(handle, lastSeenTimeStamp): the samples newer than the time stamp
+  (pid, timeStamp in us, smUtil, memUtil, ...); NOT_FOUND when there is none; NOT_SUPPORTED on GPUs
+  without it and on MIG device handles.
 """
 
 from dataclasses import dataclass, field
@@ -12,8 +23,12 @@ NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
+MAX_MIG_DEVICES = 7  # A100/H100/H200: at most 7 GPU instances
 
 
 class NVMLError(Exception):
@@ -44,6 +59,11 @@ class NVMLError_Uninitialized(NVMLError):
     message = "Uninitialized"
 
 
+class NVMLError_NotFound(NVMLError):
+    value = NVML_ERROR_NOT_FOUND
+    message = "Not Found"
+
+
 class NVMLError_GpuIsLost(NVMLError):
     value = NVML_ERROR_GPU_IS_LOST
     message = "GPU is lost"
@@ -51,6 +71,31 @@ class NVMLError_GpuIsLost(NVMLError):
 
 class NVMLError_Unknown(NVMLError):
     value = NVML_ERROR_UNKNOWN
+
+
+@dataclass
+class FakeMig:
+    uuid: str  # "MIG-..."
+    slices: int  # gpuInstanceSliceCount
+    slot: int  # index for nvmlDeviceGetMigDeviceHandleByIndex
+
+
+@dataclass
+class ProcessSample:
+    pid: int
+    timeStamp: int  # NVML field names
+    smUtil: int
+    memUtil: int = 0
+    encUtil: int = 0
+    decUtil: int = 0
+
+
+@dataclass
+class DeviceAttributes:
+    gpuInstanceSliceCount: int
+    computeInstanceSliceCount: int
+    multiprocessorCount: int
+    memorySizeMB: int
 
 
 @dataclass
@@ -63,11 +108,18 @@ class FakeGpu:
     limit_mw: int = 700_000
     power_mw: int = 100_000
     energy_mj: int = 0
+    minor: int | None = None  # /dev/nvidiaN; the index when None
+    mig_capable: bool = True
+    mig_mode: int = NVML_DEVICE_MIG_DISABLE
+    migs: list[FakeMig] = field(default_factory=list)
+    process_util_supported: bool = True
+    samples: list[ProcessSample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Handle:
     index: int
+    mig_slot: int | None = None  # a MIG device handle: the instance's slot on GPU `index`
 
 
 _Error = NVMLError  # the class attribute below shadows the name inside FakeNvml
@@ -88,7 +140,10 @@ class FakeNvml:
     NVMLError_NoPermission = NVMLError_NoPermission
     NVMLError_Uninitialized = NVMLError_Uninitialized
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
+    NVMLError_NotFound = NVMLError_NotFound
     NVMLError_Unknown = NVMLError_Unknown
+    NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
+    NVML_DEVICE_MIG_DISABLE = NVML_DEVICE_MIG_DISABLE
 
     def fail(self, function: str, error: type[_Error], index: int | None = None) -> None:
         """Make `function` (on GPU `index`, or on every GPU) raise `error` from now on."""
@@ -118,7 +173,44 @@ class FakeNvml:
         return _Handle(index)
 
     def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
-        return self._gpu("nvmlDeviceGetUUID", handle).uuid
+        gpu = self._gpu("nvmlDeviceGetUUID", handle, mig_ok=True)
+        return self._mig(gpu, handle).uuid if handle.mig_slot is not None else gpu.uuid
+
+    def nvmlDeviceGetMinorNumber(self, handle: _Handle) -> int:
+        gpu = self._gpu("nvmlDeviceGetMinorNumber", handle)
+        return gpu.minor if gpu.minor is not None else handle.index
+
+    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
+        gpu = self._gpu("nvmlDeviceGetMigMode", handle)
+        if not gpu.mig_capable:
+            raise NVMLError_NotSupported()
+        return [gpu.mig_mode, gpu.mig_mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: _Handle) -> int:
+        gpu = self._gpu("nvmlDeviceGetMaxMigDeviceCount", handle)
+        return MAX_MIG_DEVICES if gpu.mig_capable else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: _Handle, index: int) -> _Handle:
+        gpu = self._gpu("nvmlDeviceGetMigDeviceHandleByIndex", handle, index)
+        if not gpu.mig_capable or not isinstance(index, int) or not 0 <= index < MAX_MIG_DEVICES:
+            raise NVMLError_InvalidArgument()
+        if gpu.mig_mode != NVML_DEVICE_MIG_ENABLE or not any(m.slot == index for m in gpu.migs):
+            raise NVMLError_NotFound()
+        return _Handle(handle.index, index)
+
+    def nvmlDeviceGetAttributes(self, handle: _Handle) -> DeviceAttributes:
+        gpu = self._gpu("nvmlDeviceGetAttributes", handle, mig_ok=True)
+        slices = self._mig(gpu, handle).slices if handle.mig_slot is not None else 7
+        return DeviceAttributes(slices, slices, 132 * slices // 7, 80_000 * slices // 8)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle, timeStamp: int) -> list[ProcessSample]:
+        gpu = self._gpu("nvmlDeviceGetProcessUtilization", handle, timeStamp)
+        if not gpu.process_util_supported:
+            raise NVMLError_NotSupported()
+        samples = [x for x in gpu.samples if x.timeStamp > timeStamp]
+        if not samples:
+            raise NVMLError_NotFound()
+        return samples
 
     def nvmlDeviceGetName(self, handle: _Handle) -> bytes:
         # Older pynvml versions return bytes: the backend must accept both.
@@ -157,9 +249,17 @@ class FakeNvml:
         if error is not None:
             raise error()
 
-    def _gpu(self, function: str, handle: _Handle, *args: Any) -> FakeGpu:
+    def _gpu(self, function: str, handle: _Handle, *args: Any, mig_ok: bool = False) -> FakeGpu:
         if not isinstance(handle, _Handle) or not 0 <= handle.index < len(self.gpus):
             self.calls.append((function, (handle, *args)))
             raise NVMLError_InvalidArgument()
         self._enter(function, handle.index, handle, *args)
+        if handle.mig_slot is not None and not mig_ok:
+            raise NVMLError_NotSupported()  # power, limits, energy: on the parent GPU only
         return self.gpus[handle.index]
+
+    def _mig(self, gpu: FakeGpu, handle: _Handle) -> FakeMig:
+        found = next((m for m in gpu.migs if m.slot == handle.mig_slot), None)
+        if found is None:
+            raise NVMLError_InvalidArgument()  # the instance was destroyed: the handle is stale
+        return found

@@ -5,7 +5,10 @@ whose pods kwok runs for a few seconds.
 What it shows: caps land on exactly the GPUs of the job's pod, follow status.power.targetCapWatts and
 are restored when the pod ends; a kill -9 of the agent leaves nothing capped that should not be and
 counts no joule twice; each agent writes only its own status.energy.nodes.<node> entry and the
-operator's totals are the sum of those entries.
+operator's totals are the sum of those entries. And (issues 10, 14, 15): the API server refuses an
+energy report for another object of the same name; a same-name re-create starts from zero; a reboot
+adds no downtime; an administrator's limits stay and come back; two jobs on one time-sliced node
+share its GPUs; the agent's view watches only the GTJs it tracks.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from greenjobs.api.durations import parse_time
@@ -375,3 +379,297 @@ def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(
     for a in agents:
         assert a.alive()
         assert "energy report failed" not in a.logs()
+
+
+def test_energy_reports_are_refused_by_the_real_api_server_for_another_object_of_the_name(
+    cluster: Cluster, namespace: str
+) -> None:
+    """What the agent's reports rely on. A uid in a MERGE patch of the status subresource is ignored
+    (the status strategy keeps the stored metadata): shown here, and why the agent sends a JSON patch
+    whose first op tests /metadata/uid, which the API server refuses for another object."""
+    from kubernetes.client.exceptions import ApiException
+
+    from greenjobs_agent.pods import JobKey
+    from greenjobs_agent.reporter import JobGone, KubeStatusPatcher, NodeEnergyReport, build_patch, json_patch
+    from tests.manifests import gtj_json
+
+    cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "pre", gpus=1))
+    uid = gtj(cluster, namespace, "pre")["metadata"]["uid"]
+    other = "00000000-0000-0000-0000-000000000000"
+    api = kubernetes.client.CustomObjectsApi(cluster.api_client())
+    args = ("greenjobs.dev", "v1alpha1", namespace, "greentrainingjobs", "pre")
+    report = NodeEnergyReport(joules=12.0, gpus=1, gpu_seconds=3.0)
+
+    merge = build_patch("n0", report, datetime.now(UTC), other)
+    api.patch_namespaced_custom_object_status(*args, merge, _content_type="application/merge-patch+json")
+    assert gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n0"]["joules"] == 12.0  # not refused!
+
+    body = build_patch("n1", report, datetime.now(UTC), other)
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_custom_object_status(*args, json_patch(body), _content_type="application/json-patch+json")
+    assert refused.value.status == 422  # the test op failed (the API server does not say which op)
+    patcher = KubeStatusPatcher(api)
+    with pytest.raises(JobGone):
+        patcher.patch_status(JobKey(namespace, "pre", other), body)
+    # No joule landed (the parents the first report creates are an empty entry, all zero by default).
+    assert gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"] == {"gpus": 0, "joules": 0}
+
+    # The right UID: the first report creates the entry, later ones update it field by field.
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", report, datetime.now(UTC), uid))
+    later = NodeEnergyReport(joules=20.0, gpus=0, gpu_seconds=5.0, cap_note="GPU 0 is shared")
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", later, datetime.now(UTC), uid))
+    entry = gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"]
+    assert (entry["joules"], entry["gpus"], entry["gpuSeconds"], entry["capNotApplied"]) == (
+        20.0,
+        0,
+        5.0,
+        "GPU 0 is shared",
+    )
+    cleared = NodeEnergyReport(joules=21.0, gpus=0, gpu_seconds=5.0, clear_cap_note=True)
+    patcher.patch_status(JobKey(namespace, "pre", uid), build_patch("n1", cleared, datetime.now(UTC), uid))
+    assert "capNotApplied" not in gtj(cluster, namespace, "pre")["status"]["energy"]["nodes"]["n1"]
+
+
+def test_same_name_recreated_starts_from_zero(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    node = _freest_node(cluster)
+    agent = start_agent(cluster, node, tmp_path / "agent", namespace)
+    agents.append(agent)
+    manifest = _manifest(
+        namespace,
+        "again",
+        gpus=4,
+        run_for="60s",
+        power="{policy: Static, capWatts: 300}",
+        node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    first_uid = gtj(cluster, namespace, "again")["metadata"]["uid"]
+    wait_until(
+        "the first object to have 20 s of energy",
+        lambda: (e := _node_entry(cluster, namespace, "again", node)) and e["gpuSeconds"] >= 4 * 20,
+        timeout=60,
+    )
+    old = _node_entry(cluster, namespace, "again", node)
+    assert old is not None
+
+    # Delete and re-apply while the agent counts: the new object must start from zero.
+    cluster.kubectl("delete", "gtj", "again", "-n", namespace, "--timeout=60s")
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    second_uid = gtj(cluster, namespace, "again")["metadata"]["uid"]
+    assert second_uid != first_uid
+    recorder = JoulesRecorder(cluster, namespace, "again", node)
+    entry = wait_until(
+        "a first entry on the new object",
+        lambda: (e := _node_entry(cluster, namespace, "again", node)) and e["gpus"] == 4 and e,
+        timeout=60,
+    )
+    values = recorder.stop()
+    # Never the old object's joules: each value is what the new pod used since it started.
+    assert values and max(values) <= entry["joules"] + 4 * 300 * 5
+    assert values[0] < old["joules"], (values, old)
+    assert entry["gpuSeconds"] < old["gpuSeconds"]
+    pod = _running_pod(cluster, namespace, "again")
+    assert pod is not None
+    ran = (datetime.now(UTC) - parse_time(pod["status"]["startTime"])).total_seconds()
+    assert entry["gpuSeconds"] <= 4 * (ran + 2), (entry, ran)
+    assert "energy report failed" not in agent.logs()
+
+
+def test_two_jobs_on_one_time_sliced_node_share_its_gpus(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """4 simulated GPUs advertised twice each (8 replicas, as the node's 8 nvidia.com/gpu): two 4-GPU
+    jobs land on the same 4 GPUs. Their energy is split in equal shares (an estimate, said so in the
+    entries) and the GPUs get the more generous of their two caps, with the reason in the other's entry."""
+    node = _freest_node(cluster)
+    env = {"GREENJOBS_SIM_GPUS": "4", "GREENJOBS_SIM_GPU_REPLICAS": "2"}
+    agent = start_agent(cluster, node, tmp_path / "agent", namespace, env)
+    agents.append(agent)
+    for name, cap in (("low", 250), ("high", 400)):
+        manifest = _manifest(
+            namespace,
+            name,
+            gpus=4,
+            run_for="25s",
+            power=f"{{policy: Static, capWatts: {cap}}}",
+            node=node,
+            zones=f"[{_zone(cluster, node)}]",
+        )
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+    low = wait_until("low to run", lambda: _running_pod(cluster, namespace, "low"), timeout=45)
+    high = wait_until("high to run", lambda: _running_pod(cluster, namespace, "high"), timeout=45)
+    assert low["spec"]["nodeName"] == high["spec"]["nodeName"] == node
+    gpus = wait_until("both pods' devices", lambda: (g := agent.gpus_of_pods()) and len(g) == 2 and g, timeout=10)
+    assert sorted(gpus.values()) == [[0, 1, 2, 3], [0, 1, 2, 3]]  # the same four GPUs, shared
+    wait_until(
+        "the shared GPUs at the more generous cap",
+        lambda: agent.limits_watts() == dict.fromkeys(range(4), 400.0),
+        timeout=15,
+    )
+
+    entries = wait_until(
+        "estimated entries for both",
+        lambda: (
+            (a := _node_entry(cluster, namespace, "low", node))
+            and (b := _node_entry(cluster, namespace, "high", node))
+            and a.get("estimated")
+            and b.get("estimated")
+            and a["gpus"] == 4
+            and b["gpus"] == 4
+            and (a, b)
+        ),
+        timeout=20,
+    )
+    a, b = entries
+    assert a["splitRule"] == b["splitRule"] == "equalShares"
+    assert "most generous" in a["capNotApplied"] and "capNotApplied" not in b
+    assert a["capWatts"] == b["capWatts"] == 400  # what the GPUs really got
+
+    def final(name: str) -> dict[str, Any] | None:
+        e = _node_entry(cluster, namespace, name, node)
+        return e if e and e["gpus"] == 0 else None
+
+    a = wait_until("low's final entry", lambda: final("low"), timeout=60)
+    b = wait_until("high's final entry", lambda: final("high"), timeout=60)
+    wait_until("GPUs back at default", lambda: agent.limits_watts() == dict.fromkeys(range(4), DEFAULT_W), timeout=10)
+    # While both ran, each had half of each GPU: equal joules per GPU-second, at most 400 W a GPU.
+    assert a["joules"] / a["gpuSeconds"] == pytest.approx(b["joules"] / b["gpuSeconds"], rel=0.1)
+    assert a["joules"] / a["gpuSeconds"] <= 400 * 1.02
+    assert a["gpuSeconds"] == pytest.approx(4 * 25 / 2, rel=0.3)  # half of each of 4 GPUs for ~25 s
+    assert "energy report failed" not in agent.logs()
+
+
+def test_the_agents_view_watches_only_the_gtjs_it_tracks_and_closes_what_it_drops(
+    cluster: Cluster, namespace: str
+) -> None:
+    import threading
+
+    from greenjobs_agent.kube import KubeClusterView
+    from greenjobs_agent.metrics import AgentMetrics
+    from greenjobs_agent.pods import JobRef
+    from tests.manifests import gtj_json
+
+    for name in ("mine", "other"):
+        cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, name, gpus=1))
+    metrics = AgentMetrics("n1")
+    view = KubeClusterView("n1", cluster.api_client(), [namespace], metrics)
+    mine, missing = JobRef(namespace, "mine"), JobRef(namespace, "missing")
+    try:
+        view.track([mine, missing])
+        jobs = wait_until("both listed", lambda: (j := view.jobs()) and len(j) == 2 and j, timeout=10)
+        assert jobs[missing] is None
+        assert jobs[mine] is not None and jobs[mine].uid == gtj(cluster, namespace, "mine")["metadata"]["uid"]
+        # A change to another GTJ never reaches this view; one to a tracked GTJ does.
+        events = metrics.watch_events.labels(resource="greentrainingjobs", type="MODIFIED")
+        patch = json.dumps({"status": {"power": {"targetCapWatts": 321}}})
+        for name in ("other", "mine"):
+            cluster.kubectl("patch", "gtj", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+        wait_until("the tracked GTJ's new cap", lambda: (i := view.jobs().get(mine)) and i.target_cap_watts == 321)
+        assert events._value.get() == 1
+        cluster.kubectl("delete", "gtj", "mine", "-n", namespace)
+        wait_until("the deletion seen", lambda: mine in view.jobs() and view.jobs()[mine] is None, timeout=10)
+        view.track([])
+        wait_until(
+            "its watch threads gone",
+            lambda: not [t for t in threading.enumerate() if t.name.startswith(f"watch-gtj-{namespace}/")],
+            timeout=5,
+        )
+        assert view.jobs() == {}
+    finally:
+        view.stop()
+
+
+def test_a_node_reboot_adds_no_downtime_to_gpu_hours(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """The agent dies with the node; the node comes back with a new boot id and reset GPUs. The time
+    it was down is in no one's GPU-seconds (the pod kept running on kwok, which knows no reboot)."""
+    from greenjobs_agent.gpu.simulated import SimulatedBackend
+
+    node = _freest_node(cluster)
+    state = tmp_path / "agent"
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    env = {"GREENJOBS_BOOT_ID_FILE": str(boot)}
+    agent = start_agent(cluster, node, state, namespace, env)
+    agents.append(agent)
+    manifest = _manifest(
+        namespace, "reboot", gpus=4, run_for="40s", power="{policy: Static, capWatts: 300}", node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    wait_until("a first report", lambda: (e := _node_entry(cluster, namespace, "reboot", node)) and e["gpus"] == 4)
+    agent.kill()
+    down_at = time.monotonic()
+    boot.write_text("boot-2\n")
+    SimulatedBackend(lambda: datetime.now(UTC), state_dir=state).reboot()  # limits back to default, counters 0
+    time.sleep(12)
+    down_s = time.monotonic() - down_at
+    agent = start_agent(cluster, node, state, namespace, env)
+    agents.append(agent)
+    entry = _await_end_and_restore(cluster, agent, namespace, "reboot", node, timeout=60)
+    run_s = _run_seconds(_pods(cluster, namespace, "reboot")[0])
+    up_s = run_s - down_s
+    # The GPUs were counted only while the node was up: 4 GPUs x (run - downtime), give or take the
+    # restart's few seconds (watch, first tick) and the pod times' one-second resolution.
+    assert 4 * (up_s - 8) <= entry["gpuSeconds"] <= 4 * (up_s + 2), (entry, run_s, down_s)
+    assert entry["joules"] == pytest.approx(300 * entry["gpuSeconds"], rel=0.03)
+
+
+def test_an_administrators_limits_stay_and_come_back_after_the_job(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """Limits set before greenjobs capped a GPU: a lower one is never raised by a job's cap, and each
+    GPU gets its own back when the job ends (not the driver's default); GPUs no job holds are never
+    touched."""
+    from greenjobs_agent.gpu.simulated import SimulatedBackend
+
+    node = _freest_node(cluster)
+    state = tmp_path / "agent"
+    state.mkdir()
+    admin = {0: 600_000, 1: 650_000, 2: 600_000, 3: 600_000, 4: 450_000, 5: 500_000, 6: 500_000, 7: 500_000}
+    sim = SimulatedBackend(lambda: datetime.now(UTC), state_dir=state)
+    for i, mw in admin.items():
+        sim.set_limit_mw(i, mw)  # as nvidia-smi -pl by an administrator before the agent ran
+    agent = start_agent(cluster, node, state, namespace)
+    agents.append(agent)
+    before = {i: mw / 1000 for i, mw in admin.items()}
+    assert agent.limits_watts() == before
+    manifest = _manifest(
+        namespace, "admin", gpus=4, run_for="15s", power="{policy: Static, capWatts: 620}", node=node,
+        zones=f"[{_zone(cluster, node)}]",
+    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    pod = wait_until("the job's pod to run", lambda: _running_pod(cluster, namespace, "admin"), timeout=45)
+    mine = wait_until("its GPUs", lambda: _gpus_of(agent, namespace, pod), timeout=10)
+    assert mine == [0, 1, 2, 3]
+    # 620 W where the administrator allowed more (GPU 1: 650), their 600 W where they allowed less.
+    capped = {**before, 0: 600.0, 1: 620.0, 2: 600.0, 3: 600.0}
+    wait_until("the caps, never above the administrator's", lambda: agent.limits_watts() == capped, timeout=15)
+    wait_until(
+        "admin's pods to succeed",
+        lambda: all(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "admin")),
+        timeout=45,
+    )
+    wait_until("every GPU back at the administrator's limit", lambda: agent.limits_watts() == before, timeout=10)
+    agent.stop()
+    assert agent.limits_watts() == before  # SIGTERM gives back nothing it did not take

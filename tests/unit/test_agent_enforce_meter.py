@@ -9,13 +9,14 @@ from greenjobs_agent.agent import Agent
 from greenjobs_agent.gpu.simulated import H100_SXM, SimulatedBackend, read_simulated_limits_watts
 from greenjobs_agent.meter import Meter
 from greenjobs_agent.podresources import SimulatedPodGpuSource
-from greenjobs_agent.pods import JobKey, PodInfo, PodKey, StaticView
+from greenjobs_agent.pods import JobInfo, JobKey, JobRef, PodInfo, PodKey, StaticView
 from greenjobs_agent.reporter import RecordingPatcher
 from greenjobs_agent.state import AgentState, StateStore
 
 DEFAULT_W = H100_SXM.default_mw / 1000
-A = JobKey("ml", "job-a")
-B = JobKey("ml", "job-b")
+A = JobKey("ml", "job-a", "uid-a")
+B = JobKey("ml", "job-b", "uid-b")
+UIDS = {"job-a": "uid-a", "job-b": "uid-b"}
 
 
 class Clock:
@@ -30,12 +31,17 @@ class Clock:
 
 
 def pod(name: str, job: str | None, gpus: int, phase: str = "Running") -> PodInfo:
-    return PodInfo(PodKey("ml", name), phase, job, gpus)
+    # As the operator labels them: the GTJ's name and UID.
+    return PodInfo(PodKey("ml", name), phase, job, gpus, UIDS.get(job or ""))
+
+
+def caps(targets: dict[JobKey, int | None]) -> dict[JobRef, JobInfo | None]:
+    return {j.ref: JobInfo(j.uid, cap) for j, cap in targets.items()}
 
 
 def make_agent(tmp_path: Path, clock: Clock, view: StaticView) -> tuple[Agent, SimulatedBackend, RecordingPatcher]:
     backend = SimulatedBackend(clock, n=8, state_dir=tmp_path)
-    source = SimulatedPodGpuSource(view.pods, 8, tmp_path)
+    source = SimulatedPodGpuSource(view.pods, backend.devices(), tmp_path)
     patcher = RecordingPatcher([])
     agent = Agent(
         "gpu-gb-0",
@@ -52,7 +58,7 @@ def make_agent(tmp_path: Path, clock: Clock, view: StaticView) -> tuple[Agent, S
 
 def test_caps_only_the_gpus_of_gtj_pods_and_follow_changes(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 2), pod("plain", None, 1), pod("b-0", "job-b", 2)], {A: 250, B: None})
+    view = StaticView([pod("a-0", "job-a", 2), pod("plain", None, 1), pod("b-0", "job-b", 2)], caps({A: 250, B: None}))
     agent, backend, _ = make_agent(tmp_path, clock, view)
     agent.tick()
     # Simulated assignment is in pod-name order: a-0 -> 0,1; b-0 -> 2,3; plain -> 4.
@@ -66,8 +72,7 @@ def test_caps_only_the_gpus_of_gtj_pods_and_follow_changes(tmp_path: Path) -> No
         6: 700_000,
         7: 700_000,
     }
-    view.caps[A] = 180  # below the H100 minimum: clamped to 200 W
-    view.caps[B] = 400
+    view.infos = caps({A: 180, B: 400})  # 180: below the H100 minimum, clamped to 200 W
     clock.advance(1)
     agent.tick()
     assert read_simulated_limits_watts(tmp_path) == {
@@ -90,7 +95,7 @@ def test_caps_only_the_gpus_of_gtj_pods_and_follow_changes(tmp_path: Path) -> No
 
 def test_restart_after_crash_restores_gpus_no_longer_owned(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 2), pod("b-0", "job-b", 1)], {A: 300, B: 250})
+    view = StaticView([pod("a-0", "job-a", 2), pod("b-0", "job-b", 1)], caps({A: 300, B: 250}))
     agent, _, _ = make_agent(tmp_path, clock, view)
     agent.tick()
     del agent  # kill -9: no shutdown, the caps stay on the (simulated) GPUs
@@ -105,17 +110,18 @@ def test_restart_after_crash_restores_gpus_no_longer_owned(tmp_path: Path) -> No
     assert limits[2] == 250_000
 
 
-def test_full_pass_at_start_resets_caps_left_by_anyone(tmp_path: Path) -> None:
+def test_gpus_greenjobs_never_capped_are_never_changed(tmp_path: Path) -> None:
     clock = Clock()
-    SimulatedBackend(clock, n=8, state_dir=tmp_path).set_limit_mw(5, 300_000)  # no state file records it
-    agent, backend, _ = make_agent(tmp_path, clock, StaticView([], {}))
+    SimulatedBackend(clock, n=8, state_dir=tmp_path).set_limit_mw(5, 300_000)  # an administrator's limit
+    agent, backend, _ = make_agent(tmp_path, clock, StaticView([pod("plain", None, 1)], {}))
     agent.tick()
-    assert backend.limits_mw()[5] == H100_SXM.default_mw
+    agent.shutdown()
+    assert backend.limits_mw()[5] == 300_000  # no state file records it: not greenjobs's to change
 
 
 def test_sigterm_shutdown_restores_defaults_and_flushes(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 2)], {A: 300})
+    view = StaticView([pod("a-0", "job-a", 2)], caps({A: 300}))
     agent, backend, patcher = make_agent(tmp_path, clock, view)
     agent.tick()
     clock.advance(5)
@@ -131,7 +137,7 @@ def test_sigterm_shutdown_restores_defaults_and_flushes(tmp_path: Path) -> None:
 
 def test_no_permission_on_one_gpu_is_skipped_not_fatal(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 2)], {A: 300})
+    view = StaticView([pod("a-0", "job-a", 2)], caps({A: 300}))
     agent, backend, _ = make_agent(tmp_path, clock, view)
     backend.deny_set = {1}
     agent.tick()
@@ -146,7 +152,7 @@ def test_no_permission_on_one_gpu_is_skipped_not_fatal(tmp_path: Path) -> None:
 
 def test_energy_equals_the_integral_of_power(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 2)], {A: 300})
+    view = StaticView([pod("a-0", "job-a", 2)], caps({A: 300}))
     agent, backend, patcher = make_agent(tmp_path, clock, view)
     agent.tick()  # baseline readings; cap 300 W and load 1.0 apply from here
     t0 = clock().timestamp()
@@ -171,14 +177,14 @@ def test_counter_reset_counts_from_zero() -> None:
     backend.set_load(0, 1.0)
     state = AgentState()
     meter = Meter(backend, state)
-    meter.sample(clock(), {0: A})
+    meter.sample(clock(), {0: {A: 1.0}})
     clock.advance(10)
-    meter.sample(clock(), {0: A})
+    meter.sample(clock(), {0: {A: 1.0}})
     before = state.jobs[A].joules
     backend.reset_energy_counter(0)
     clock.advance(10)
     t = clock().timestamp()
-    meter.sample(clock(), {0: A})
+    meter.sample(clock(), {0: {A: 1.0}})
     after_reset_j = backend.integral_mj(0, t - 10, t) / 1000
     assert state.jobs[A].joules == pytest.approx(before + after_reset_j, abs=0.002)
 
@@ -191,7 +197,7 @@ def test_gpu_handed_from_job_a_to_job_b() -> None:
     meter = Meter(backend, state)
     t0 = clock().timestamp()
     for s in range(21):
-        meter.sample(clock(), {0: A if s < 10 else B})
+        meter.sample(clock(), {0: {A if s < 10 else B: 1.0}})
         if s < 20:
             clock.advance(1)
     # Samples at s=0..9 say A holds the GPU, so A owns (0, 10]; B owns (10, 20].
@@ -202,7 +208,7 @@ def test_gpu_handed_from_job_a_to_job_b() -> None:
 
 def test_restart_continues_totals_without_double_counting(tmp_path: Path) -> None:
     clock = Clock()
-    view = StaticView([pod("a-0", "job-a", 1)], {A: 400})
+    view = StaticView([pod("a-0", "job-a", 1)], caps({A: 400}))
     agent, _, _ = make_agent(tmp_path, clock, view)
     agent.tick()
     t0 = clock().timestamp()
@@ -223,7 +229,7 @@ def test_restart_continues_totals_without_double_counting(tmp_path: Path) -> Non
 def test_metering_only_mode_never_sets_a_limit(tmp_path: Path) -> None:
     clock = Clock()
     SimulatedBackend(clock, n=8, state_dir=tmp_path).set_limit_mw(7, 300_000)  # someone else's cap
-    view = StaticView([pod("a-0", "job-a", 1)], {A: 250})
+    view = StaticView([pod("a-0", "job-a", 1)], caps({A: 250}))
     agent, backend, _ = make_agent(tmp_path, clock, view)
     agent.power_capping = False
     agent.tick()

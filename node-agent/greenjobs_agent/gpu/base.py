@@ -9,6 +9,15 @@ class GpuDevice:
     index: int
     uuid: str
     name: str
+    minor: int | None = None  # /dev/nvidiaN; NVIDIA's DRA driver names devices gpu-<minor>
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """A MIG instance of a parent GPU: power limits and energy exist only on the parent."""
+
+    uuid: str  # "MIG-...", as the device plugin lists it
+    slices: int  # GPU-instance slices it occupies (of 7 on an A100/H100)
 
 
 class GpuError(Exception):
@@ -54,6 +63,15 @@ class GpuBackend(Protocol):
         ...
 
     def power_mw(self, index: int) -> int: ...
+
+    def mig_instances(self, index: int) -> list[MigInstance]:
+        """The MIG instances configured on GPU `index`; empty when MIG mode is off or unsupported."""
+        ...
+
+    def process_utilisation(self, index: int) -> dict[int, float] | None:
+        """pid -> SM utilisation (%) of each process on GPU `index` since the previous call; None when
+        the driver gives no per-process figures (then shared GPUs are split in equal shares)."""
+        ...
 
     def close(self) -> None: ...
 

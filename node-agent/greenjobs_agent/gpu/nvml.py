@@ -3,6 +3,10 @@
 Where a GPU has no total-energy counter (nvmlDeviceGetTotalEnergyConsumption needs Volta or newer),
 the backend integrates sampled power (trapezoid rule) into a synthetic counter: its accuracy then
 depends on how often the agent samples. Errors are mapped to the GpuError classes of base.py.
+
+MIG: the devices are the physical GPUs (nvmlDeviceGetHandleByIndex never returns a MIG instance);
+power, limits and energy are read and set on them only (NVML answers NOT_SUPPORTED for those on a
+MIG device handle). Their instances are enumerated for the device ids PodResources lists.
 """
 
 import logging
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .base import GpuDevice, GpuError, GpuLost, NoPermission, NotSupported, clamp
+from .base import GpuDevice, GpuError, GpuLost, MigInstance, NoPermission, NotSupported, clamp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,11 +48,16 @@ class NvmlBackend:
             handle = self._call(i, "handle", nvml.nvmlDeviceGetHandleByIndex, i)
             uuid = _text(self._call(i, "uuid", nvml.nvmlDeviceGetUUID, handle))
             name = _text(self._call(i, "name", nvml.nvmlDeviceGetName, handle))
+            try:
+                minor: int | None = int(self._call(i, "minor number", nvml.nvmlDeviceGetMinorNumber, handle))
+            except GpuError:
+                minor = None
             self._handles.append(handle)
-            self._devices.append(GpuDevice(i, uuid, name))
+            self._devices.append(GpuDevice(i, uuid, name, minor))
         self._constraints: dict[int, tuple[int, int]] = {}
         self._defaults: dict[int, int] = {}
         self._integrated: dict[int, _Integrator] = {}
+        self._util_seen_us: dict[int, int] = {}  # last process-utilisation sample read, per GPU
 
     def devices(self) -> list[GpuDevice]:
         return list(self._devices)
@@ -113,6 +122,44 @@ class NvmlBackend:
 
     def power_mw(self, index: int) -> int:
         return int(self._call(index, "power usage", self._nvml.nvmlDeviceGetPowerUsage, self._handle(index)))
+
+    def mig_instances(self, index: int) -> list[MigInstance]:
+        nvml, handle = self._nvml, self._handle(index)
+        try:
+            current, _pending = self._call(index, "MIG mode", nvml.nvmlDeviceGetMigMode, handle)
+        except NotSupported:
+            return []  # no MIG on this GPU
+        if current != nvml.NVML_DEVICE_MIG_ENABLE:
+            return []
+        out: list[MigInstance] = []
+        for k in range(int(self._call(index, "MIG device count", nvml.nvmlDeviceGetMaxMigDeviceCount, handle))):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, k)
+            except nvml.NVMLError_NotFound:
+                continue  # no instance in this slot
+            except nvml.NVMLError as e:
+                raise self._map_error(index, "MIG device handle", e) from e
+            uuid = _text(self._call(index, "MIG uuid", nvml.nvmlDeviceGetUUID, mig))
+            attrs = self._call(index, "MIG attributes", nvml.nvmlDeviceGetAttributes, mig)
+            out.append(MigInstance(uuid, int(attrs.gpuInstanceSliceCount)))
+        return out
+
+    def process_utilisation(self, index: int) -> dict[int, float] | None:
+        nvml = self._nvml
+        since = self._util_seen_us.get(index, 0)
+        try:
+            samples = nvml.nvmlDeviceGetProcessUtilization(self._handle(index), since)
+        except nvml.NVMLError_NotFound:
+            return {}  # no sample since the last call: nothing ran
+        except nvml.NVMLError_NotSupported:
+            return None
+        except nvml.NVMLError as e:
+            raise self._map_error(index, "process utilisation", e) from e
+        sums: dict[int, list[float]] = {}
+        for sample in samples:
+            sums.setdefault(int(sample.pid), []).append(float(sample.smUtil))
+            self._util_seen_us[index] = max(self._util_seen_us.get(index, 0), int(sample.timeStamp))
+        return {pid: sum(v) / len(v) for pid, v in sums.items()}
 
     def close(self) -> None:
         try:

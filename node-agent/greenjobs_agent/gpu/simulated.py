@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..statefile import atomic_write_json, read_json
-from .base import GpuDevice, GpuLost, NoPermission, NotSupported, clamp
+from .base import GpuDevice, GpuLost, MigInstance, NoPermission, NotSupported, clamp
 
 STATE_FILE = "simulated-gpus.json"
 RIPPLE_FRACTION = 0.02
@@ -52,7 +52,9 @@ class SimulatedBackend:
         n: int = 8,
         model: GpuModel = H100_SXM,
         state_dir: Path | None = None,
+        mig: dict[int, list[int]] | None = None,
     ) -> None:
+        """`mig`: GPU index -> slices of each MIG instance configured on it (MIG mode on)."""
         self._clock = clock
         self._model = model
         self._path = state_dir / STATE_FILE if state_dir is not None else None
@@ -66,6 +68,9 @@ class SimulatedBackend:
         self.lost: set[int] = set()
         self.deny_set: set[int] = set()
         self.no_energy_counter: set[int] = set()
+        # MIG layout, and per-process SM utilisation (pid -> %) a test may set per GPU.
+        self.mig = dict(mig or {})
+        self.utilisation: dict[int, dict[int, float]] = {}
         self._load_state()
 
     # ---------------------------------------------------------------- GpuBackend
@@ -105,10 +110,27 @@ class SimulatedBackend:
         self._check(index, "power usage")
         return int(self._power_mw(index, self._now()))
 
+    def mig_instances(self, index: int) -> list[MigInstance]:
+        self._check(index, "MIG instances")
+        return [
+            MigInstance(f"MIG-{uuid.uuid5(uuid.NAMESPACE_URL, f'greenjobs-sim-mig-{index}-{k}')}", slices)
+            for k, slices in enumerate(self.mig.get(index, []))
+        ]
+
+    def process_utilisation(self, index: int) -> dict[int, float] | None:
+        self._check(index, "process utilisation")
+        return dict(self.utilisation[index]) if index in self.utilisation else None
+
     def close(self) -> None:
         self._save()
 
     # ---------------------------------------------------------------- simulation controls
+
+    def reboot(self) -> None:
+        """As a node reboot: limits back to the default, counters from 0, nothing running."""
+        now = self._now()
+        self._gpus = [_Gpu(self._model.default_mw, 0.0, 0.0, now) for _ in self._gpus]
+        self._save()
 
     def set_load(self, index: int, fraction: float) -> None:
         fraction = max(0.0, min(1.0, fraction))

@@ -399,6 +399,22 @@ class NodeEnergy(_Model):
     avg_power_watts: float | None = Field(default=None, description="Mean power over the last interval, W.")
     gpu_seconds: float | None = Field(default=None, ge=0, description="GPU-seconds used on this node.")
     updated_at: Time | None = Field(default=None, description="When the agent wrote this entry.")
+    estimated: bool | None = Field(
+        default=None,
+        description="True when part of this energy is the job's estimated share of a GPU it shared with other "
+        "pods (time-slicing, MPS, MIG instances of one GPU).",
+    )
+    split_rule: str | None = Field(
+        default=None,
+        max_length=256,
+        description="How shared GPUs' energy was split: processUtilisation, equalShares or migSlices "
+        "(comma-separated when several).",
+    )
+    cap_not_applied: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the job's own cap is not the limit some of its GPUs on this node got (shared GPUs).",
+    )
 
 
 class EnergyMethods(_Model):
