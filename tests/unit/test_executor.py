@@ -351,3 +351,21 @@ def test_template_change_after_the_start_is_explained(env: Env) -> None:
     assert st["observedGeneration"] == 2
     assert {c["type"]: c["reason"] for c in st["conditions"]}["SpecApplied"] == "TemplateChangedAfterStart"
     assert env.events[-1].reason == "SpecNotApplied"
+
+
+def test_a_cap_an_agent_could_not_apply_on_a_shared_gpu_is_a_condition(env: Env) -> None:
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "power": {"targetCapWatts": 250, "reason": "Static"},
+        "energy": {
+            "nodes": {
+                "gpu-fr-0": {"joules": 1.0, "gpus": 1, "capNotApplied": "GPU 0 is shared with pods of other tenants"}
+            }
+        },
+    }
+    env.step(body(status), view(False))
+    cond = {c["type"]: c for c in env.kube.statuses()[0]["conditions"]}["PowerCapped"]
+    assert (cond["status"], cond["reason"]) == ("False", "CapNotApplied")
+    assert "gpu-fr-0: GPU 0 is shared with pods of other tenants" in cond["message"]

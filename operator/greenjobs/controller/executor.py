@@ -492,8 +492,12 @@ class Executor:
         ):
             d.status["power"] = new.dump()
         target = new.target_cap_watts
+        refused = _cap_not_applied(d.obs)
         if target is None:
             d.cond(Cond.POWER_CAPPED, "False", new.reason or "None", "GPUs at their default limit")
+        elif refused:
+            # Shared or MIG GPUs the agents may not cap (another tenant on them): say why, per node.
+            d.cond(Cond.POWER_CAPPED, "False", "CapNotApplied", f"asked for {target} W per GPU; " + refused)
         elif applied is not None and applied != target:
             msg = f"asked for {target} W per GPU; the GPUs' limits allow {applied} W, which is applied"
             d.cond(Cond.POWER_CAPPED, "True", "Clamped", msg)
@@ -645,6 +649,13 @@ def _applied_cap(obs: Observed) -> int | None:
     nodes = (obs.status.get("energy") or {}).get("nodes") or {}
     caps = [int(v["capWatts"]) for v in nodes.values() if v and v.get("capWatts") is not None]
     return min(caps) if caps else None
+
+
+def _cap_not_applied(obs: Observed) -> str:
+    """Why agents left some of the job's GPUs uncapped (shared or MIG GPUs), node by node, or ''."""
+    nodes = (obs.status.get("energy") or {}).get("nodes") or {}
+    why = [f"{n}: {v['capNotApplied']}" for n, v in sorted(nodes.items()) if v and v.get("capNotApplied")]
+    return "not applied on " + "; ".join(why) if why else ""
 
 
 def _reason(updates: list[CondUpdate], type_: str) -> str:
