@@ -191,9 +191,11 @@ def test_jobset_is_held_then_every_replicated_job_runs_in_the_planned_zone(
     wl = wait_until("the JobSet's Workload to be deactivated", lambda: _held(cluster, namespace, uid), timeout=30)
     start = parse_time(wl["metadata"]["annotations"]["greenjobs.dev/planned-start"])
     assert wl["metadata"]["annotations"]["greenjobs.dev/planned-zone"] == "FR"
-    if datetime.now(UTC) < start - timedelta(seconds=2):
-        assert cq_usage(cluster, cq) == (0, 0)
-        assert cluster.get_json("jobset", "js", "-n", namespace)["spec"]["suspend"] is True
+    held = workload_of(cluster, namespace, uid) or {}
+    assert datetime.now(UTC) < start, "too slow to observe the hold"
+    assert condition(held, "QuotaReserved") != "True"
+    assert cluster.get_json("jobset", "js", "-n", namespace)["spec"]["suspend"] is True
+    assert not cluster.get_json("pods", "-n", namespace)["items"]
 
     def completed() -> bool:
         js = cluster.get_json("jobset", "js", "-n", namespace)
