@@ -274,3 +274,35 @@ def test_a_flavor_pinning_another_zone_is_reported_and_never_fails_the_workload(
     assert conflict["type"] == "Warning" and "pinned-gb" in conflict["message"] and "FR" in conflict["message"]
     pods = cluster.get_json("pods", "-n", namespace, "-l", "job-name=pinned")["items"]
     assert pods and {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["GB"])
+
+
+def test_a_suspended_job_without_the_queue_label_holds_nothing_until_the_label_comes(
+    kueue: Cluster, namespace: str, check: Callable[[datetime, int], ManagedProcess]
+) -> None:
+    """The other way to wait without quota, for jobs greenjobs creates itself (GreenTrainingJobs):
+    create them suspended WITHOUT kueue.x-k8s.io/queue-name, so Kueue has no Workload for them at
+    all, and add the label at the planned start; Kueue then queues the job and the check places it."""
+    cluster = kueue
+    check(datetime.now(UTC).replace(microsecond=0), -6)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8))
+    cq = f"cq-{namespace}"
+    wait_until("ClusterQueue active", lambda: condition(cluster.get_json("clusterqueue", cq), "Active") == "True")
+    job = json.loads(_job(namespace, "later", 8, hints={"greenjobs.dev/zones": "GB,FR"}))
+    del job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"]
+    job["spec"]["suspend"] = True
+    cluster.kubectl("create", "-f", "-", input=json.dumps(job))
+    uid = _uid(cluster, "job", namespace, "later")
+    # An urgent job may take the whole quota meanwhile: nothing is reserved for the unlabelled one.
+    cluster.kubectl("create", "-f", "-", input=_job(namespace, "urgent", 8, run_for="2s"))
+    _watch_until_complete(cluster, namespace, "urgent")
+    assert workload_of(cluster, namespace, uid) is None
+    assert cluster.get_json("job", "later", "-n", namespace)["spec"]["suspend"] is True
+
+    cluster.kubectl("label", "job", "later", "-n", namespace, "kueue.x-k8s.io/queue-name=lq")
+    suspends = _watch_until_complete(cluster, namespace, "later")
+    first_run = suspends.index(False)
+    assert all(not s for s in suspends[first_run:]), suspends
+    wl = workload_of(cluster, namespace, uid)
+    assert wl is not None
+    (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
+    assert state["podSetUpdates"] == [{"name": "main", "nodeSelector": {ZONE_LABEL: "FR"}}]
