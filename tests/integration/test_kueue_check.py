@@ -155,6 +155,17 @@ def test_plain_job_is_held_without_quota_then_admitted_in_the_planned_zone(
     # The ClusterQueue's status lags a little behind admissions: wait for it, still before the start.
     wait_until("the ClusterQueue to report the urgent job's 8 GPUs", lambda: cq_usage(cluster, cq) == (8, 1))
     assert datetime.now(UTC) < start, "too slow to observe the hold"
+    # Held workloads are planned again every replanInterval (5 s here); the same forecasts give the same start.
+    replanned = wait_until(
+        "a re-plan while held",
+        lambda: (
+            (w := _held(cluster, namespace, uid))
+            and w["metadata"]["annotations"]["greenjobs.dev/planned-at"] != ann["greenjobs.dev/planned-at"]
+            and w
+        ),
+        timeout=15,
+    )
+    assert replanned["metadata"]["annotations"]["greenjobs.dev/planned-start"] == ann["greenjobs.dev/planned-start"]
     assert cluster.get_json("job", "deferred", "-n", namespace)["spec"]["suspend"] is True
     assert condition(workload_of(cluster, namespace, uid) or {}, "QuotaReserved") != "True"
 
