@@ -33,16 +33,19 @@ def kueue_running(cluster: Cluster) -> Iterator[None]:
         subprocess.run([str(CLUSTER_SH), "kueue-down"], capture_output=True, env=env, check=False)
 
 
-def queues(namespace: str, *, gpus: int, check: bool = True, cq: str | None = None) -> str:
-    """A zone-less ResourceFlavor (so the check picks the zone), a ClusterQueue of `gpus` GPUs that
-    uses the carbon check, and a LocalQueue `lq` in `namespace` pointing at it."""
+def queues(namespace: str, *, gpus: int, check: bool = True, cq: str | None = None, pinned_zone: str = "") -> str:
+    """A zone-less ResourceFlavor (so the check picks the zone) or, with `pinned_zone`, one whose
+    nodeLabels pin that zone; a ClusterQueue of `gpus` GPUs on it that uses the carbon check; and a
+    LocalQueue `lq` in `namespace` pointing at it."""
     cq = cq or f"cq-{namespace}"
     strategy = f"admissionChecksStrategy: {{admissionChecks: [{{name: {CHECK}}}]}}" if check else ""
+    flavor = f"pinned-{pinned_zone.lower()}" if pinned_zone else "gpu-any"
+    flavor_spec = f"{{nodeLabels: {{{ZONE_LABEL}: {pinned_zone}}}}}" if pinned_zone else "{}"
     return f"""
 apiVersion: kueue.x-k8s.io/v1beta2
 kind: ResourceFlavor
-metadata: {{name: gpu-any}}
-spec: {{}}
+metadata: {{name: {flavor}}}
+spec: {flavor_spec}
 ---
 apiVersion: kueue.x-k8s.io/v1beta2
 kind: AdmissionCheck
@@ -58,7 +61,7 @@ spec:
   resourceGroups:
   - coveredResources: [nvidia.com/gpu]
     flavors:
-    - {{name: gpu-any, resources: [{{name: nvidia.com/gpu, nominalQuota: {gpus}}}]}}
+    - {{name: {flavor}, resources: [{{name: nvidia.com/gpu, nominalQuota: {gpus}}}]}}
 ---
 apiVersion: kueue.x-k8s.io/v1beta2
 kind: LocalQueue

@@ -14,6 +14,7 @@ from greenjobs.kueue.decisions import (
     active_condition_needed,
     cluster_queue_checks,
     decide,
+    needs_replan,
     plan_annotations,
     recorded_plan,
     view,
@@ -157,3 +158,14 @@ def test_hints_default_to_no_shift_and_bad_hints_are_reported_not_guessed() -> N
         }
     )
     assert "mutually exclusive" in both.errors[0]
+
+
+def test_a_held_workload_is_planned_again_every_interval_until_its_start() -> None:
+    decided = Planned("FR", NOW + timedelta(hours=3), "m", NOW - timedelta(minutes=10))
+    assert recorded_plan(view(_wl(annotations=plan_annotations(decided)))) == decided
+    held = view(_wl(active=False, annotations={ANN_HELD: "x"}))
+    assert needs_replan(held, decided, NOW, timedelta(minutes=5))
+    assert not needs_replan(held, decided, NOW, timedelta(minutes=15))
+    assert not needs_replan(view(_wl()), decided, NOW, timedelta(minutes=5))  # not held by us
+    due = Planned("FR", NOW, "m", NOW - timedelta(hours=1))
+    assert not needs_replan(held, due, NOW, timedelta(minutes=5))  # its start has come: release it instead

@@ -21,6 +21,7 @@ from greenjobs.workloads.batch import BatchJobAdapter
 BATCH = BatchJobAdapter()
 # Where a held-back queue name waits until the start (on the workload itself: restart-safe).
 ANNOTATION_QUEUE = f"{c.GROUP}/queue-name"
+ANNOTATION_ZONES = f"{c.GROUP}/zones"  # the Kueue check's zone hint (greenjobs.kueue.hints)
 
 __all__ = [
     "ANNOTATION_QUEUE",
@@ -125,8 +126,12 @@ def start_patches(
     for p in patches:
         _keep_suspended(p)
     if queue is not None:
-        patches[-1].setdefault("metadata", {}).setdefault("labels", {})[QUEUE_LABEL] = queue
-        patches[-1]["metadata"].setdefault("annotations", {})[ANNOTATION_QUEUE] = None
+        meta = patches[-1].setdefault("metadata", {})
+        meta.setdefault("labels", {})[QUEUE_LABEL] = queue
+        annotations = meta.setdefault("annotations", {})
+        annotations[ANNOTATION_QUEUE] = None
+        if zone:  # a ClusterQueue with the carbon check then places it in the zone planned here, at once
+            annotations[ANNOTATION_ZONES] = zone
     return patches
 
 

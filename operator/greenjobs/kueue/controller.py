@@ -27,6 +27,7 @@ from .decisions import (
     active_condition_needed,
     cluster_queue_checks,
     decide,
+    needs_replan,
     plan_annotations,
     recorded_plan,
     view,
@@ -147,13 +148,22 @@ class KueueCheck:
             plan = self._plan(body, wl)
             self._patch_workload(wl, {"metadata": {"annotations": plan_annotations(plan)}})
             self._event(body, "Normal", "Planned", plan.message or f"start {format_time(plan.start)}")
+        elif needs_replan(wl, plan, self.clock(), self.config.replan_interval):
+            new = self._plan(body, wl)
+            held = {ANN_HELD: format_time(new.start)}
+            self._patch_workload(wl, {"metadata": {"annotations": {**plan_annotations(new), **held}}})
+            if (new.zone, new.start) != (plan.zone, plan.start):
+                self._event(body, "Normal", "Replanned", new.message or f"start {format_time(new.start)}")
+            plan = new
         flavors = {f for fs in wl.flavors.values() for f in fs}
         zone_value = zone_selector_value(plan.zone, self.config.zone_map)
         decision = decide(
             wl, checks, plan, self.clock(), self._flavor_labels(flavors), self.config.zone_label, zone_value
         )
         if decision.wake_at is not None:
-            self.wake[key] = decision.wake_at
+            # While held, also wake for the next re-plan (no watch event would come).
+            replan_at = (plan.decided_at or self.clock()) + self.config.replan_interval
+            self.wake[key] = min(decision.wake_at, replan_at)
         else:
             self.wake.pop(key, None)
         for action in decision.actions:
@@ -190,9 +200,9 @@ class KueueCheck:
             self.config.default_zone,
         )
         if outcome.plan is None or outcome.plan.scheduled_start is None:
-            return Planned(None, now, "no zone with nodes among the allowed ones: left to Kueue")
+            return Planned(None, now, "no zone with nodes among the allowed ones: left to Kueue", now)
         message = next((c.message for c in outcome.conditions if c.type == "Planned"), "")
-        return Planned(outcome.plan.zone, outcome.plan.scheduled_start, message)
+        return Planned(outcome.plan.zone, outcome.plan.scheduled_start, message, now)
 
     # ------------------------------------------------------------ API calls
     def _owner(self, wl: WorkloadView) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from greenjobs.api.durations import format_time, parse_time
 
-from .names import ANN_HELD, ANN_PLAN_MESSAGE, ANN_PLANNED_START, ANN_PLANNED_ZONE
+from .names import ANN_DECIDED_AT, ANN_HELD, ANN_PLAN_MESSAGE, ANN_PLANNED_START, ANN_PLANNED_ZONE
 
 START_SLACK = timedelta(seconds=1)
 Obj = dict[str, Any]
@@ -29,6 +29,7 @@ class Planned:
     zone: str | None
     start: datetime
     message: str = ""
+    decided_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,25 @@ def recorded_plan(wl: WorkloadView) -> Planned | None:
         return None
     try:
         when = parse_time(start)
+        decided = parse_time(wl.annotations[ANN_DECIDED_AT]) if wl.annotations.get(ANN_DECIDED_AT) else None
     except ValueError:
         return None
-    return Planned(wl.annotations.get(ANN_PLANNED_ZONE) or None, when, wl.annotations.get(ANN_PLAN_MESSAGE, ""))
+    zone = wl.annotations.get(ANN_PLANNED_ZONE) or None
+    return Planned(zone, when, wl.annotations.get(ANN_PLAN_MESSAGE, ""), decided)
 
 
 def plan_annotations(p: Planned) -> dict[str, str]:
-    return {ANN_PLANNED_ZONE: p.zone or "", ANN_PLANNED_START: format_time(p.start), ANN_PLAN_MESSAGE: p.message}
+    out = {ANN_PLANNED_ZONE: p.zone or "", ANN_PLANNED_START: format_time(p.start), ANN_PLAN_MESSAGE: p.message}
+    if p.decided_at is not None:
+        out[ANN_DECIDED_AT] = format_time(p.decided_at)
+    return out
+
+
+def needs_replan(wl: WorkloadView, plan: Planned, now: datetime, interval: timedelta) -> bool:
+    """Forecasts move: a Workload that greenjobs holds is planned again every `interval` until its
+    start (the window itself comes from the job's creation, so a re-plan never extends it)."""
+    held = not wl.active and ANN_HELD in wl.annotations
+    return held and now + START_SLACK < plan.start and (plan.decided_at is None or plan.decided_at + interval <= now)
 
 
 # ---------------------------------------------------------------- actions

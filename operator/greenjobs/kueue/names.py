@@ -14,6 +14,7 @@ FIELD_MANAGER: Final = "greenjobs-carbon-check"
 ANN_PLANNED_ZONE: Final = f"{GROUP}/planned-zone"
 ANN_PLANNED_START: Final = f"{GROUP}/planned-start"
 ANN_PLAN_MESSAGE: Final = f"{GROUP}/plan"
+ANN_DECIDED_AT: Final = f"{GROUP}/planned-at"
 ANN_HELD: Final = f"{GROUP}/held-until"
 
 # Timing hints on the job (Job, JobSet, ...) that Kueue made the Workload for.
