@@ -14,7 +14,13 @@ import yaml
 
 from tests.kube import Cluster, ManagedProcess, wait_until
 
-FAST_SETTINGS: dict[str, Any] = {"tickSeconds": 1, "replanInterval": "5s", "powerInterval": "2s", "metricsPort": 0}
+FAST_SETTINGS: dict[str, Any] = {
+    "tickSeconds": 1,
+    "replanInterval": "5s",
+    "powerInterval": "2s",
+    "accountInterval": "1s",
+    "metricsPort": 0,
+}
 
 
 def write_forecast(directory: Path, zone: str, points: Iterable[tuple[datetime, float]]) -> Path:
