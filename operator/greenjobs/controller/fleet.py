@@ -14,11 +14,12 @@ answers each job's planning call from it, so no zone is ever planned over capaci
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greenjobs.api.constants import Phase
@@ -42,8 +43,10 @@ class FleetSettings(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     enabled: bool = Field(True, description="Plan jobs with zones jointly against GPU capacity.")
-    step: timedelta = Field(timedelta(minutes=15), description="The planner's time grid.")
-    horizon: timedelta = Field(timedelta(days=2), description="How far ahead forecasts are fetched.")
+    step: timedelta | None = Field(
+        None, description="The planner's time grid; default: the forecasts' own step (at least 1 s, at most 1 h)."
+    )
+    horizon: timedelta = Field(timedelta(days=2), description="How far ahead forecasts are fetched at most.")
     reserve: dict[str, int] = Field(default_factory=dict, description="GPUs per zone kept for work that cannot wait.")
     gpu_resources: list[str] = Field(
         default_factory=lambda: list(DEFAULT_GPU_RESOURCES), alias="gpuResources", description="GPU resource names."
@@ -116,6 +119,7 @@ class FleetCoordinator:
     _plan: FleetPlan | None = None
     _at: datetime | None = None
     _dirty: bool = True
+    _step: timedelta = timedelta(minutes=15)  # the grid of the last plan
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def invalidate(self) -> None:
@@ -156,17 +160,21 @@ class FleetCoordinator:
     def _plan_all(
         self, jobs: list[FleetJob], bodies: list[Mapping[str, Any]], state: FleetState, now: datetime
     ) -> FleetPlan:
-        capacity = self._capacity(bodies, state, now)
         zones = sorted({z for j in jobs for z in j.zones})
+        # Only as far as the latest job could run: a shorter grid, and no forecast fetched for nothing.
+        until = min(
+            max((max(j.latest_start, now) + j.duration for j in jobs), default=now), now + self.settings.horizon
+        )
         forecasts: dict[str, IntensitySeries] = {}
         for zone in zones:
             try:
-                forecasts[zone] = self.provider.forecast(zone, now, now + self.settings.horizon).series
+                forecasts[zone] = self.provider.forecast(zone, now, until + timedelta(minutes=1)).series
             except ProviderError as exc:
                 log.warning("fleet planning without a forecast for %s: %s", zone, exc)
-        plan = plan_fleet(
-            jobs, capacity, forecasts, now, step=self.settings.step, min_gain_percent=self.settings.min_gain_percent
-        )
+        step = self.settings.step or _grid_step(forecasts.values())
+        self._step = step
+        capacity = self._capacity(bodies, state, now)
+        plan = plan_fleet(jobs, capacity, forecasts, now, step=step, min_gain_percent=self.settings.min_gain_percent)
         self._at, self._dirty = now, False
         log.info(
             "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",
@@ -191,9 +199,7 @@ class FleetCoordinator:
             for p in state.pods.values()
             if p.node in zone_of_node and (p.job_uid is None or (p.job_uid not in running and p.job_uid != exclude))
         ]
-        return Capacity.build(
-            now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self.settings.step
-        )
+        return Capacity.build(now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step)
 
     def _fleet_job(self, body: Mapping[str, Any], now: datetime, zones_with_nodes: set[str]) -> FleetJob | None:
         """A job that has not started and names zones, as the fleet planner sees it."""
@@ -225,6 +231,14 @@ class FleetCoordinator:
             current=current,
             flexible=window.shiftable,
         )
+
+
+def _grid_step(series: Iterable[IntensitySeries]) -> timedelta:
+    """The finest of the forecasts' own steps (their median spacing), within [1 s, 1 h]: a grid
+    coarser than the forecast would blur the very windows the plan is about."""
+    steps = [float(np.median(np.diff(s.times))) for s in series if len(s.times) > 1]
+    seconds = min(steps) if steps else 900.0
+    return timedelta(seconds=min(max(seconds, 1.0), 3600.0))
 
 
 def _running(body: Mapping[str, Any], now: datetime, settings: FleetSettings) -> RunningJob | None:

@@ -88,7 +88,9 @@ def decide_plan(
         conds.append(CondUpdate(Cond.PLANNED, "True", "NoZone", msg))
         return PlanOutcome(p, window, conds, events)
 
-    answer = fleet() if fleet is not None and zones else None
+    # startWhenBelow asks for the intensity now, which the fleet's grid does not model: planned alone.
+    joint = fleet is not None and zones and spec.timing.start_when_below is None
+    answer = fleet() if joint and fleet is not None else None
     if answer is not None:
         return _from_fleet(answer, base, window, now, conds, events)
     duration = window.duration or NOMINAL_DURATION
