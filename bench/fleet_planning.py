@@ -617,6 +617,7 @@ def main() -> int:
     ap.add_argument("--sizes", nargs="+", default=["tight", "roomy"])
     ap.add_argument("--deadlines", nargs="+", default=["slack24h", "elasticflow"])
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--out", type=Path, help="result file (default: fleet_planning_<cluster>_<deadlines>.json)")
     ap.add_argument(
         "--plot", action="store_true", help="only the plot and summary of bench/results/fleet_planning_*.json"
     )
@@ -685,9 +686,8 @@ def main() -> int:
         "data": [ITP_CITATION, CITATION],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fleet_planning_{args.cluster}_{'_'.join(args.deadlines)}.json").write_text(
-        json.dumps(doc, indent=2) + "\n"
-    )
+    out = args.out or RESULTS / f"fleet_planning_{args.cluster}_{'_'.join(args.deadlines)}.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\n{ITP_CITATION}\n{CITATION}")
     return 0
 

@@ -289,3 +289,15 @@ def test_when_not_all_due_jobs_fit_the_fewest_deadlines_are_missed() -> None:
     late = sorted(k for k, a in plan.assignments.items() if a.late_by > timedelta(0))
     assert late == ["big"]
     assert plan.assignments["big"].start == T0 + 2 * H
+
+
+def test_the_job_with_the_most_co2e_at_stake_claims_the_clean_zone() -> None:
+    # FR holds one 8-GPU job at a time. The small early-deadline job would take it first in
+    # earliest-deadline order; the 16x bigger job has far more to lose in GB, so it goes first.
+    small = FleetJob("small", 8, 3 * H, T0 + 2 * H, ["GB", "FR"], arrival=T0)
+    big = FleetJob("big", 8, 16 * H, T0 + 2 * H + timedelta(minutes=15), ["GB", "FR"], arrival=T0 + H)
+    cap = Capacity.constant({"GB": 8, "FR": 8})
+    plan = plan_fleet([small, big], cap, {"GB": series(*[300] * 48), "FR": FR}, T0)
+    assert plan.assignments["big"].zone == "FR"
+    assert plan.assignments["small"].zone == "GB"
+    assert_within_capacity(plan, [small, big], cap)

@@ -3,7 +3,8 @@
 Pure code, no Kubernetes and no I/O, shared by the operator, `greenjobs plan --capacity` and the
 benchmarks. The API:
 
-    plan = plan_fleet(jobs, capacity, forecasts, now, step=timedelta(minutes=15), min_gain_percent=2.0)
+    plan = plan_fleet(jobs, capacity, forecasts, now, step=timedelta(minutes=15), min_gain_percent=2.0,
+                      wait_gain_percent=0.0)
     plan.assignments[job.id]  -> Assignment(zone, start, expected_g_per_kwh, baseline_g_per_kwh,
                                             late_by, waits_for, message, run_time)
     plan.unplaced[job.id]     -> why a job has no assignment (no usable zone, more GPUs than a zone has)
@@ -218,7 +219,7 @@ def _order(
     else:
         group = 2
     # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
-    # time, that misses the fewest deadlines (bench/fleet_planning.py: 3-7x fewer misses than EDF there).
+    # time, that misses the fewest deadlines (bench/fleet_planning.py: up to 7x fewer than EDF when tight).
     # The others: the most CO2e at stake in the zone choice first (big jobs claim the clean zone, small
     # ones fill its gaps), then earliest deadline first.
     key = job.gpus * job.run_time.total_seconds() if group == 1 else -regret
