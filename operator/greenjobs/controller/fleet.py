@@ -26,12 +26,12 @@ from greenjobs.api.constants import Phase
 from greenjobs.api.durations import parse_duration, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
-from greenjobs.carbon.fleet import Assignment, FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.carbon.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.carbon.series import IntensitySeries
 
 from .jobs import adapter_of, workload_template
-from .planning import NOMINAL_DURATION
+from .planning import NOMINAL_DURATION, FleetPlacement
 from .timing import window_of
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class FleetCoordinator:
         """Something the plan rests on changed (capacity, a job ended): plan from scratch next time."""
         self._dirty = True
 
-    def assignment(self, uid: str) -> Assignment | str | None:
+    def assignment(self, uid: str) -> FleetPlacement | str | None:
         """This job's assignment in the fleet plan (str: why it has none; None: not a fleet job)."""
         with self._lock:
             now = self.clock()
@@ -139,7 +139,10 @@ class FleetCoordinator:
                 self._plan = self._plan_all(list(jobs.values()), bodies, state, now)
             elif uid not in self._plan.assignments and uid not in self._plan.unplaced:
                 self._plan = add_job(self._plan, jobs[uid], now)  # an arrival: the others stay put
-            return self._plan.assignments.get(uid) or self._plan.unplaced.get(uid)
+            found = self._plan.assignments.get(uid)
+            if found is not None:
+                return FleetPlacement(found, self._step)
+            return self._plan.unplaced.get(uid)
 
     def room_now(self, uid: str, zone: str | None) -> bool:
         """Whether `zone` has the GPUs for this job now (a start must never leave pods pending)."""

@@ -5,13 +5,13 @@ Pure: forecasts come in through callables, so the operator, the tests and `green
 
 import contextlib
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import format_duration, format_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan
-from greenjobs.carbon.fleet import WAITS_CAPACITY, Assignment
+from greenjobs.carbon.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment
 from greenjobs.carbon.planner import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
@@ -23,8 +23,7 @@ FetchForecast = Callable[[str, datetime, datetime], Forecast]
 CurrentIntensity = Callable[[str], float]
 # The fleet planner's answer for this job: its assignment, why it has none (str), or None when the
 # job is not planned with the fleet (then it is planned alone, as before).
-FleetAnswer = Assignment | str | None
-AskFleet = Callable[[], FleetAnswer]
+AskFleet = Callable[[], "FleetPlacement | str | None"]
 
 # A job without estimatedDuration that may not be shifted still gets the cleanest zone; judge the
 # zones over this nominal span.
@@ -88,11 +87,6 @@ def decide_plan(
         conds.append(CondUpdate(Cond.PLANNED, "True", "NoZone", msg))
         return PlanOutcome(p, window, conds, events)
 
-    # startWhenBelow asks for the intensity now, which the fleet's grid does not model: planned alone.
-    joint = fleet is not None and zones and spec.timing.start_when_below is None
-    answer = fleet() if joint and fleet is not None else None
-    if answer is not None:
-        return _from_fleet(answer, base, window, now, conds, events)
     duration = window.duration or NOMINAL_DURATION
     series, sources = _fetch_forecasts(forecast_zones, fetch, now, latest + duration, conds, events)
     if not series:
@@ -114,6 +108,16 @@ def decide_plan(
     )
     now_values = _current_values(series, current) if spec.timing.start_when_below is not None else {}
     result = plan(request, series, now_values)
+    waits = None
+    # startWhenBelow asks for the intensity now, which the fleet's grid does not model: planned alone.
+    if fleet is not None and zones and spec.timing.start_when_below is None:
+        answer = fleet()
+        if answer is not None:
+            refined = _refine(answer, result, request, series)
+            if refined is not None:
+                return _from_fleet(refined, result, base, window, now, conds, events)
+            # The per-job optimum is where the fleet put it: the exact plan stands.
+            waits = WAITS_CLEAN_WINDOW if result.start > now else WAITS_START_NOW
     p = base.model_copy(
         update={
             "zone": result.zone if zones else None,
@@ -123,14 +127,52 @@ def decide_plan(
             "baseline_g_per_k_wh": _rounded(result.baseline_g_per_kwh, 2),
             "expected_savings_percent": _rounded(result.expected_savings_percent, 1),
             "forecast_horizon": result.horizon,
+            "waits_for": waits,
         }
     )
     conds.append(CondUpdate(Cond.PLANNED, "True", result.reason, _plan_message(result, now, bool(zones))))
     return PlanOutcome(p, window, conds, events)
 
 
+@dataclass(frozen=True)
+class FleetPlacement:
+    """The fleet planner's assignment for one job, and the grid step it was planned on."""
+
+    assignment: Assignment
+    step: timedelta
+
+
+def _refine(
+    answer: FleetPlacement | str,
+    exact: PlanResult,
+    request: PlanRequest,
+    series: Mapping[str, IntensitySeries],
+) -> Assignment | str | None:
+    """None when the job's own exact optimum lies where the fleet put it (same zone, within one grid
+    step): capacity does not bind it, and the exact start keeps the precision the grid lacks. Else
+    the fleet's assignment, its start refined exactly within its grid step (a start is still carried
+    out only when the zone has the room then)."""
+    if isinstance(answer, str):
+        return answer
+    a, step = answer.assignment, answer.step
+    if exact.zone == a.zone and abs(exact.start - a.start) <= step:
+        return None
+    if a.late_by > timedelta(0) or a.zone not in series:
+        return a
+    earliest = max(request.now, a.start - step)
+    latest = max(min(request.latest_start, a.start + step), earliest)
+    try:
+        local = plan(replace(request, now=earliest, latest_start=latest, zones=[a.zone]), series)
+    except ValueError:
+        return a
+    if local.expected_g_per_kwh is None:
+        return a
+    return replace(a, start=local.start, expected_g_per_kwh=local.expected_g_per_kwh)
+
+
 def _from_fleet(
     answer: Assignment | str,
+    exact: PlanResult,
     base: Plan,
     window: Window,
     now: datetime,
@@ -142,17 +184,19 @@ def _from_fleet(
         conds.append(CondUpdate(Cond.PLANNED, "False", "NoCapacity", answer))
         events.append(Event("Warning", "NoCapacity", answer))
         return PlanOutcome(None, window, conds, events)
+    baseline = exact.baseline_g_per_kwh
     saved = None
-    if answer.baseline_g_per_kwh:
-        saved = 100.0 * (answer.baseline_g_per_kwh - answer.expected_g_per_kwh) / answer.baseline_g_per_kwh
+    if baseline:
+        saved = 100.0 * (baseline - answer.expected_g_per_kwh) / baseline
     p = base.model_copy(
         update={
             "zone": answer.zone,
             "scheduled_start": answer.start,
             "forecast_source": "fleet",
             "expected_g_per_k_wh": round(answer.expected_g_per_kwh, 2),
-            "baseline_g_per_k_wh": round(answer.baseline_g_per_kwh, 2),
+            "baseline_g_per_k_wh": _rounded(baseline, 2),
             "expected_savings_percent": _rounded(saved, 1),
+            "forecast_horizon": exact.horizon,
             "waits_for": answer.waits_for,
         }
     )
