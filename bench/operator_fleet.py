@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS / "operator_fleet.json")
     args = parser.parse_args()
+    # A SIGTERM (a CI timeout, kill) still runs the clean-up below: its running pods hold GPUs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     subprocess.run([str(CLUSTER_SH), "up"], check=True, capture_output=True)
     env = cluster_env()
@@ -240,7 +243,12 @@ def main() -> None:
             op.wait(30)
         except subprocess.TimeoutExpired:
             op.kill()
-        # No operator finalizer on GTJs any more; Jobs hold ours: drop the namespace with the rest.
+        # The operator is gone, so nothing releases its finalizer on the Jobs: drop them first.
+        for job in kubectl(env, "get", "jobs", "-n", namespace, "-o", "name").split():
+            subprocess.run(
+                ["kubectl", "patch", job, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'],
+                env=env, check=False, capture_output=True,
+            )  # fmt: skip
         subprocess.run(["kubectl", "delete", "namespace", namespace, "--wait=false"], env=env, check=False)
 
     active_total = args.deferred + args.running
