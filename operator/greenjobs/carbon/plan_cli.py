@@ -246,10 +246,8 @@ def _run_batch(
     out: TextIO,
 ) -> int:
     """One plan per input line; a bad line is reported on stderr by number and the rest still run."""
-    try:
-        source = sys.stdin if args.jobs == "-" else open(args.jobs, encoding="utf-8")  # noqa: SIM115
-    except OSError as e:
-        _error(str(e))
+    source = _open_jobs(args.jobs)
+    if source is None:
         return 2
     failed = 0
     rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
@@ -333,10 +331,8 @@ def _run_fleet(
     out: TextIO,
 ) -> int:
     """All lines planned jointly at `now`; bad lines and jobs that cannot be placed go to stderr."""
-    try:
-        source = sys.stdin if args.jobs == "-" else open(args.jobs, encoding="utf-8")  # noqa: SIM115
-    except OSError as e:
-        _error(str(e))
+    source = _open_jobs(args.jobs)
+    if source is None:
         return 2
     failed = 0
     parsed: list[tuple[str, PlanRequest, FleetJob]] = []
@@ -402,6 +398,15 @@ def _parse_fleet_job(
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f'"priority" must be a whole number, got {priority!r}')
     return (job_id if job_id is not None else f"line-{number}"), request, gpus, priority
+
+
+def _open_jobs(path: str) -> TextIO | None:
+    """The --jobs file (`-`: standard input), or None after saying why it cannot be read."""
+    try:
+        return sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        _error(str(e))
+        return None
 
 
 def _error(message: str) -> None:
