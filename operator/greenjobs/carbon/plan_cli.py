@@ -403,7 +403,7 @@ def _parse_fleet_job(
 def _open_jobs(path: str) -> TextIO | None:
     """The --jobs file (`-`: standard input), or None after saying why it cannot be read."""
     try:
-        return sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        return sys.stdin if path == "-" else open(path, encoding="utf-8")
     except OSError as e:
         _error(str(e))
         return None
