@@ -15,7 +15,7 @@ answers each job's planning call from it, so no zone is ever planned over capaci
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,6 +121,8 @@ class FleetCoordinator:
     _dirty: bool = True
     _step: timedelta = timedelta(minutes=15)  # the grid of the last plan
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # uid -> (resourceVersion, the job as the planner sees it): a body is parsed once, not per question.
+    _seen: dict[str, tuple[str, FleetJob | None]] = field(default_factory=dict)
 
     def invalidate(self) -> None:
         """Something the plan rests on changed (capacity, a job ended): plan from scratch next time."""
@@ -131,7 +133,7 @@ class FleetCoordinator:
         with self._lock:
             now = self.clock()
             bodies, state, zones = self.snapshot()
-            jobs = {j.id: j for j in (self._fleet_job(b, now, zones) for b in bodies) if j is not None}
+            jobs = self._jobs(bodies, now, zones)
             if uid not in jobs:
                 return None
             stale = self._at is None or now - self._at >= self.replan
@@ -149,7 +151,7 @@ class FleetCoordinator:
         with self._lock:
             now = self.clock()
             bodies, state, zones = self.snapshot()
-            job = next((j for j in (self._fleet_job(b, now, zones) for b in bodies) if j and j.id == uid), None)
+            job = self._jobs(bodies, now, zones).get(uid)
             if job is None or zone is None:
                 return True
             capacity = self._capacity(bodies, state, now, exclude=uid)
@@ -203,6 +205,23 @@ class FleetCoordinator:
             if p.node in zone_of_node and (p.job_uid is None or (p.job_uid not in running and p.job_uid != exclude))
         ]
         return Capacity.build(now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step)
+
+    def _jobs(self, bodies: list[Mapping[str, Any]], now: datetime, zones: set[str]) -> dict[str, FleetJob]:
+        """Every pending job with zones, parsed once per resourceVersion (and per set of zones)."""
+        seen: dict[str, tuple[str, FleetJob | None]] = {}
+        key = ",".join(sorted(zones))
+        for b in bodies:
+            meta = b.get("metadata") or {}
+            version = f"{meta.get('resourceVersion')}/{key}"
+            cached = self._seen.get(meta.get("uid", ""))
+            job = cached[1] if cached and cached[0] == version else self._fleet_job(b, now, zones)
+            seen[meta.get("uid", "")] = (version, job)
+        self._seen = seen  # jobs gone from the cache are forgotten here
+        out = {}
+        for _, job in seen.values():
+            if job is not None:
+                out[job.id] = replace(job, earliest_start=now)
+        return out
 
     def _fleet_job(self, body: Mapping[str, Any], now: datetime, zones_with_nodes: set[str]) -> FleetJob | None:
         """A job that has not started and names zones, as the fleet planner sees it."""
