@@ -176,7 +176,6 @@ CAN_OPERATOR = [
     ("delete", "jobs.batch", ()),
     ("watch", "nodes", ()),
     ("watch", "pods", ()),  # GPUs held by pods greenjobs does not manage (fleet capacity)
-    ("create", "jobsets.jobset.x-k8s.io", ()),
     ("create", "events", ()),
     ("list", "namespaces", ()),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
