@@ -148,19 +148,20 @@ def _refine(
     request: PlanRequest,
     series: Mapping[str, IntensitySeries],
 ) -> Assignment | str | None:
-    """None when the job's own exact optimum lies where the fleet put it (same zone, within one grid
-    step): capacity does not bind it, and the exact start keeps the precision the grid lacks. Else
-    the fleet's assignment, its start refined exactly within its grid step (a start is still carried
-    out only when the zone has the room then)."""
+    """None when the job's own exact optimum lies in the grid step the fleet gave it (same zone): capacity
+    does not bind it, and the exact start keeps the precision the grid lacks. Else the fleet's
+    assignment, its start refined exactly within that same step, never earlier (an earlier start could
+    overlap the run the fleet placed before it; a start is still carried out only when the zone has the
+    room then)."""
     if isinstance(answer, str):
         return answer
     a, step = answer.assignment, answer.step
-    if exact.zone == a.zone and abs(exact.start - a.start) <= step:
+    if exact.zone == a.zone and a.start <= exact.start < a.start + step:
         return None
     if a.late_by > timedelta(0) or a.zone not in series:
         return a
-    earliest = max(request.now, a.start - step)
-    latest = max(min(request.latest_start, a.start + step), earliest)
+    earliest = max(request.now, a.start)
+    latest = max(min(request.latest_start, a.start + step - timedelta(seconds=1)), earliest)
     try:
         local = plan(replace(request, now=earliest, latest_start=latest, zones=[a.zone]), series)
     except ValueError:
