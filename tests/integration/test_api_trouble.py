@@ -72,7 +72,8 @@ def test_operator_and_agent_recover_from_an_api_server_restart(
     )
     started = parse_time(gtj(cluster, namespace, "outage")["status"]["startTime"])
     assert started <= parse_time(plan["latestStart"])
-    first = wait_until("energy from the agent", lambda: _joules(cluster, namespace, node), timeout=30)
+    # The agent re-establishes its watches after the outage with backoff (up to ~30 s) before it reports.
+    first = wait_until("energy from the agent", lambda: _joules(cluster, namespace, node), timeout=75)
 
     # Outage 2: while it runs and the agent reports.
     subprocess.run([str(CLUSTER_SH), "restart-apiserver", "5"], check=True, capture_output=True, env=cluster.env())
