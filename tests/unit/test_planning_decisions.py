@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.carbon.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.controller.planning import FetchForecast, decide_plan, same_plan
+from greenjobs.controller.planning import FetchForecast, FleetPlacement, decide_plan, same_plan
 from greenjobs.controller.timing import window_of
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -155,3 +156,46 @@ def test_an_uncovered_start_at_once_gives_no_savings_figure() -> None:
     assert out.plan is not None and out.plan.zone == "FR" and out.plan.expected_g_per_k_wh == 50.0
     assert out.plan.baseline_g_per_k_wh is None and out.plan.expected_savings_percent is None
     assert "no savings figure" in {c.type: c for c in out.conditions}["Planned"].message
+
+
+def _fleet(zone: str, start: datetime, late_by: timedelta, waits_for: str) -> FleetPlacement:
+    a = Assignment(zone, start, 300.0, 300.0, late_by, waits_for, "placed by the fleet", 2 * H)
+    return FleetPlacement(a, H)
+
+
+def test_a_fleet_plan_names_the_forecasts_it_was_built_on() -> None:
+    # The fleet holds the job back an hour past its clean window (capacity): the plan is the fleet's,
+    # but the forecasts still came from the file provider.
+    answer = _fleet("GB", NOW + 3 * H, timedelta(0), WAITS_CAPACITY)
+    out = decide_plan(
+        spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current, fleet=lambda: answer
+    )
+    assert out.plan is not None and out.plan.waits_for == WAITS_CAPACITY
+    assert (out.plan.zone, out.plan.forecast_source) == ("GB", "file")
+
+
+def test_a_latest_start_already_past_is_not_blamed_on_capacity() -> None:
+    created = NOW - 3 * H  # deadline 13:00 for a 2 h run: the latest start was 11:00, an hour ago
+    late = _fleet("GB", NOW, H, WAITS_START_NOW)
+    out = decide_plan(
+        spec(estimatedDuration="2h", deadline="2026-11-23T13:00:00Z"),
+        created,
+        NOW,
+        {"GB", "FR"},
+        fetch,
+        no_current,
+        fleet=lambda: late,
+    )
+    risk = {c.type: c for c in out.conditions if c.type == "DeadlineAtRisk"}["DeadlineAtRisk"]
+    assert (risk.status, risk.reason) == ("True", "LatestStartPassed")
+    assert [e.reason for e in out.events] == ["DeadlineAtRisk"]
+
+
+def test_held_past_the_latest_start_for_room_says_no_capacity_in_time() -> None:
+    answer = _fleet("GB", NOW + 6 * H, 2 * H, WAITS_CAPACITY)
+    out = decide_plan(
+        spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current, fleet=lambda: answer
+    )
+    risks = [c for c in out.conditions if c.type == "DeadlineAtRisk"]
+    assert (risks[-1].status, risks[-1].reason) == ("True", "NoCapacityInTime")
+    assert "2h" in risks[-1].message or "2 h" in risks[-1].message

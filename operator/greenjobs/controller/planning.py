@@ -115,7 +115,8 @@ def decide_plan(
         if answer is not None:
             refined = _refine(answer, result, request, series)
             if refined is not None:
-                return _from_fleet(refined, result, base, window, now, conds, events)
+                source = ",".join(sorted(set(sources.values())))
+                return _from_fleet(refined, result, base, window, now, source, conds, events)
             # The per-job optimum is where the fleet put it: the exact plan stands.
             waits = WAITS_CLEAN_WINDOW if result.start > now else WAITS_START_NOW
     p = base.model_copy(
@@ -177,6 +178,7 @@ def _from_fleet(
     base: Plan,
     window: Window,
     now: datetime,
+    source: str,
     conds: list[CondUpdate],
     events: list[Event],
 ) -> PlanOutcome:
@@ -193,7 +195,7 @@ def _from_fleet(
         update={
             "zone": answer.zone,
             "scheduled_start": answer.start,
-            "forecast_source": "fleet",
+            "forecast_source": source,
             "expected_g_per_k_wh": round(answer.expected_g_per_kwh, 2),
             "baseline_g_per_k_wh": _rounded(baseline, 2),
             "expected_savings_percent": _rounded(saved, 1),
@@ -204,9 +206,12 @@ def _from_fleet(
     delay = max(answer.start - now, timedelta(0))
     msg = f"start {format_time(answer.start)} (in {format_duration(delay)}) in {answer.zone}: {answer.message}"
     conds.append(CondUpdate(Cond.PLANNED, "True", answer.waits_for, msg))
-    if answer.late_by > timedelta(0):
+    # Late for want of room only when it starts after the latest start it could still keep: a latest
+    # start already past is reported as LatestStartPassed by _check_deadline, not blamed on capacity.
+    held_back = answer.start - max(window.latest_start, now)
+    if answer.late_by > timedelta(0) and held_back > START_SLACK:
         late = (
-            f"no room before the latest start: planned {format_duration(answer.late_by)} late"
+            f"no room before the latest start: planned {format_duration(held_back)} late"
             f" ({'waiting for capacity' if answer.waits_for == WAITS_CAPACITY else answer.waits_for})"
         )
         conds.append(CondUpdate(Cond.DEADLINE_AT_RISK, "True", "NoCapacityInTime", late))
