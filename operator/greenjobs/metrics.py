@@ -12,7 +12,13 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.jobs = Gauge("greenjobs_jobs", "GreenTrainingJobs by phase", ["phase"], registry=r)
+        self.jobs = Gauge(
+            "greenjobs_jobs", "GreenTrainingJobs the operator watches, by phase (settled ones leave)", ["phase"],
+            registry=r,
+        )  # fmt: skip
+        self.settled = Counter(
+            "greenjobs_jobs_settled_total", "Finished jobs labelled settled and let out of the watch", registry=r
+        )
         self.planned_savings = Histogram(
             "greenjobs_planned_savings_percent",
             "Expected CO2e savings of each plan vs starting at once, percent",

@@ -307,3 +307,46 @@ def test_spec_edits_at_the_moment_of_the_start_lose_nothing(
     assert job["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
     assert obj["status"]["startTime"]
     assert {n: len(u) for n, u in job_watch.uids().items()} == {"race": 1}
+
+
+def test_a_finished_job_folds_in_late_energy_then_settles_out_of_the_watch(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    config = {**_forecasts(tmp_path / "fc", datetime.now(UTC).replace(microsecond=0)), "settleAfter": "8s"}
+    operator_factory(config)
+    cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "late", zones=["GB"], gpus=1, run_for="2s"))
+    _wait_phase(cluster, namespace, "late", "Succeeded")
+
+    # An agent's report that comes after the outcome (as after a node's last sample) is still counted.
+    node = cluster.nodes["GB"][0]
+    late = {"status": {"energy": {"nodes": {node: {"joules": 3.6e6, "gpus": 1, "gpuSeconds": 2}}}}}
+    cluster.kubectl(
+        "patch", "gtj", "late", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(late)
+    )
+    wait_until(
+        "the late report accounted",
+        lambda: (
+            ((gtj(cluster, namespace, "late")["status"].get("emissions") or {}).get("accountedJoules") or {}).get(node)
+            == 3.6e6
+        ),
+        timeout=30,
+    )
+    wait_until(
+        "the finished job settled",
+        lambda: gtj(cluster, namespace, "late")["metadata"].get("labels", {}).get("greenjobs.dev/settled") == "true",
+        timeout=30,
+    )
+    settled = gtj(cluster, namespace, "late")
+    assert settled["status"]["phase"] == "Succeeded" and settled["status"]["energy"]["kWh"] > 0
+
+    # Settled: out of the operator's watch. A spec edit there is not even seen (a watched finished job
+    # would get its new generation acknowledged within a tick), while a job applied after it is planned.
+    cluster.kubectl(
+        "patch", "gtj", "late", "-n", namespace, "--type=merge", "-p", '{"spec":{"timing":{"estimatedDuration":"1h"}}}'
+    )
+    cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "after", zones=["GB"], gpus=1))
+    wait_until("the next job planned", lambda: _phase(cluster, namespace, "after") is not None, timeout=30)
+    _settle(3)
+    edited = gtj(cluster, namespace, "late")
+    assert edited["metadata"]["generation"] == settled["metadata"]["generation"] + 1
+    assert edited["status"] == settled["status"]

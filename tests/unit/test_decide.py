@@ -123,6 +123,34 @@ def test_finished_releases_our_finalizer_once() -> None:
     assert run(gtj("Succeeded"), job(JobState.SUCCEEDED, finalizers=())) == Action.NOTHING
 
 
+def test_a_finished_job_settles_once_late_energy_had_time_to_come() -> None:
+    timers = Timers(TIMERS.tick, TIMERS.replan, TIMERS.power, TIMERS.account, settle=timedelta(minutes=10))
+    done = gtj("Succeeded", completionTime="2026-11-23T11:55:00Z")
+
+    def decided(body: dict[str, Any], view: JobView | None, now: datetime = T0) -> tuple[Action, timedelta | None]:
+        d = decide(observe(body, view), now, Pacing(), timers)
+        return d.action, d.requeue_after
+
+    # Still inside the window: nothing now, one look when it is due (5 minutes on).
+    assert decided(done, None) == (Action.NOTHING, timedelta(minutes=5))
+    assert decided(done, None, T0 + timedelta(minutes=5))[0] == Action.SETTLE
+    # Settling waits for what is still owed: the Job let go, late energy folded in, a spec change acked.
+    later = T0 + timedelta(hours=1)
+    assert decided(done, job(JobState.SUCCEEDED), later)[0] == Action.RELEASE
+    late = {**done["status"], "energy": {"nodes": {"n1": {"joules": 10}}}}
+    assert decided({**done, "status": late}, None, later)[0] == Action.ACCOUNT
+    assert decided(gtj("Failed", gen=2, observed=1), None, later)[0] == Action.ACK_SPEC
+    # Settled is final: never labelled twice, never looked at again.
+    settled = {**done, "metadata": {**done["metadata"], "labels": {c.LABEL_SETTLED: "true"}}}
+    assert decided(settled, None, later) == (Action.NOTHING, None)
+    # Without a completion time (refused before any start) the last condition change counts.
+    refused = gtj(
+        "Failed", conditions=[{"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-23T11:58:00Z"}]
+    )
+    refused["status"].pop("startTime")
+    assert decided(refused, None) == (Action.NOTHING, timedelta(minutes=8))
+
+
 def test_deferred_starts_when_due_and_replans_when_the_interval_passed() -> None:
     body = gtj("Deferred")
     susp = job(JobState.SUSPENDED)

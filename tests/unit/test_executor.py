@@ -88,6 +88,10 @@ class RecordingKube:
         self.status = status
         return {"metadata": {"name": name, "namespace": namespace}, "status": status}
 
+    def settle_gtj(self, namespace: str, name: str, resource_version: str) -> dict[str, Any] | None:
+        self.calls.append(("settle", resource_version))
+        return {"metadata": {"name": name, "namespace": namespace, "labels": {"greenjobs.dev/settled": "true"}}}
+
     def statuses(self) -> list[dict[str, Any]]:
         return [c[1]["status"] for c in self.calls if c[0] == "status"]
 
@@ -272,6 +276,20 @@ def test_completion_is_recorded_and_accounted_before_the_job_is_let_go(env: Env)
     env.kube.calls.clear()
     action, _ = env.step(body({**status, **st}), None)
     assert action == Action.NOTHING and not env.kube.calls
+
+
+def test_a_finished_job_is_settled_with_one_conditional_label_write(env: Env) -> None:
+    env.clock.now = T0 + 5 * H
+    done = body({"phase": "Succeeded", "startTime": "2026-11-23T13:00:00Z", "completionTime": "2026-11-23T15:00:00Z"})
+    obs = observe(done, None)
+    timers = Timers(TIMERS.tick, TIMERS.replan, TIMERS.power, TIMERS.account, settle=timedelta(minutes=10))
+    decision = decide(obs, env.clock.now, Pacing(), timers)
+    assert decision.action == Action.SETTLE
+    out = env.ex.execute(obs, decision, Pacing(), {"GB", "FR"})
+    # Only the label, conditional on the version read: a re-created GTJ of that name is never touched.
+    assert env.kube.writes() == ["settle"] and env.kube.calls[0][1] == "42"
+    assert out.body is not None and out.requeue_after is None and not env.events
+    assert env.ex.metrics.settled._value.get() == 1
 
 
 def test_energy_budget_with_suspend_action_suspends_the_job(env: Env) -> None:

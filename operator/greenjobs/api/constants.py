@@ -17,6 +17,9 @@ LABEL_ZONE: Final = f"{GROUP}/zone"
 # On every pod template the operator creates: the GreenTrainingJob's UID. Agents key energy by it, so
 # a deleted and re-applied GTJ of the same name starts from zero.
 LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
+# On a finished GreenTrainingJob once nothing more can change it (outcome recorded, late energy folded
+# in, Job let go): the operator's watch selects it out, so months of finished jobs cost it nothing.
+LABEL_SETTLED: Final = f"{GROUP}/settled"
 # On the Job a GTJ owns while its outcome is not yet recorded: the Job (and its status) cannot
 # vanish (TTL, manual delete, GC) before the operator has read it.
 JOB_FINALIZER: Final = f"{GROUP}/outcome"

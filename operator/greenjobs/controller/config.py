@@ -36,6 +36,14 @@ class OperatorConfig(BaseSettings):
     account_interval: timedelta = Field(
         timedelta(seconds=30), alias="accountInterval", description="How often a running job's energy is accounted."
     )
+    settle_after: timedelta = Field(
+        timedelta(minutes=10),
+        alias="settleAfter",
+        description=(
+            "How long a finished job stays watched for late energy reports before it is labelled"
+            " greenjobs.dev/settled and leaves the operator's watch (and memory)."
+        ),
+    )
     workers: int = Field(
         4, ge=1, le=64, description="Jobs reconciled at once (one job is never reconciled twice at once)."
     )
@@ -60,7 +68,13 @@ class OperatorConfig(BaseSettings):
     )
 
     @field_validator(
-        "forecast_cache_ttl", "replan_interval", "power_interval", "account_interval", "lease_duration", mode="before"
+        "forecast_cache_ttl",
+        "replan_interval",
+        "power_interval",
+        "account_interval",
+        "lease_duration",
+        "settle_after",
+        mode="before",
     )
     @classmethod
     def _duration(cls, v: Any) -> Any:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from greenjobs.api.constants import Cond, Phase
-from greenjobs.api.durations import parse_time
+from greenjobs.api.durations import format_duration, parse_time
 
 from .observe import JobState, Observed, template_hash, workload_template
 
@@ -40,6 +40,7 @@ class Action(Enum):
     RELEASE = "Release"  # remove our finalizer from the Job: nothing more to read from it
     ACCOUNT = "Account"  # finished: fold in energy the agents reported late
     ACK_SPEC = "AckSpec"  # a spec change that cannot apply now: observedGeneration + condition
+    SETTLE = "Settle"  # finished and quiet for settleAfter: label it out of the operator's watch
 
 
 # Actions that create, start, delete or end a workload: the executor re-reads the GTJ and the Job from
@@ -125,6 +126,7 @@ class Timers:
     replan: timedelta
     power: timedelta
     account: timedelta
+    settle: timedelta | None = None  # how long a finished job stays watched; None: for ever
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Deci
             action = Action.NOTHING
         if action == Action.NOTHING and obs.spec_changed:
             action = Action.ACK_SPEC
+        if action == Action.NOTHING:
+            return _settle(obs, now, timers)
         return Decision(action, why)
     if action in (Action.ADOPT_RUNNING, Action.RECORD_SUSPENDED) or obs.spec_changed:
         return Decision(action, why, timers.tick, ack_spec=obs.spec_changed)
@@ -227,6 +231,25 @@ def _replaced(obs: Observed) -> bool:
     if obs.job is None or obs.job.template_hash is None:
         return False
     return obs.job.template_hash != template_hash(workload_template(obs.spec))
+
+
+def _settle(obs: Observed, now: datetime, timers: Timers) -> Decision:
+    """A finished job with nothing left to do leaves the watch once late energy reports had time to come."""
+    if obs.settled or timers.settle is None:
+        return Decision(Action.NOTHING, "finished and settled")
+    finished = _finished_at(obs)
+    due = finished + timers.settle if finished else now
+    if now >= due:
+        return Decision(Action.SETTLE, f"finished {format_duration(timers.settle)} ago or more: nothing left to watch")
+    return Decision(Action.NOTHING, "finished: watching for late energy reports", _until(now, due))
+
+
+def _finished_at(obs: Observed) -> datetime | None:
+    """When the job finished: status.completionTime, else its last condition change."""
+    if obs.status.get("completionTime"):
+        return parse_time(obs.status["completionTime"])
+    times = [parse_time(c_["lastTransitionTime"]) for c_ in obs.conditions if c_.get("lastTransitionTime")]
+    return max(times, default=None)
 
 
 def _unaccounted(obs: Observed) -> bool:

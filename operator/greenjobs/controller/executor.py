@@ -102,6 +102,11 @@ class Executor:
         a = decision.action
         if a == Action.NOTHING:
             return Done(None, pacing, decision.requeue_after)
+        if a == Action.SETTLE:
+            settled = self.kube.settle_gtj(obs.namespace, obs.name, obs.resource_version or "")
+            if settled is not None:
+                self.metrics.settled.inc()
+            return Done(settled, pacing)
         d = Draft(obs, self.clock())
         step = Step(self._spec(d), pacing, decision.requeue_after, zones_with_nodes)
         handler = self._handlers().get(a)

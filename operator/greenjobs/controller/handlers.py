@@ -16,12 +16,26 @@ from greenjobs.workloads import ADAPTERS
 
 from .loop import Controller
 
+LIST_CHUNK = 500  # objects per page of an initial list
+
 
 @dataclass
 class Memo:
     """Dependencies handed to every handler through kopf's `memo` (no module globals)."""
 
     controller: Controller
+
+
+def watch_only_what_matters(settings: kopf.OperatorSettings) -> None:
+    """Server-side selectors, so that what the operator never acts on never reaches it: settled
+    GreenTrainingJobs (finished long enough: months of them cost nothing), workloads greenjobs did not
+    create, and finished pods (they hold no GPU). Initial lists come in chunks: no 10,000-object
+    response parsed at once."""
+    settings.watching.chunk_size = LIST_CHUNK
+    settings.watching.label_selectors[c.GROUP, c.PLURAL] = f"!{c.LABEL_SETTLED}"
+    for adapter in ADAPTERS:
+        settings.watching.label_selectors[adapter.group, adapter.plural] = c.LABEL_JOB
+    settings.watching.field_selectors["v1", "pods"] = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -39,6 +53,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         settings.watching.client_timeout = 300
         settings.execution.max_workers = 4  # event handlers only enqueue: a few threads suffice
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+        watch_only_what_matters(settings)
         memo.controller.start()
 
     @kopf.on.cleanup(registry=registry, id="stop")

@@ -101,6 +101,23 @@ class Kube:
             raise
         return out
 
+    def settle_gtj(self, namespace: str, name: str, resource_version: str) -> dict[str, Any] | None:
+        """Label a finished GTJ settled, only as it was read (the resourceVersion is a precondition, so a
+        GTJ re-created under the same name is never touched); None when it is gone."""
+        body = {"metadata": {"resourceVersion": resource_version, "labels": {c.LABEL_SETTLED: "true"}}}
+        self.metrics.api_writes.labels("settle").inc()
+        try:
+            out: dict[str, Any] = self.objects.patch_namespaced_custom_object(
+                *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"GreenTrainingJob {namespace}/{name} changed since it was read") from exc
+            if exc.status == 404:
+                return None
+            raise
+        return out
+
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("patch_job").inc()
         self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, patch, _content_type=_MERGE)

@@ -3,8 +3,9 @@
 kopf feeds watch events of GreenTrainingJobs, their Jobs and nodes (handlers.py); this keeps what the
 decisions need (the latest body of each ACTIVE job, each owned Job's view, the zones with nodes) and
 runs `decide` + `Executor.execute` on worker threads through a WorkQueue, so one job is never
-reconciled twice at once. Finished jobs are neither cached nor requeued: 10,000 finished
-GreenTrainingJobs cost no periodic API call and no memory beyond a key each.
+reconciled twice at once. Finished jobs are neither cached nor requeued, and once settled (labelled
+greenjobs.dev/settled, `settleAfter` after they finished) they leave the watch itself (handlers.py):
+months of finished GreenTrainingJobs cost no API call and no memory.
 """
 
 import logging
@@ -64,6 +65,7 @@ class Controller:
             replan=cfg.replan_interval,
             power=cfg.power_interval,
             account=cfg.account_interval,
+            settle=cfg.settle_after,
         )
 
     # ------------------------------------------------------------------ events in (kopf's threads)
@@ -91,9 +93,12 @@ class Controller:
                     self._invalidate_fleet()  # a job ended: its GPUs are free
                 self.pacing.pop(uid, None)
                 job = self._job_of(uid)
-                obs = observe(body, job)
-                if decide(obs, self.clock(), Pacing(), self.timers).action == Action.NOTHING:
-                    return  # finished and settled: nothing kept, nothing scheduled
+                decision = decide(observe(body, job), self.clock(), Pacing(), self.timers)
+                if decision.action == Action.NOTHING:
+                    # Finished: nothing kept; at most one look when it is due to settle (read afresh).
+                    if decision.requeue_after is not None:
+                        self.queue.add(uid, decision.requeue_after.total_seconds())
+                    return
                 self.bodies[uid] = dict(body)
             else:
                 self._remember(uid, dict(body))

@@ -94,6 +94,7 @@ class Observed:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     job: JobView | None  # None: no Job owned by this GTJ exists
+    settled: bool = False  # labelled greenjobs.dev/settled: finished and out of the operator's watch
 
     @property
     def phase(self) -> str | None:
@@ -139,6 +140,7 @@ def observe(body: Mapping[str, Any], job: JobView | None) -> Observed:
         spec=body.get("spec") or {},
         status=body.get("status") or {},
         job=owned,
+        settled=(meta.get("labels") or {}).get(c.LABEL_SETTLED) == "true",
     )
 
 
