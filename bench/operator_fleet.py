@@ -2,16 +2,18 @@
 
 One `greenjobs operator` process watches a fresh namespace on the local control plane, in stages:
   1. an operator on the empty namespace: baseline RSS (then stopped);
-  2. N finished GTJs (Succeeded, energy accounted, their Jobs gone as after a TTL) are written with no
-     operator running (status is only ever written by the operator); a new operator starts over them:
-     RSS per finished job, then a quiet minute: every API request of the operator while only finished
-     jobs exist (target: none but its watches), and its CPU;
+  2. N finished GTJs (Succeeded, energy accounted, their Jobs gone as after a TTL, labelled
+     greenjobs.dev/settled as the operator leaves them) are written with no operator running; a new
+     operator starts over them: RSS per finished job, then a quiet minute: every API request of the
+     operator while only finished jobs exist (target: none), and its CPU. With `--history unsettled`
+     they lack the label (an upgrade from a version that did not settle): the time to settle them all;
   3. D deferred and R running GTJs are added and planned; a quiet minute again: requests per minute,
      CPU, RSS (what active jobs cost);
   4. A burst of B new GTJs applied at once: time until all are planned, and the operator's writes per
      job from creation to a deferred plan (target: at most 3, its Job, its status and one Event).
 
-The bench brings the control plane up (e2e/cluster.sh up) and installs the CRD itself:
+The bench brings the control plane up (e2e/cluster.sh up), installs the CRD and adds the kwok GPU
+nodes the load needs (every deferred and burst job fits FR's clean hour; removed at the end):
 
     .venv/bin/python bench/operator_fleet.py [--finished 9000 --deferred 900 --running 100 --burst 1000]
 """
@@ -87,6 +89,32 @@ def finished_status(now: datetime, i: int) -> dict[str, Any]:
     }
 
 
+def node(zone: str, i: int, gpus: int) -> dict[str, Any]:
+    """A kwok GPU node like e2e/cluster.sh's, for this bench only (label bench=operator-fleet)."""
+    name = f"bench-{zone.lower()}-{i:03d}"
+    res = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "type": "kwok",
+                "bench": "operator-fleet",
+                "greenjobs.dev/grid-zone": zone,
+            },
+        },
+        "status": {"capacity": res, "allocatable": res},
+    }
+
+
+def add_nodes(env: dict[str, str], per_zone: dict[str, int], gpus: int) -> None:
+    items = [node(zone, i, gpus) for zone, n in per_zone.items() for i in range(n)]
+    kubectl(env, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
 def running_gtj(namespace: str, name: str) -> dict[str, Any]:
     body = gtj(namespace, name)
     body["spec"].pop("timing")
@@ -141,6 +169,8 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--quiet-seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--history", choices=("settled", "unsettled"), default="settled")
+    parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS / "operator_fleet.json")
     args = parser.parse_args()
     # A SIGTERM (a CI timeout, kill) still runs the clean-up below: its running pods hold GPUs.
@@ -150,6 +180,13 @@ def main() -> None:
     env = cluster_env()
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl(env, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    # Sized so that capacity never binds: deferred and burst jobs (1 GPU, 30 min) two per GPU in FR's
+    # clean hour, running ones (1 GPU) in GB. An oversubscribed cluster measures lateness instead.
+    per_node = args.gpus_per_node
+    fr_nodes = -(-(args.deferred + args.burst) // (2 * per_node)) + 1
+    gb_nodes = -(-args.running // per_node) + 1
+    add_nodes(env, {"FR": fr_nodes, "GB": gb_nodes}, per_node)
+    result_nodes = {"FR": fr_nodes, "GB": gb_nodes, "gpus_per_node": per_node}
     namespace = f"bench-fleet-{uuid.uuid4().hex[:6]}"
     kubectl(env, "create", "namespace", namespace)
     work = Path(tempfile.mkdtemp(prefix="operator-fleet-"))
@@ -161,7 +198,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "greenjobs.cli", "operator", "--config", str(work / "config.yaml")]
     api = kubernetes.config.new_client_from_config(config_file=env["KUBECONFIG"])
     objects = kubernetes.client.CustomObjectsApi(api)
-    result: dict[str, Any] = {"jobs": vars(args) | {"out": str(args.out)}}
+    result: dict[str, Any] = {"jobs": vars(args) | {"out": str(args.out)}, "bench_nodes": result_nodes}
     watch: GtjWatch | None = None
 
     def start_operator(log_name: str) -> subprocess.Popen[bytes]:
@@ -182,6 +219,9 @@ def main() -> None:
         # 2. The history: finished jobs, created and given their final status with no operator running.
         t0 = time.time()
         bodies = [gtj(namespace, f"done-{i:05d}") for i in range(args.finished)]
+        if args.history == "settled":
+            for b in bodies:
+                b["metadata"]["labels"] = {"greenjobs.dev/settled": "true"}
 
         def finish(i: int) -> None:
             name = f"done-{i:05d}"
@@ -195,6 +235,16 @@ def main() -> None:
         result["populate_seconds"] = round(time.time() - t0, 1)
         t_start = time.time()
         op = start_operator("operator.log")
+        if args.history == "unsettled":
+            # An upgrade: the new operator labels every finished job once, then stops watching it.
+            def unsettled() -> int:
+                sel = "!greenjobs.dev/settled"
+                got = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=sel)
+                return len(got["items"])
+
+            wait("every finished job settled", lambda: unsettled() == 0, timeout=1800)
+            result["settle_all_seconds"] = round(time.time() - t_start, 1)
+            result["rss_after_settling_mib"] = round(vm_kib(op.pid, "VmRSS") / 1024, 1)
         time.sleep(10)  # the initial LIST and one event per object
         result["start_over_finished_seconds"] = round(time.time() - t_start, 1)
         rss_finished = vm_kib(op.pid, "VmRSS")
@@ -255,6 +305,7 @@ def main() -> None:
                 env=env, check=False, capture_output=True,
             )  # fmt: skip
         subprocess.run(["kubectl", "delete", "namespace", namespace, "--wait=false"], env=env, check=False)
+        subprocess.run(["kubectl", "delete", "nodes", "-l", "bench=operator-fleet"], env=env, check=False)
 
     active_total = args.deferred + args.running
     fo, wa, b = result["finished_only"], result["with_active"], result["burst"]

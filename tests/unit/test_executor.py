@@ -63,7 +63,7 @@ class RecordingKube:
             "spec": {"suspend": True, "template": {}},
         }
 
-    def create_job(self, body: dict[str, Any], *, dry_run: bool = False, kind: Any = None) -> None:
+    def create_job(self, body: dict[str, Any], *, kind: Any = None) -> None:
         self.calls.append(("create", body))
         if self.fail_create is not None:
             raise self.fail_create

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.controller.conditions import CondUpdate, apply_conditions
-from greenjobs.controller.jobs import build_job, job_outcome, owned_by, start_patch
+from greenjobs.controller.jobs import BATCH, build_job, owned_by, start_patches
 
 SPEC = GreenTrainingJobSpec.model_validate(
     {
@@ -46,17 +46,18 @@ def test_job_is_suspended_owned_and_labelled_and_gets_no_zone_selector_until_sta
 
 
 def test_start_patch_unsuspends_with_the_zone_selector() -> None:
-    p = start_patch("llm", "GB", {"greenjobs.dev/grid-zone": "GB"})
+    job = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": True, "template": {}}}
+    (p,) = start_patches(job, "llm", "uid-1", "GB", {"greenjobs.dev/grid-zone": "GB"})
     assert p["spec"]["suspend"] is False
     assert p["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "GB"}
     assert p["spec"]["template"]["metadata"]["labels"]["greenjobs.dev/zone"] == "GB"
 
 
 def test_job_outcome_reads_job_conditions() -> None:
-    assert job_outcome({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "Succeeded"
-    assert job_outcome({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "Failed"
-    assert job_outcome({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}}) is None
-    assert job_outcome({}) is None
+    assert BATCH.outcome({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "Succeeded"
+    assert BATCH.outcome({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "Failed"
+    assert BATCH.outcome({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}}) is None
+    assert BATCH.outcome({}) is None
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:

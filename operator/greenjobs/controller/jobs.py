@@ -28,9 +28,7 @@ __all__ = [
     "adapter_of",
     "adapter_of_object",
     "build_job",
-    "job_outcome",
     "owned_by",
-    "start_patch",
     "start_patches",
     "template_hash",
     "workload_template",
@@ -142,15 +140,3 @@ def _keep_suspended(patch: dict[str, Any]) -> None:
             del patch[key]
         elif isinstance(value, dict):
             _keep_suspended(value)
-
-
-def start_patch(name: str, zone: str | None, zone_selector: dict[str, str] | None, uid: str = "") -> dict[str, Any]:
-    """The merge patch that starts a suspended batch Job in `zone` (node selector, labels, unsuspend)."""
-    labels = {c.LABEL_JOB: name, **({c.LABEL_JOB_UID: uid} if uid else {}), **({c.LABEL_ZONE: zone} if zone else {})}
-    (patch,) = BATCH.start_patches({}, zone_selector, labels)
-    return patch
-
-
-def job_outcome(obj: Mapping[str, Any]) -> str | None:
-    """'Succeeded' / 'Failed' when the workload has finished, else None."""
-    return adapter_of_object(obj).outcome(obj)

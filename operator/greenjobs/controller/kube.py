@@ -41,9 +41,9 @@ class Kube:
             raise
         return job
 
-    def create_job(self, body: dict[str, Any], *, dry_run: bool = False, kind: WorkloadAdapter = BATCH) -> None:
+    def create_job(self, body: dict[str, Any], *, kind: WorkloadAdapter = BATCH) -> None:
         """Create with strict field validation: a typo in the user's template is refused, not dropped."""
-        self.metrics.api_writes.labels("create_job_dry_run" if dry_run else "create_job").inc()
+        self.metrics.api_writes.labels("create_job").inc()
         group, version, plural = _res(kind)
         self.objects.create_namespaced_custom_object(
             group,
@@ -51,7 +51,6 @@ class Kube:
             body["metadata"]["namespace"],
             plural,
             body,
-            dry_run="All" if dry_run else None,
             field_validation="Strict",
         )
 
