@@ -39,28 +39,26 @@ import kubernetes
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, table
+from _common import RESULTS, table
 from operator_scale import (
     GROUP,
     PLURAL,
     VERSION,
     GtjWatch,
     apiserver_requests,
-    cluster_env,
     cpu_seconds,
     delta,
     free_port,
     gtj,
     kubectl,
     pct,
+    prepared_cluster,
     scrape,
     vm_kib,
     wait,
     write_forecasts,
 )
 
-CLUSTER_SH = ROOT / "e2e" / "cluster.sh"
-CRD = ROOT / "crds" / "greentrainingjobs.yaml"
 READS = ("GET", "LIST")
 
 
@@ -176,10 +174,7 @@ def main() -> None:
     # A SIGTERM (a CI timeout, kill) still runs the clean-up below: its running pods hold GPUs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    subprocess.run([str(CLUSTER_SH), "up"], check=True, capture_output=True)
-    env = cluster_env()
-    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl(env, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    env = prepared_cluster()
     # Sized so that capacity never binds: deferred and burst jobs (1 GPU, 30 min) two per GPU in FR's
     # clean hour, running ones (1 GPU) in GB. An oversubscribed cluster measures lateness instead.
     per_node = args.gpus_per_node

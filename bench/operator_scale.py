@@ -12,10 +12,11 @@ Measures, for one `greenjobs operator` process watching a fresh namespace:
     for deleting them; peak RSS (VmHWM in /proc/<pid>/status).
 
 Every job is deferred (maxDelay 2h, FR clean only in an hour) and asks for 1 GPU, so none runs.
-They are then deleted with the operator running (finalizers).
+They are then deleted with the operator running.
 
-    eval "$(e2e/cluster.sh env)"   # the control plane must be up: e2e/cluster.sh up
     .venv/bin/python bench/operator_scale.py [--jobs 1000]
+
+It brings the local control plane up (e2e/cluster.sh up) and installs the CRD itself.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ GROUP, VERSION, PLURAL = "greenjobs.dev", "v1alpha1", "greentrainingjobs"
 TICKS = os.sysconf("SC_CLK_TCK")
 RESOURCES = ("greentrainingjobs", "jobs", "events", "kopfpeerings", "nodes")
 WRITE_VERBS = ("POST", "PATCH", "PUT", "DELETE")
+
+
+def prepared_cluster() -> dict[str, str]:
+    """Bring the local control plane up (a no-op when it is), install the CRD; its environment."""
+    subprocess.run([str(CLUSTER_SH), "up"], check=True, capture_output=True)
+    env = cluster_env()
+    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "greentrainingjobs.yaml"))
+    kubectl(env, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    return env
 
 
 def cluster_env() -> dict[str, str]:
@@ -219,7 +229,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "operator_scale.json")
     args = parser.parse_args()
 
-    env = cluster_env()
+    env = prepared_cluster()
     namespace = f"bench-scale-{uuid.uuid4().hex[:6]}"
     kubectl(env, "create", "namespace", namespace)
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
