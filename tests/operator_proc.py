@@ -19,6 +19,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "replanInterval": "5s",
     "powerInterval": "2s",
     "accountInterval": "1s",
+    "resyncInterval": "10s",
     "metricsPort": 0,
 }
 

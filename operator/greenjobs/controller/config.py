@@ -36,6 +36,14 @@ class OperatorConfig(BaseSettings):
     account_interval: timedelta = Field(
         timedelta(seconds=30), alias="accountInterval", description="How often a running job's energy is accounted."
     )
+    resync_interval: timedelta = Field(
+        timedelta(minutes=2),
+        alias="resyncInterval",
+        description=(
+            "A running job's workload is read afresh when no watch event came for it this long: a watch"
+            " that silently stalls (API server restarts) never leaves a finished job Running."
+        ),
+    )
     settle_after: timedelta = Field(
         timedelta(minutes=10),
         alias="settleAfter",
@@ -74,6 +82,7 @@ class OperatorConfig(BaseSettings):
         "account_interval",
         "lease_duration",
         "settle_after",
+        "resync_interval",
         mode="before",
     )
     @classmethod

@@ -45,6 +45,7 @@ class Controller:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> latest body, active jobs only
     keys: dict[str, Key] = field(default_factory=dict)  # uid -> (namespace, name), every GTJ seen
     jobs: dict[Key, JobView] = field(default_factory=dict)  # (namespace, name) -> the Job of that name
+    job_seen: dict[Key, datetime] = field(default_factory=dict)  # when each Job was last seen (watch or read)
     node_zones: dict[str, str] = field(default_factory=dict)  # node -> zone
     pacing: dict[str, Pacing] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class Controller:
             account=cfg.account_interval,
             settle=cfg.settle_after,
         )
+        self.resync = cfg.resync_interval
 
     # ------------------------------------------------------------------ events in (kopf's threads)
 
@@ -112,8 +114,10 @@ class Controller:
         with self._lock:
             if event_type == "DELETED":
                 self.jobs.pop(key, None)
+                self.job_seen.pop(key, None)
             else:
                 self.jobs[key] = view
+                self.job_seen[key] = self.clock()
             if owner and owner not in self.keys and view.finalizer and view.deleting:
                 # Its GreenTrainingJob is gone (GC deletes the Job): only our finalizer holds it.
                 self.keys[owner] = (key[0], (meta.get("labels") or {}).get(c.LABEL_JOB, key[1]))
@@ -260,6 +264,10 @@ class Controller:
         elif decision.risky and fresh:
             obs = self._fresh(body, key)
             decision = decide(obs, now, pacing, self.timers)
+        elif decision.action == Action.MONITOR and self._unseen_for(key, now) >= self.resync:
+            # Running, and no word of its workload for a while: a stalled watch must not hide its end.
+            obs = self._fresh(body, key)
+            decision = decide(obs, now, pacing, self.timers)
         quiet = decision.action in (Action.NOTHING, Action.MONITOR, Action.ACCOUNT)
         log.log(logging.DEBUG if quiet else logging.INFO, "%s/%s: %s (%s)", *key, decision.action.value, decision.why)
         done = self.executor.execute(obs, decision, pacing, self.zones())
@@ -284,11 +292,17 @@ class Controller:
         raw = self.executor.kube.get_job(*key, adapter_of(body.get("spec") or {}))
         view = job_view(raw) if raw is not None else None
         with self._lock:
+            self.job_seen[key] = self.clock()
             if view is None:
                 self.jobs.pop(key, None)
             else:
                 self.jobs[key] = view
         return observe(body, view)
+
+    def _unseen_for(self, key: Key, now: datetime) -> timedelta:
+        with self._lock:
+            seen = self.job_seen.get(key)
+        return now - seen if seen is not None else timedelta.max
 
     def _release_orphan(self, key: Key) -> None:
         """The GTJ is gone: a workload of ours that it owned must not be held by our finalizer."""

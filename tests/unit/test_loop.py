@@ -1,0 +1,59 @@
+"""The reconcile loop's own rules (controller/loop.py), on the stand-in world of tests/fakes: what it
+reads afresh and when. The loop's behaviour with real watches is in tests/integration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from greenjobs.controller.loop import Controller
+from tests.fakes.operator_world import H, T0, Env, body
+
+RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}
+
+
+def raw_job(*, complete: bool) -> dict[str, Any]:
+    conditions = [{"type": "Complete", "status": "True"}] if complete else []
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "llm", "namespace": "ml", "ownerReferences": [{"uid": "u1"}], "finalizers": []},
+        "spec": {"suspend": False, "template": {}},
+        "status": {"active": 0 if complete else 1, "ready": 0 if complete else 1, "conditions": conditions},
+    }
+
+
+def controller(env: Env) -> Controller:
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    ctl.on_gtj("ADDED", body(RUNNING))
+    ctl.on_job("ADDED", raw_job(complete=False))
+    return ctl
+
+
+def test_a_running_jobs_workload_is_read_afresh_once_no_watch_event_came_for_the_resync_interval() -> None:
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = controller(env)
+    # The Job ended, but its watch stalled: the event never comes. The API server knows.
+    env.kube.existing = raw_job(complete=True)
+
+    env.clock.now += ctl.resync - timedelta(seconds=1)
+    ctl.reconcile("u1")
+    assert ("get", "llm") not in env.kube.calls  # still within the interval: the cache is trusted
+
+    env.clock.now += timedelta(seconds=2)
+    ctl.reconcile("u1")
+    assert ("get", "llm") in env.kube.calls
+    assert [s.get("phase") for s in env.kube.statuses()][-1] == "Succeeded"
+
+
+def test_a_watch_event_restarts_the_interval() -> None:
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = controller(env)
+    env.clock.now += ctl.resync - timedelta(seconds=1)
+    ctl.on_job("MODIFIED", raw_job(complete=False))  # e.g. a pod became ready
+    env.clock.now += timedelta(seconds=2)
+    ctl.reconcile("u1")
+    assert ("get", "llm") not in env.kube.calls
+    assert "Succeeded" not in [s.get("phase") for s in env.kube.statuses()]
