@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from greenjobs.controller.loop import Controller
-from tests.fakes.operator_world import H, T0, Env, body
+from tests.fakes.operator_world import T0, Env, H, body
 
 RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}
 
