@@ -57,3 +57,21 @@ def test_a_watch_event_restarts_the_interval() -> None:
     ctl.reconcile("u1")
     assert ("get", "llm") not in env.kube.calls
     assert "Succeeded" not in [s.get("phase") for s in env.kube.statuses()]
+
+
+def test_an_unreachable_api_server_is_retried_at_most_ten_seconds_apart() -> None:
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = controller(env)
+    env.kube.existing = raw_job(complete=True)
+
+    def unreachable(*_: Any, **__: Any) -> None:
+        raise OSError("connection refused")
+
+    env.kube.get_job = unreachable  # type: ignore[method-assign]
+    delays: list[float] = []
+    ctl.queue.add = lambda key, delay=0.0: delays.append(delay)  # type: ignore[method-assign]
+    env.clock.now += ctl.resync  # due for a fresh read, which fails every time
+    for _ in range(6):
+        ctl.reconcile("u1")
+    assert delays == [1, 2, 5, 10, 10, 10]

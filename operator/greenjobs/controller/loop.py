@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 BACKOFF = (1, 2, 5, 10, 30, 60)
+# An unreachable API server is retried at most this far apart: the jobs go on as soon as it is back.
+UNREACHABLE_BACKOFF = (1, 2, 5, 10)
 
 
 @dataclass
@@ -231,15 +233,15 @@ class Controller:
         except ApiException as exc:
             self._retry(uid, key, f"API error {exc.status} {exc.reason}")
         except (HTTPError, OSError) as exc:  # the API server is unreachable: retried, not a bug
-            self._retry(uid, key, f"API server unreachable: {type(exc).__name__}")
+            self._retry(uid, key, f"API server unreachable: {type(exc).__name__}", UNREACHABLE_BACKOFF)
         except Exception as exc:
             log.exception("reconciling %s/%s failed", *key)
             self._retry(uid, key, repr(exc))
 
-    def _retry(self, uid: str, key: Key, why: str) -> None:
+    def _retry(self, uid: str, key: Key, why: str, backoff: tuple[int, ...] = BACKOFF) -> None:
         n = self.failures.get(uid, 0)
         self.failures[uid] = n + 1
-        delay = BACKOFF[min(n, len(BACKOFF) - 1)]
+        delay = backoff[min(n, len(backoff) - 1)]
         log.warning("reconciling %s/%s: %s; retrying in %ss", key[0], key[1], why, delay)
         self.queue.add(uid, delay)
 
