@@ -170,6 +170,40 @@ def test_energy_budget_with_suspend_action_suspends_the_job(env: Env) -> None:
     assert env.kube.statuses()[0]["phase"] == "Running"
 
 
+def test_a_budget_suspension_whose_status_write_was_lost_is_still_recorded_as_the_budgets(env: Env) -> None:
+    # The Job was suspended for the budget, then the status write met a conflict (an agent's report):
+    # the next look sees Running + a suspended Job, with the energy not yet accounted.
+    env.clock.now = T0 + 3 * H
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "energy": {"nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4}}},
+    }
+    action, _ = env.step(body(status, budget={"maxEnergyKWh": 1.0, "action": "Suspend"}), view(True))
+    assert action == Action.RECORD_SUSPENDED
+    st = env.kube.statuses()[0]
+    assert st["phase"] == "Suspended" and st["energy"]["gpuKWh"] == pytest.approx(2.0)
+    budget = {c["type"]: c for c in st["conditions"]}["BudgetExceeded"]
+    assert (budget["status"], budget["reason"]) == ("True", "Suspended")
+    assert [e.reason for e in env.events] == ["BudgetExceeded"]  # not "suspended outside greenjobs"
+    # Energy its agents report after the suspension is still folded in.
+    env.kube.calls.clear()
+    late = {**status, **st, "energy": {**st["energy"], "nodes": {"gpu-fr-0": {"joules": 9.0e6, "gpus": 4}}}}
+    action, _ = env.step(body(late, budget={"maxEnergyKWh": 1.0, "action": "Suspend"}), view(True))
+    assert action == Action.ACCOUNT
+    assert env.kube.statuses()[0]["energy"]["gpuKWh"] == pytest.approx(2.5)
+
+
+def test_a_job_suspended_by_someone_else_is_recorded_as_such(env: Env) -> None:
+    env.clock.now = T0 + 3 * H
+    status = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}}
+    action, _ = env.step(body(status), view(True))
+    assert action == Action.RECORD_SUSPENDED
+    assert env.kube.statuses()[0]["phase"] == "Suspended"
+    assert [e.reason for e in env.events] == ["JobSuspended"]
+
+
 def test_several_condition_updates_in_one_pass_all_land(env: Env) -> None:
     env.clock.now = T0 + 10 * H  # past the plan's deadline
     status = {

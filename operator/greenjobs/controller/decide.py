@@ -166,7 +166,9 @@ def decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Deci
     if row == _RUNNING and action == Action.MONITOR:
         return Decision(action, why, _monitor_requeue(now, pacing, timers), ack_spec=obs.spec_changed)
     if row == _SUSPENDED and action == Action.NOTHING:
-        if _suspended_by_budget(obs):
+        if _unaccounted(obs):
+            return Decision(Action.ACCOUNT, "suspended: fold in the energy its agents reported last")
+        if suspended_by_budget(obs):
             # Re-checked against the budget by the executor: a raised budget resumes the job.
             return Decision(Action.RESUME, "suspended by its budget: resume if the budget now allows")
         return Decision(Action.ACK_SPEC if obs.spec_changed else Action.NOTHING, why)
@@ -215,7 +217,7 @@ def _until(now: datetime, t: datetime | None) -> timedelta:
     return max(t - now, timedelta(0))
 
 
-def _suspended_by_budget(obs: Observed) -> bool:
+def suspended_by_budget(obs: Observed) -> bool:
     return any(
         c_.get("type") == Cond.BUDGET_EXCEEDED and c_.get("status") == "True" and c_.get("reason") == "Suspended"
         for c_ in obs.conditions

@@ -27,7 +27,7 @@ from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
 from .conditions import CondUpdate, apply_conditions
 from .config import OperatorConfig
-from .decide import Action, Decision, Pacing
+from .decide import Action, Decision, Pacing, suspended_by_budget
 from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
@@ -180,6 +180,13 @@ class Executor:
         self._resume(d, step.spec)
 
     def _do_record_suspended(self, d: Draft, step: "Step") -> None:
+        # Our own budget suspension whose status write was lost (a conflict with an agent's report)
+        # looks the same: account first, and the budget says whose suspension it is.
+        self._account(d, spec=step.spec)
+        if d.status.get("phase") == Phase.SUSPENDED or suspended_by_budget(d.obs):
+            d.conditional = True
+            d.status["phase"] = Phase.SUSPENDED
+            return
         d.conditional = True
         d.status["phase"] = Phase.SUSPENDED
         msg = "the Job was suspended outside greenjobs; it resumes when it is unsuspended"
