@@ -138,9 +138,11 @@ class FleetCoordinator:
                 return None
             stale = self._at is None or now - self._at >= self.replan
             if self._plan is None or self._dirty or stale:
-                self._plan = self._plan_all(list(jobs.values()), bodies, state, now)
+                pending = [replace(j, earliest_start=now) for j in jobs.values()]
+                self._plan = self._plan_all(pending, bodies, state, now)
             elif uid not in self._plan.assignments and uid not in self._plan.unplaced:
-                self._plan = add_job(self._plan, jobs[uid], now)  # an arrival: the others stay put
+                # An arrival: the others stay put.
+                self._plan = add_job(self._plan, replace(jobs[uid], earliest_start=now), now)
             found = self._plan.assignments.get(uid)
             if found is not None:
                 return FleetPlacement(found, self._step)
@@ -207,7 +209,8 @@ class FleetCoordinator:
         return Capacity.build(now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step)
 
     def _jobs(self, bodies: list[Mapping[str, Any]], now: datetime, zones: set[str]) -> dict[str, FleetJob]:
-        """Every pending job with zones, parsed once per resourceVersion (and per set of zones)."""
+        """Every pending job with zones, parsed once per resourceVersion (and per set of zones); their
+        earliest start is set by whoever plans them (a question about one job copies none)."""
         seen: dict[str, tuple[str, FleetJob | None]] = {}
         key = ",".join(sorted(zones))
         for b in bodies:
@@ -217,11 +220,7 @@ class FleetCoordinator:
             job = cached[1] if cached and cached[0] == version else self._fleet_job(b, now, zones)
             seen[meta.get("uid", "")] = (version, job)
         self._seen = seen  # jobs gone from the cache are forgotten here
-        out = {}
-        for _, job in seen.values():
-            if job is not None:
-                out[job.id] = replace(job, earliest_start=now)
-        return out
+        return {job.id: job for _, job in seen.values() if job is not None}
 
     def _fleet_job(self, body: Mapping[str, Any], now: datetime, zones_with_nodes: set[str]) -> FleetJob | None:
         """A job that has not started and names zones, as the fleet planner sees it."""
