@@ -301,3 +301,15 @@ def test_the_job_with_the_most_co2e_at_stake_claims_the_clean_zone() -> None:
     assert plan.assignments["big"].zone == "FR"
     assert plan.assignments["small"].zone == "GB"
     assert_within_capacity(plan, [small, big], cap)
+
+
+def test_the_grid_follows_forecasts_whose_points_are_off_the_epoch_grid() -> None:
+    # A 10 s forecast whose points sit 3 s past multiples of 10 s: clean from +30 s to +60 s. The clean
+    # interval must be one whole step, so a 20 s job starts right when it begins, not 7 s later.
+    now = datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC)
+    s = timedelta(seconds=10)
+    fr = IntensitySeries.from_points([(now + k * s, 40.0 if 3 <= k < 6 else 250.0) for k in range(-3, 30)])
+    j = FleetJob(id="j", gpus=1, duration=2 * s, latest_start=now + 18 * s, zones=["FR"], arrival=now)
+    plan = plan_fleet([j], Capacity({"FR": 8}), {"FR": fr}, now, step=s)
+    a = plan.assignments["j"]
+    assert a.start == now + 3 * s and a.expected_g_per_kwh == pytest.approx(40.0)

@@ -233,6 +233,15 @@ def _horizon(series: IntensitySeries, step_s: float) -> float:
     return last + (float(series.times[-1] - series.times[-2]) if len(series) > 1 else step_s)
 
 
+def _phase(forecasts: Mapping[str, IntensitySeries], step_s: float) -> float:
+    """Where the forecasts' points fall within the step grid (seconds; 0 when they sit on it, as hourly
+    or 15-minute forecasts do): the first zone's first point decides."""
+    for series in forecasts.values():
+        if len(series):
+            return float(series.times[0]) % step_s
+    return 0.0
+
+
 class _Board:
     """The grid: free GPUs per zone per step from `origin`, and each zone's forecast integral."""
 
@@ -248,7 +257,9 @@ class _Board:
         self.forecasts = forecasts
         self.now = to_epoch(now)
         self.step = step.total_seconds()
-        self.origin = math.floor(self.now / self.step) * self.step
+        # Steps start where the forecasts' own intervals do, so a clean interval is one whole step.
+        phase = _phase(forecasts, self.step)
+        self.origin = math.floor((self.now - phase) / self.step) * self.step + phase
         self.horizon = {z: _horizon(s, self.step) for z, s in forecasts.items()}
         self.gpus: dict[str, int] = {}
         far = max([*self.horizon.values(), self.now])
