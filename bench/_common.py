@@ -54,3 +54,18 @@ def _fmt(c: object) -> str:
     if isinstance(c, float):
         return f"{c:.1f}" if abs(c) >= 10 else f"{c:.2f}"
     return str(c)
+
+
+def kwok_node(name: str, gpus: int, labels: dict[str, str]) -> dict[str, object]:
+    """A fake GPU node that kwok keeps Ready, like e2e/cluster.sh's, with extra `labels`."""
+    capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "type": "kwok", **labels},
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }

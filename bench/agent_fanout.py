@@ -48,7 +48,7 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import table  # noqa: E402
+from _common import kwok_node, table  # noqa: E402
 
 GROUP, VERSION, PLURAL = "greenjobs.dev", "v1alpha1", "greentrainingjobs"
 NS = "fanout"
@@ -63,24 +63,10 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def node_manifest(name: str) -> dict[str, Any]:
-    capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(GPUS)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "type": "kwok", "greenjobs.dev/fanout": "true"},
-        },
-        "status": {"capacity": capacity, "allocatable": capacity},
-    }
-
-
 def ensure_nodes(n: int) -> list[str]:
     names = [f"fanout-{i:04d}" for i in range(n)]
     have = set(kubectl("get", "nodes", "-l", "greenjobs.dev/fanout=true", "-o", "name").split())
-    missing = [node_manifest(x) for x in names if f"node/{x}" not in have]
+    missing = [kwok_node(x, GPUS, {"greenjobs.dev/fanout": "true"}) for x in names if f"node/{x}" not in have]
     if missing:
         kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": missing}))
     kubectl("wait", "--for=condition=Ready", "node", "-l", "greenjobs.dev/fanout=true", "--timeout=180s")

@@ -39,7 +39,7 @@ import kubernetes
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, table
+from _common import RESULTS, kwok_node, table
 from operator_scale import (
     GROUP,
     PLURAL,
@@ -87,29 +87,13 @@ def finished_status(now: datetime, i: int) -> dict[str, Any]:
     }
 
 
-def node(zone: str, i: int, gpus: int) -> dict[str, Any]:
-    """A kwok GPU node like e2e/cluster.sh's, for this bench only (label bench=operator-fleet)."""
-    name = f"bench-{zone.lower()}-{i:03d}"
-    res = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "type": "kwok",
-                "bench": "operator-fleet",
-                "greenjobs.dev/grid-zone": zone,
-            },
-        },
-        "status": {"capacity": res, "allocatable": res},
-    }
-
-
 def add_nodes(env: dict[str, str], per_zone: dict[str, int], gpus: int) -> None:
-    items = [node(zone, i, gpus) for zone, n in per_zone.items() for i in range(n)]
+    """kwok GPU nodes in each zone, for this bench only (label bench=operator-fleet)."""
+    items = [
+        kwok_node(f"bench-{zone.lower()}-{i:03d}", gpus, {"bench": "operator-fleet", "greenjobs.dev/grid-zone": zone})
+        for zone, n in per_zone.items()
+        for i in range(n)
+    ]
     kubectl(env, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 
 

@@ -9,24 +9,15 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from greenjobs.carbon.providers import BackgroundProvider, Forecast, StillLoading, Unavailable
 from greenjobs.carbon.series import IntensitySeries
+from tests.fakes.operator_world import T0, Clock, H
 
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
-H = timedelta(hours=1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Slow:

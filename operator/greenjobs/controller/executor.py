@@ -183,12 +183,11 @@ class Executor:
         # Our own budget suspension whose status write was lost (a conflict with an agent's report)
         # looks the same: account first, and the budget says whose suspension it is.
         self._account(d, spec=step.spec)
-        if d.status.get("phase") == Phase.SUSPENDED or suspended_by_budget(d.obs):
-            d.conditional = True
-            d.status["phase"] = Phase.SUSPENDED
-            return
+        budgets = d.status.get("phase") == Phase.SUSPENDED or suspended_by_budget(d.obs)
         d.conditional = True
         d.status["phase"] = Phase.SUSPENDED
+        if budgets:
+            return
         msg = "the Job was suspended outside greenjobs; it resumes when it is unsuspended"
         d.cond(Cond.STARTED, "False", "JobSuspended", msg)
         d.event("Warning", "JobSuspended", msg)

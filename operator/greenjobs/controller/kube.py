@@ -6,6 +6,8 @@ API server alone judges a user's Job template.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kubernetes import client
@@ -90,14 +92,10 @@ class Kube:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         self.metrics.api_writes.labels("patch_status").inc()
-        try:
+        with _conflict(namespace, name):
             out: dict[str, Any] = self.objects.patch_namespaced_custom_object_status(
                 *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
             )
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(f"GreenTrainingJob {namespace}/{name} changed since it was read") from exc
-            raise
         return out
 
     def settle_gtj(self, namespace: str, name: str, resource_version: str) -> dict[str, Any] | None:
@@ -106,12 +104,11 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version, "labels": {c.LABEL_SETTLED: "true"}}}
         self.metrics.api_writes.labels("settle").inc()
         try:
-            out: dict[str, Any] = self.objects.patch_namespaced_custom_object(
-                *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
-            )
+            with _conflict(namespace, name):
+                out: dict[str, Any] = self.objects.patch_namespaced_custom_object(
+                    *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
+                )
         except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(f"GreenTrainingJob {namespace}/{name} changed since it was read") from exc
             if exc.status == 404:
                 return None
             raise
@@ -128,6 +125,17 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@contextmanager
+def _conflict(namespace: str, name: str) -> Iterator[None]:
+    """A 409 on a write conditional on the resourceVersion read: Conflict (read again, decide again)."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict(f"GreenTrainingJob {namespace}/{name} changed since it was read") from exc
+        raise
 
 
 def _res(kind: WorkloadAdapter) -> tuple[str, str, str]:

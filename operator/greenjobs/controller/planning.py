@@ -109,13 +109,13 @@ def decide_plan(
     now_values = _current_values(series, current) if spec.timing.start_when_below is not None else {}
     result = plan(request, series, now_values)
     waits = None
+    source = ",".join(sorted(set(sources.values())))
     # startWhenBelow asks for the intensity now, which the fleet's grid does not model: planned alone.
     if fleet is not None and zones and spec.timing.start_when_below is None:
         answer = fleet()
         if answer is not None:
             refined = _refine(answer, result, request, series)
             if refined is not None:
-                source = ",".join(sorted(set(sources.values())))
                 return _from_fleet(refined, result, base, window, now, source, conds, events)
             # The per-job optimum is where the fleet put it: the exact plan stands.
             waits = WAITS_CLEAN_WINDOW if result.start > now else WAITS_START_NOW
@@ -123,7 +123,7 @@ def decide_plan(
         update={
             "zone": result.zone if zones else None,
             "scheduled_start": result.start,
-            "forecast_source": ",".join(sorted(set(sources.values()))),
+            "forecast_source": source,
             "expected_g_per_k_wh": _rounded(result.expected_g_per_kwh, 2),
             "baseline_g_per_k_wh": _rounded(result.baseline_g_per_kwh, 2),
             "expected_savings_percent": _rounded(result.expected_savings_percent, 1),
