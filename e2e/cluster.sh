@@ -76,7 +76,7 @@ alive() { [ -f "$D/pids/$1" ] && kill -0 "$(cat "$D/pids/$1")" 2>/dev/null; }
 wait_for() {  # wait_for WHAT SECONDS CMD...
   local what=$1 secs=$2; shift 2
   for _ in $(seq "$((secs * 4))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
-  log "timed out waiting for $what; last log lines:"; tail -20 "$D/logs/"*.log >&2 || true; return 1
+  log "timed out waiting for $what; last log lines:"; tail -n 20 "$D/logs/"*.log >&2 || true; return 1
 }
 
 stages() {

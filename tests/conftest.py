@@ -157,3 +157,30 @@ def job_watch(cluster: Cluster, namespace: str) -> Iterator[JobWatch]:
     proc.terminate()
     proc.wait(10)
     reader.join(5)
+
+
+LOG_TAIL_LINES = 15
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed cluster test shows the end of every product log it wrote (operators, agents): on a
+    clean-clone CI run that is the only record of what the processes saw."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when != "call" or not report.failed or not isinstance(tmp, Path):
+        return
+    for log in sorted(tmp.rglob("*.log")):
+        lines = [_brief(line) for line in log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]]
+        report.sections.append((f"log tail {log.relative_to(tmp)}", "\n".join(lines)))
+
+
+def _brief(line: str) -> str:
+    """One JSON log record as `time level logger: msg`, cut to 240 characters."""
+    try:
+        rec = json.loads(line)
+        line = f"{rec['time'][11:23]} {rec['level']} {rec['logger'].rsplit('.', 1)[-1]}: {rec['msg']}"
+    except (ValueError, KeyError, TypeError):
+        pass
+    return line[:240]

@@ -239,6 +239,8 @@ class KubeClusterView:
             timeout_seconds=WATCH_TIMEOUT_S,
             allow_watch_bookmarks=True,
             _preload_content=False,
+            # Longer than the server's own end of the watch: only a stalled stream trips it.
+            _request_timeout=(5.0, WATCH_TIMEOUT_S + 30),
         )
         s.resp = resp
         self._count(s.kind, 0, 0, request="watch")

@@ -8,7 +8,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,16 +78,9 @@ def _backend(s: AgentSettings) -> GpuBackend:
 
 
 def _api_client() -> object:
-    from kubernetes import client  # noqa: PLC0415
-    from kubernetes import config as kube_config  # noqa: PLC0415
+    from greenjobs.kubeclient import api_client  # noqa: PLC0415 - only the real agent needs the client
 
-    config: Any = kube_config  # untyped library
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
-    else:
-        config.load_kube_config()
-    return client.ApiClient()
+    return api_client(in_cluster_first=not os.environ.get("KUBECONFIG"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -83,11 +83,13 @@ def _mixed_jobs(namespace: str, rng: random.Random) -> list[Any]:
         (["GB", "FR"], {"estimatedDuration": "10s", "maxDelay": "3m"}),
     ]
     # One GPU each: at most 15 run at once per zone, within its 16 GPUs, so that capacity never delays a
-    # start and every late start here would be the restarts' fault (test_fleet.py covers capacity).
+    # start and every late start here would be the restarts' fault (test_fleet.py covers capacity). Each
+    # runs for less than its estimated 10 s, so the FR groups (planned for +20 s, +30 s and +50 s) never
+    # overlap: a run longer than its estimate would hold GPUs the next group was planned on.
     items = []
     for i in range(JOBS):
         zones, timing = kinds[i % len(kinds)]
-        run_for = f"{rng.randint(5, 15)}s"
+        run_for = f"{rng.randint(3, 7)}s"
         items.append(_gtj(namespace, f"chaos-{i:03d}", zones=zones, timing=timing, gpus=1, run_for=run_for))
     return items
 
@@ -99,6 +101,14 @@ def _apply(cluster: Cluster, items: list[Any]) -> None:
 def _items(cluster: Cluster, kind: str, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = cluster.get_json(kind, "-n", namespace)["items"]
     return items
+
+
+def _said_of(workdir: Path, name: str) -> str:
+    """Every operator's log lines about one job, in order (an assertion's evidence)."""
+    lines = []
+    for log in sorted(workdir.glob("operator-*.log")):
+        lines += [f"{log.stem} {line[:300]}" for line in log.read_text(errors="replace").splitlines() if name in line]
+    return "\n".join(lines[-40:])
 
 
 def _gtj_events(cluster: Cluster, namespace: str) -> dict[str, Counter[str]]:
@@ -161,7 +171,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         assert st.get("completionTime"), name
         latest, started = parse_time(st["plan"]["latestStart"]), parse_time(st["startTime"])
         late.append((started - latest).total_seconds())
-        assert started <= latest + START_TOLERANCE, f"{name} started {started} after its latest start {latest}"
+        assert started <= latest + START_TOLERANCE, (
+            f"{name} started {started} after its latest start {latest}; Job created"
+            f" {job['metadata']['creationTimestamp']}, started {job['status'].get('startTime')};"
+            f" kills at {kills} s; what the operators said of it:\n{_said_of(tmp_path, name)}"
+        )
         assert parse_time(job["status"]["startTime"]) <= latest + 2 * START_TOLERANCE, name
         decided = parse_time(st["plan"]["decidedAt"])
         deferred += parse_time(st["plan"]["scheduledStart"]) > decided + timedelta(seconds=5)

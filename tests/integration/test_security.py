@@ -75,19 +75,53 @@ def secured(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Secure
     try:
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         sec = Secured(namespace, f"{release}-greenjobs", tmp_path)
-        # Policies take effect once the API server's policy informer has them: wait on behaviour.
-        bad = _gtj(namespace, "probe-policy", zones=["GB"], pod={"nodeName": "nowhere"})
-        wait_until(
-            "the placement policy to act",
-            lambda: (
-                cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(bad), check=False).returncode
-                != 0
-            ),
-            timeout=30,
-        )
+        _wait_for_policies(cluster, sec)
         yield sec
     finally:
         _delete_cluster_scoped(cluster, docs)
+
+
+def _wait_for_policies(cluster: Cluster, sec: Secured) -> None:
+    """Each policy takes effect once the API server's policy informer has it and its binding, each in
+    its own time: wait until every one of them refuses what it must (server-side dry runs)."""
+    ns = sec.namespace
+
+    def refused(*args: str, input: str | None = None, needle: str) -> bool:
+        out = cluster.kubectl(*args, "--dry-run=server", "-n", ns, input=input, check=False)
+        return out.returncode != 0 and needle in out.stderr
+
+    bad = json.dumps(_gtj(ns, "probe-policy", zones=["GB"], pod={"nodeName": "nowhere"}))
+    wait_until("the placement policy to act", lambda: refused("create", "-f", "-", input=bad, needle="nodeName"))
+
+    # A user who may create GTJs and not Jobs (impersonated: admin may).
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "probe-gtj-only"}}
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({**role, "rules": GTJ_ONLY}))
+    cluster.kubectl("create", "rolebinding", "probe-gtj-only", "--role=probe-gtj-only", "--user=probe", "-n", ns)
+    good = json.dumps(_gtj(ns, "probe-rights", zones=["GB"]))
+    wait_until(
+        "the workload-rights policy to act",
+        lambda: refused("create", "-f", "-", "--as=probe", input=good, needle="workload-rights"),
+    )
+
+    # The agent's ServiceAccount without a node in its token (impersonated, through the API: kubectl
+    # patch would GET the status first, which the agent may not).
+    cluster.kubectl("create", "-f", "-", input=good.replace("probe-rights", "probe-agent"))
+    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", f"system:serviceaccount:{ns}:{sec.agent_sa}")
+    objects = kubernetes.client.CustomObjectsApi(api)
+
+    def agent_refused() -> bool:
+        report = {"status": {"energy": {"nodes": {"probe": {"joules": 1.0}}}}}
+        try:
+            objects.patch_namespaced_custom_object_status(
+                "greenjobs.dev", "v1alpha1", ns, "greentrainingjobs", "probe-agent", report, dry_run="All"
+            )
+        except ApiException as exc:
+            return "names no node" in str(exc.body)
+        return False
+
+    wait_until("the agent policy to act", agent_refused)
+    cluster.kubectl("delete", "gtj", "probe-agent", "-n", ns, "--wait=true")
 
 
 def _gtj(

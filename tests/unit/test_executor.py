@@ -48,6 +48,24 @@ def test_restart_between_job_create_and_status_adopts_instead_of_duplicating(env
     assert env.kube.statuses()[0]["phase"] == "Deferred"
 
 
+def test_a_job_started_before_a_restart_keeps_its_real_start_time(env: Env) -> None:
+    """Killed between unsuspending the Job and writing Running: the next look finds the Job running
+    and records when it was started (its annotation), not when it happened to look."""
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    env.clock.now = T0 + 2 * H + timedelta(minutes=7)
+    action, _ = env.step(body(status), view(suspended=False, started_at="2026-11-23T14:00:01Z"))
+    assert action == Action.ADOPT_RUNNING
+    st = env.kube.statuses()[0]
+    assert (st["phase"], st["startTime"]) == ("Running", "2026-11-23T14:00:01Z")
+
+
+def test_a_running_job_without_our_start_annotation_is_recorded_as_started_now(env: Env) -> None:
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    env.clock.now = T0 + 2 * H
+    env.step(body(status), view(suspended=False))
+    assert env.kube.statuses()[0]["startTime"] == "2026-11-23T14:00:00Z"
+
+
 def test_foreign_job_with_the_same_name_is_reported_not_taken(env: Env) -> None:
     env.kube.fail_create = api_error(409, "already exists")
     env.kube.existing = {"metadata": {"ownerReferences": [{"uid": "someone-else"}]}, "spec": {}}
@@ -98,8 +116,11 @@ def test_the_job_starts_at_its_scheduled_start(env: Env) -> None:
     (kind, p), _ = [c for c in env.kube.calls if c[0] != "get"]
     assert kind == "patch" and p["spec"]["suspend"] is False
     assert p["spec"]["template"]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
+    # The patch that lets it run says when, so a restart before the status write cannot move the start.
+    assert p["metadata"]["annotations"]["greenjobs.dev/started-at"] == "2026-11-23T14:00:00Z"
     st = env.kube.statuses()[0]
     assert st["phase"] == "Running" and st["power"]["targetCapWatts"] == 250
+    assert st["startTime"] == "2026-11-23T14:00:00Z"
     assert {c["type"]: c["reason"] for c in st["conditions"]}["PowerCapped"] == "Static"
 
 

@@ -38,10 +38,20 @@ def test_job_is_suspended_owned_and_labelled_and_gets_no_zone_selector_until_sta
     assert job["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}
     assert SPEC.job_template.spec["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}  # not mutated
 
+    assert "greenjobs.dev/started-at" not in job["metadata"]["annotations"]  # it has not started
+
     started = build_job(
-        "llm", "ml", "uid-1", SPEC, zone="FR", zone_selector={"greenjobs.dev/grid-zone": "FR"}, start_now=True
+        "llm",
+        "ml",
+        "uid-1",
+        SPEC,
+        zone="FR",
+        zone_selector={"greenjobs.dev/grid-zone": "FR"},
+        start_now=True,
+        started_at="2026-11-23T14:00:00Z",
     )
     assert started["spec"]["suspend"] is False
+    assert started["metadata"]["annotations"]["greenjobs.dev/started-at"] == "2026-11-23T14:00:00Z"
     assert started["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100", "greenjobs.dev/grid-zone": "FR"}
 
 

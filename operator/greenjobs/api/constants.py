@@ -25,6 +25,9 @@ LABEL_SETTLED: Final = f"{GROUP}/settled"
 JOB_FINALIZER: Final = f"{GROUP}/outcome"
 # On the owned Job: digest of the template it was built from (a changed template replaces a Job that never ran).
 ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+# On the owned Job, written with the change that lets it run: when greenjobs started it. A restart
+# that finds the Job running before its status says so records this, not the moment it looked.
+ANNOTATION_STARTED_AT: Final = f"{GROUP}/started-at"
 NODE_ZONE_LABEL: Final = f"{GROUP}/grid-zone"
 FINALIZER: Final = f"{GROUP}/cleanup"
 

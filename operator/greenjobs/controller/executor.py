@@ -363,6 +363,7 @@ class Executor:
             zone_selector=selector,
             start_now=start_now,
             digest=template_hash(workload_template(obs.spec)),
+            started_at=format_time(d.now),
         )
         kind = adapter_of(obs.spec)
         try:
@@ -395,7 +396,7 @@ class Executor:
             if obj is None:
                 raise _Retry("StartFailed", f"the {kind.kind} {obs.name} is gone")
             selector = self.zone_selector(plan.zone)
-            for patch in start_patches(obj, obs.name, obs.uid, plan.zone, selector):
+            for patch in start_patches(obj, obs.name, obs.uid, plan.zone, selector, format_time(d.now)):
                 self.kube.patch_job(obs.namespace, obs.name, patch, kind)
         except ApiException as exc:
             if exc.status in (403, 422, 400):
@@ -457,7 +458,9 @@ class Executor:
         d.conditional = True
         d.status["phase"] = Phase.RUNNING
         if not d.obs.status.get("startTime"):
-            d.status["startTime"] = format_time(d.now)
+            # Started before a restart, its status write lost: the Job says when.
+            started = d.obs.job.started_at if d.obs.job is not None else None
+            d.status["startTime"] = started or format_time(d.now)
         d.cond(Cond.STARTED, "True", "Started", f"Job running in {plan.zone or 'any zone'}")
         if d.obs.phase == Phase.SUSPENDED:
             d.cond(Cond.BUDGET_EXCEEDED, "False", "Resumed", "the Job runs again")

@@ -73,6 +73,7 @@ def build_job(
     zone_selector: dict[str, str] | None,
     start_now: bool,
     digest: str | None = None,
+    started_at: str | None = None,
 ) -> dict[str, Any]:
     """The owned workload: our labels on it and every pod template, an ownerReference (deletion
     cascades), our finalizer (an outcome is never lost), suspended unless starting now.
@@ -104,6 +105,7 @@ def build_job(
         **(meta.get("annotations") or {}),
         c.ANNOTATION_TEMPLATE_HASH: digest or template_hash(workload_template(raw)),
         **({ANNOTATION_QUEUE: queue} if held else {}),
+        **({c.ANNOTATION_STARTED_AT: started_at} if start_now and started_at else {}),
     }
     # Ours until the outcome is recorded: TTL, a delete by hand or GC cannot lose it.
     meta["finalizers"] = [*(meta.get("finalizers") or []), c.JOB_FINALIZER]
@@ -111,20 +113,29 @@ def build_job(
 
 
 def start_patches(
-    obj: Mapping[str, Any], name: str, uid: str, zone: str | None, zone_selector: dict[str, str] | None
+    obj: Mapping[str, Any],
+    name: str,
+    uid: str,
+    zone: str | None,
+    zone_selector: dict[str, str] | None,
+    started_at: str | None = None,
 ) -> list[dict[str, Any]]:
     """Merge patches, in order, that place the workload in `zone` and start it. A Kueue-managed one
-    gets its queue label back and stays suspended: Kueue admits it and unsuspends it."""
+    gets its queue label back and stays suspended: Kueue admits it and unsuspends it. The last patch,
+    the one that lets it run, carries `started_at`."""
     adapter = adapter_of_object(obj)
     labels = our_labels(name, uid, zone)
     queue = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_QUEUE)
-    if queue is None and adapter.queue_name(obj) is None:
-        return adapter.start_patches(obj, zone_selector, labels)
     patches = adapter.start_patches(obj, zone_selector, labels)
+    last = patches[-1]
+    if started_at:
+        last.setdefault("metadata", {}).setdefault("annotations", {})[c.ANNOTATION_STARTED_AT] = started_at
+    if queue is None and adapter.queue_name(obj) is None:
+        return patches
     for p in patches:
         _keep_suspended(p)
     if queue is not None:
-        meta = patches[-1].setdefault("metadata", {})
+        meta = last.setdefault("metadata", {})
         meta.setdefault("labels", {})[QUEUE_LABEL] = queue
         annotations = meta.setdefault("annotations", {})
         annotations[ANNOTATION_QUEUE] = None

@@ -13,6 +13,7 @@ import kubernetes
 
 from greenjobs.carbon.footprint import FootprintFactors, build_host_source
 from greenjobs.carbon.providers.config import build_provider
+from greenjobs.kubeclient import api_client
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
 
@@ -73,14 +74,8 @@ def utc_now() -> datetime:
 
 
 def _api_client() -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    configuration = kubernetes.client.Configuration.get_default_copy()
     # Reconcile workers and event posting share the pool: keep a connection per thread.
-    configuration.connection_pool_maxsize = 32
-    return kubernetes.client.ApiClient(configuration)
+    return api_client(pool_size=32)
 
 
 class _QuietEvents(logging.Filter):

@@ -43,6 +43,7 @@ class JobView:
     ready: int = 0  # pods Ready
     api_version: str = "batch/v1"
     kind: str = "Job"
+    started_at: str | None = None  # when greenjobs let it run (its annotation): the true start on adoption
 
     @property
     def finalizer(self) -> bool:
@@ -64,6 +65,7 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     """The view of an owned workload of any supported kind (its adapter reads suspend and outcome)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
     adapter = adapter_of_object(body)
     return JobView(
         uid=meta.get("uid", ""),
@@ -72,7 +74,8 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         outcome=adapter.outcome(body),
         deleting=meta.get("deletionTimestamp") is not None,
         finalizers=tuple(meta.get("finalizers") or ()),
-        template_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_TEMPLATE_HASH),
+        template_hash=annotations.get(c.ANNOTATION_TEMPLATE_HASH),
+        started_at=annotations.get(c.ANNOTATION_STARTED_AT),
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
         api_version=str(body.get("apiVersion") or "batch/v1"),
