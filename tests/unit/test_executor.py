@@ -150,6 +150,15 @@ def test_completion_is_recorded_and_accounted_before_the_job_is_let_go(env: Env)
     assert action == Action.NOTHING and not env.kube.calls
 
 
+def test_an_end_seen_late_is_recorded_at_the_jobs_own_completion_time(env: Env) -> None:
+    """The operator was down for two hours when the Job finished: completionTime is the Job's, not the
+    moment the operator came back (durations and the settle timer run from the real end)."""
+    env.clock.now = T0 + 5 * H
+    status = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}}
+    env.step(body(status), view(False, "Succeeded", finished_at="2026-11-23T15:00:00Z"))
+    assert env.kube.statuses()[0]["completionTime"] == "2026-11-23T15:00:00Z"
+
+
 def test_a_finished_job_is_settled_with_one_conditional_label_write(env: Env) -> None:
     env.clock.now = T0 + 5 * H
     done = body({"phase": "Succeeded", "startTime": "2026-11-23T13:00:00Z", "completionTime": "2026-11-23T15:00:00Z"})

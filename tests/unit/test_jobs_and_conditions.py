@@ -1,10 +1,14 @@
 """The owned Job's shape, and condition bookkeeping."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.controller.conditions import CondUpdate, apply_conditions
 from greenjobs.controller.jobs import BATCH, build_job, owned_by, start_patches
+from greenjobs.controller.observe import job_view
 
 SPEC = GreenTrainingJobSpec.model_validate(
     {
@@ -77,3 +81,43 @@ def test_transition_time_moves_only_when_status_changes() -> None:
     assert later[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and later[0]["message"] == "b"
     flipped = apply_conditions(later, [CondUpdate("Planned", "False", "X", "c")], t0 + timedelta(hours=2), 3)
     assert flipped[0]["lastTransitionTime"] == "2026-01-01T02:00:00Z" and flipped[0]["observedGeneration"] == 3
+
+
+@pytest.mark.parametrize(
+    ("obj", "finished"),
+    [
+        (  # a Job that succeeded: its completionTime
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "status": {
+                    "completionTime": "2026-11-23T15:00:00Z",
+                    "conditions": [
+                        {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-23T15:00:01Z"}
+                    ],
+                },
+            },
+            "2026-11-23T15:00:00Z",
+        ),
+        (  # a Job that failed has no completionTime: its last true condition
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "status": {
+                    "conditions": [
+                        {"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-11-23T14:59:58Z"},
+                        {"type": "Failed", "status": "True", "lastTransitionTime": "2026-11-23T15:00:02Z"},
+                        {"type": "Suspended", "status": "False", "lastTransitionTime": "2026-11-23T16:00:00Z"},
+                    ]
+                },
+            },
+            "2026-11-23T15:00:02Z",
+        ),
+        (  # still running: no end
+            {"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 1}},
+            None,
+        ),
+    ],
+)
+def test_the_job_view_carries_the_end_its_controller_recorded(obj: dict[str, Any], finished: str | None) -> None:
+    assert job_view(obj).finished_at == finished

@@ -509,8 +509,12 @@ class GreenTrainingJobStatus(_Model):
     observed_generation: int | None = Field(default=None, description="Generation of the spec last acted on.")
     job_name: str | None = Field(default=None, description="The batch/v1 Job owned by this resource.")
     plan: Plan | None = None
-    start_time: Time | None = None
-    completion_time: Time | None = None
+    start_time: Time | None = Field(
+        default=None, description="When greenjobs let the workload run (set once: it is never started again)."
+    )
+    completion_time: Time | None = Field(
+        default=None, description="When the workload ended, as its controller recorded it."
+    )
     power: PowerStatus | None = None
     energy: Energy | None = None
     emissions: Emissions | None = None

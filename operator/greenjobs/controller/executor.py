@@ -569,13 +569,28 @@ class Executor:
         self._account(d, spec=None)
         ok = phase == Phase.SUCCEEDED
         d.conditional = True
-        d.status.update({"phase": phase, "completionTime": format_time(d.now)})
+        d.status.update({"phase": phase, "completionTime": self._ended_at(d)})
         d.cond(Cond.COMPLETE, "True" if ok else "False", reason, message)
         if not ok:
             d.cond(Cond.FAILED, "True", reason, message)
         if d.obs.condition(Cond.PODS_READY):
             d.cond(Cond.PODS_READY, "False", reason, "the Job has ended")
         d.event("Normal" if ok else "Warning", "Completed" if ok else "Failed", f"{d.obs.name}: {message}")
+
+    @staticmethod
+    def _ended_at(d: Draft) -> str:
+        """When the workload ended as its controller saw it (not when we looked: the operator may have
+        been down); now for an end we decide ourselves (a Job deleted or lost)."""
+        job = d.obs.job
+        if job is None or job.finished_at is None:
+            return format_time(d.now)
+        try:
+            ended = parse_time(job.finished_at)
+        except ValueError:
+            return format_time(d.now)
+        started = d.obs.status.get("startTime")
+        floor = parse_time(started) if started else ended
+        return format_time(min(max(ended, floor), d.now))
 
     def _account(self, d: Draft, *, spec: GreenTrainingJobSpec | None) -> None:
         status = d.obs.status

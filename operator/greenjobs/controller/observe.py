@@ -44,6 +44,7 @@ class JobView:
     api_version: str = "batch/v1"
     kind: str = "Job"
     started_at: str | None = None  # when greenjobs let it run (its annotation): the true start on adoption
+    finished_at: str | None = None  # when it reached its outcome, as its controller recorded it
 
     @property
     def finalizer(self) -> bool:
@@ -67,20 +68,36 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}
     adapter = adapter_of_object(body)
+    outcome = adapter.outcome(body)
     return JobView(
         uid=meta.get("uid", ""),
         owner_uids=tuple(r.get("uid", "") for r in meta.get("ownerReferences") or []),
         suspended=adapter.is_suspended(body),
-        outcome=adapter.outcome(body),
+        outcome=outcome,
         deleting=meta.get("deletionTimestamp") is not None,
         finalizers=tuple(meta.get("finalizers") or ()),
         template_hash=annotations.get(c.ANNOTATION_TEMPLATE_HASH),
         started_at=annotations.get(c.ANNOTATION_STARTED_AT),
+        finished_at=_finished_at(status) if outcome else None,
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
         api_version=str(body.get("apiVersion") or "batch/v1"),
         kind=str(body.get("kind") or "Job"),
     )
+
+
+def _finished_at(status: Mapping[str, Any]) -> str | None:
+    """The end time a finished workload's controller wrote: completionTime (Job, PyTorchJob), endTime
+    (RayJob), else the latest transition of a true condition (a failed Job, a JobSet)."""
+    explicit = status.get("completionTime") or status.get("endTime")
+    if explicit:
+        return str(explicit)
+    times = [
+        str(cond["lastTransitionTime"])
+        for cond in status.get("conditions") or []
+        if cond.get("status") == "True" and cond.get("lastTransitionTime")
+    ]
+    return max(times) if times else None  # RFC 3339 UTC from one API server: ordered as text
 
 
 @dataclass(frozen=True)
