@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
 from greenjobs.controller.loop import Controller
-from tests.fakes.operator_world import T0, Env, H, body
+from tests.fakes.operator_world import T0, Env, H, Provider, body
 
 RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}
 
@@ -75,3 +76,34 @@ def test_an_unreachable_api_server_is_retried_at_most_ten_seconds_apart() -> Non
     for _ in range(6):
         ctl.reconcile("u1")
     assert delays == [1, 2, 5, 10, 10, 10]
+
+
+GPU_TEMPLATE = {
+    "spec": {
+        "template": {
+            "spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": 1}}}]}
+        }
+    }
+}
+
+
+def test_a_job_whose_workload_ended_frees_its_gpus_before_its_outcome_is_recorded() -> None:
+    """After a restart (or behind a long queue) a finished job's status still says Running for a while:
+    the GPUs its workload gave back must not hold up the next start meanwhile."""
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    fleet = FleetCoordinator(FleetSettings(), Provider(), env.clock, timedelta(minutes=5), ctl.fleet_snapshot)
+    ctl.fleet = fleet
+    ready = [{"type": "Ready", "status": "True"}]
+    node = {"metadata": {"name": "fr-0", "labels": {"greenjobs.dev/grid-zone": "FR"}}, "spec": {}}
+    ctl.on_node("ADDED", {**node, "status": {"allocatable": {"nvidia.com/gpu": "1"}, "conditions": ready}})
+    ctl.on_gtj("ADDED", body(RUNNING, jobTemplate=GPU_TEMPLATE))
+    ctl.on_job("ADDED", raw_job(complete=False))
+    waiting = body({"phase": "Deferred", "plan": {"zone": "FR"}}, jobTemplate=GPU_TEMPLATE)
+    waiting["metadata"].update(uid="u2", name="next")
+    ctl.on_gtj("ADDED", waiting)
+
+    assert not fleet.room_now("u2", "FR")  # FR's one GPU is the running job's
+    ctl.on_job("MODIFIED", raw_job(complete=True))  # it ended; nobody has recorded it yet
+    assert fleet.room_now("u2", "FR")

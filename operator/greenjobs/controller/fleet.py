@@ -77,6 +77,9 @@ class FleetState:
 
     nodes: dict[str, Node] = field(default_factory=dict)  # node name -> its zone and GPUs
     pods: dict[str, PodGpus] = field(default_factory=dict)  # pod uid -> its GPUs
+    # GTJs whose workload has its outcome while their status may still say Running (the operator has
+    # not recorded it yet: a restart, a long queue): they hold no GPUs.
+    ended: frozenset[str] = frozenset()
 
 
 def node_of(body: Mapping[str, Any], zone: str, resources: Sequence[str]) -> Node:
@@ -199,7 +202,7 @@ class FleetCoordinator:
         running: dict[str, RunningJob] = {}
         for b in bodies:
             job = _running(b, now, self.settings)
-            if job is not None and job.id != exclude:
+            if job is not None and job.id != exclude and job.id not in state.ended:
                 running[job.id] = job
         foreign = [
             ForeignPod(zone_of_node[p.node], p.gpus)

@@ -115,11 +115,14 @@ class Controller:
         owner = next(iter(view.owner_uids), None) or (meta.get("labels") or {}).get(c.LABEL_JOB_UID)
         with self._lock:
             if event_type == "DELETED":
-                self.jobs.pop(key, None)
+                old = self.jobs.pop(key, None)
                 self.job_seen.pop(key, None)
             else:
+                old = self.jobs.get(key)
                 self.jobs[key] = view
                 self.job_seen[key] = self.clock()
+            if view.outcome and (old is None or not old.outcome):
+                self._invalidate_fleet()  # its GPUs are free before its outcome is recorded
             if owner and owner not in self.keys and view.finalizer and view.deleting:
                 # Its GreenTrainingJob is gone (GC deletes the Job): only our finalizer holds it.
                 self.keys[owner] = (key[0], (meta.get("labels") or {}).get(c.LABEL_JOB, key[1]))
@@ -165,7 +168,10 @@ class Controller:
     def fleet_snapshot(self) -> tuple[list[Mapping[str, Any]], FleetState, set[str]]:
         """What the fleet planner needs, copied under the lock."""
         with self._lock:
-            state = FleetState(dict(self.fleet_state.nodes), dict(self.fleet_state.pods))
+            ended = frozenset(
+                uid for uid, key in self.keys.items() if (job := self._job_of(uid)) is not None and job.outcome
+            )
+            state = FleetState(dict(self.fleet_state.nodes), dict(self.fleet_state.pods), ended)
             return list(self.bodies.values()), state, set(self.node_zones.values())
 
     def _remember(self, uid: str, body: dict[str, Any]) -> None:
