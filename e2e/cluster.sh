@@ -8,6 +8,7 @@
 #   e2e/cluster.sh env       print `export KUBECONFIG=... PATH=...` for eval
 #   e2e/cluster.sh status    what is running
 #   e2e/cluster.sh restart-apiserver [S]   API server down S seconds, then back (outage tests)
+#   e2e/cluster.sh restart-controller-manager   a fresh kube-controller-manager (after outage tests)
 #   e2e/cluster.sh kueue-up    on a running control plane: Kueue + JobSet controller (host processes,
 #                              webhooks by URL on loopback), their CRDs, and the CRDs of TrainJob,
 #                              PyTorchJob and RayJob (no controllers for those); builds them if needed
@@ -127,6 +128,30 @@ start_apiserver() {
     --endpoint-reconciler-type=none --profiling=false
 }
 
+start_controller_manager() {
+  local b=$1
+  start kube-controller-manager "$b/kube-controller-manager" --kubeconfig="$KC" \
+    --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
+    --bind-address=127.0.0.1 --secure-port=$((PORT + 1)) --leader-elect=false \
+    --root-ca-file="$D/pki/ca.crt" --service-account-private-key-file="$D/pki/sa.key" \
+    --controllers='*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle-controller' \
+    --concurrent-job-syncs=10 --profiling=false
+}
+
+# restart-controller-manager: a fresh kube-controller-manager. After API-server restarts its Job
+# controller can trail what it wrote for minutes ("read version ... is not as new as written version")
+# and mark Jobs Complete late; the outage tests restart it so that the tests after them start clean.
+restart_controller_manager() {
+  local b pid; b=$(bin_dir)
+  pid=$(cat "$D/pids/kube-controller-manager")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  start_controller_manager "$b"
+  wait_for kube-controller-manager 60 curl -sfk "https://127.0.0.1:$((PORT + 1))/healthz"
+  log "kube-controller-manager restarted"
+}
+
 # restart-apiserver [SECONDS]: stop the API server, keep it down SECONDS (default 3), start it again
 # (etcd and everything else keep running): for tests of watch loss and API outages.
 restart_apiserver() {
@@ -158,12 +183,7 @@ up() {
   wait_for etcd 30 curl -sf "http://127.0.0.1:$((ETCD_PORT + 2))/health"
   start_apiserver "$b"
   wait_for kube-apiserver 90 "$b/kubectl" --kubeconfig="$KC" get --raw /readyz
-  start kube-controller-manager "$b/kube-controller-manager" --kubeconfig="$KC" \
-    --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
-    --bind-address=127.0.0.1 --secure-port=$((PORT + 1)) --leader-elect=false \
-    --root-ca-file="$D/pki/ca.crt" --service-account-private-key-file="$D/pki/sa.key" \
-    --controllers='*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle-controller' \
-    --concurrent-job-syncs=10 --profiling=false
+  start_controller_manager "$b"
   start kube-scheduler "$b/kube-scheduler" --kubeconfig="$KC" \
     --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
     --bind-address=127.0.0.1 --secure-port=$((PORT + 2)) --leader-elect=false --profiling=false
@@ -356,6 +376,7 @@ case "${1:-}" in
   env) env_ ;;
   status) status ;;
   restart-apiserver) restart_apiserver "${2:-3}" ;;
+  restart-controller-manager) restart_controller_manager ;;
   kueue-up) kueue_up ;;
   kueue-down) kueue_down ;;
   workload-crds) workload_crds; crds_established ;;

@@ -22,6 +22,14 @@ from tests.operator_proc import OperatorProcess, gtj, write_forecast
 pytestmark = pytest.mark.cluster
 
 
+@pytest.fixture(autouse=True)
+def fresh_controller_manager_after(cluster: Cluster) -> Iterator[None]:
+    """The API-server restarts leave kube-controller-manager's Job controller trailing for minutes
+    (Jobs marked Complete late); the tests after this one get a fresh one."""
+    yield
+    subprocess.run([str(CLUSTER_SH), "restart-controller-manager"], check=True, capture_output=True, env=cluster.env())
+
+
 @pytest.fixture
 def agent(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[AgentProcess]:
     a = start_agent(cluster, cluster.nodes["GB"][0], tmp_path / "agent", [namespace])
