@@ -121,8 +121,8 @@ class Controller:
                 old = self.jobs.get(key)
                 self.jobs[key] = view
                 self.job_seen[key] = self.clock()
-            if view.outcome and (old is None or not old.outcome):
-                self._invalidate_fleet()  # its GPUs are free before its outcome is recorded
+            if view.outcome and (old is None or not old.outcome) and owner in self.bodies:
+                self._invalidate_fleet()  # an unfinished job's GPUs are free before its end is recorded
             if owner and owner not in self.keys and view.finalizer and view.deleting:
                 # Its GreenTrainingJob is gone (GC deletes the Job): only our finalizer holds it.
                 self.keys[owner] = (key[0], (meta.get("labels") or {}).get(c.LABEL_JOB, key[1]))
