@@ -124,6 +124,36 @@ def test_the_job_starts_at_its_scheduled_start(env: Env) -> None:
     assert {c["type"]: c["reason"] for c in st["conditions"]}["PowerCapped"] == "Static"
 
 
+class FullFleet:
+    """A fleet with no GPUs free anywhere now, whose planner leaves this job to its own plan."""
+
+    def assignment(self, uid: str) -> None:
+        return None
+
+    def room_now(self, uid: str, zone: str | None) -> bool:
+        return False
+
+
+def test_a_new_job_whose_plan_says_now_waits_while_its_zone_is_full(env: Env) -> None:
+    env.ex.fleet = FullFleet()  # type: ignore[assignment]
+    env.clock.now = T0 + 2 * H  # FR's clean window is now
+    env.step(body({}))
+    (kind, job), _ = env.kube.calls
+    assert kind == "create" and job["spec"]["suspend"] is True  # not a pod left pending for GPUs
+    assert env.kube.statuses()[0]["phase"] == "Deferred"
+
+
+def test_a_replan_that_says_now_starts_only_when_its_zone_has_room(env: Env) -> None:
+    env.ex.fleet = FullFleet()  # type: ignore[assignment]
+    env.clock.now = T0 + 2 * H
+    status = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "GB", "scheduledStart": "2026-11-23T15:00:00Z"}}
+    action, _ = env.step(body(status), view(), Pacing(last_replan=T0))
+    assert action == Action.REPLAN
+    assert not [c for c in env.kube.calls if c[0] == "patch"]  # the Job stays suspended
+    st = env.kube.statuses()[0]
+    assert st.get("phase", "Deferred") == "Deferred" and st["plan"]["zone"] == "FR"
+
+
 def test_completion_is_recorded_and_accounted_before_the_job_is_let_go(env: Env) -> None:
     env.clock.now = T0 + 3 * H
     status = {

@@ -153,7 +153,7 @@ class Executor:
         if step.spec is None:
             return
         plan = Plan.model_validate(d.obs.status.get("plan") or {})
-        if self.fleet is not None and not self.fleet.room_now(d.obs.uid, plan.zone):
+        if not self._room_now(d, plan):
             # Someone else took the GPUs since the plan: starting would only leave pods pending.
             step.pacing = replace(step.pacing, last_replan=d.now)
             self._replan(d, step.spec, step.zones)
@@ -316,7 +316,9 @@ class Executor:
             return None
         d.events.extend(outcome.events)
         plan = outcome.plan
-        start_now = outcome.starts_now(d.now) or (obs.job is not None and not obs.job.suspended)
+        start_now = (outcome.starts_now(d.now) and self._room_now(d, plan)) or (
+            obs.job is not None and not obs.job.suspended
+        )
         try:
             self._create_or_adopt(d, spec, plan, start_now)
         except _Retry as exc:
@@ -423,7 +425,7 @@ class Executor:
         d.events.extend(outcome.events)
         d.updates.extend(outcome.conditions)
         planned = next((u.message for u in outcome.conditions if u.type == Cond.PLANNED), "")
-        if outcome.starts_now(d.now):
+        if outcome.starts_now(d.now) and self._room_now(d, outcome.plan):
             self._start(d, spec, outcome.plan)
             return
         d.conditional = True
@@ -433,6 +435,12 @@ class Executor:
         log.info("re-planned %s/%s", obs.namespace, obs.name)
 
     # ------------------------------------------------------------------ starting
+
+    def _room_now(self, d: Draft, plan: Plan) -> bool:
+        """Whether the plan's zone has the GPUs now. Every start path asks: a plan made earlier (or an
+        exact start refined inside the fleet's grid step) may say "now" while a run it expected to
+        be over still holds the GPUs, and a start then would only leave pods pending."""
+        return self.fleet is None or self.fleet.room_now(d.obs.uid, plan.zone)
 
     def _start(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan) -> None:
         try:
