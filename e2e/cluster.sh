@@ -74,6 +74,15 @@ start() {
 
 alive() { [ -f "$D/pids/$1" ] && kill -0 "$(cat "$D/pids/$1")" 2>/dev/null; }
 
+# stop_proc NAME [SECONDS]: TERM its process group, KILL whatever is left after SECONDS (default 10).
+stop_proc() {
+  local pid; [ -f "$D/pids/$1" ] || return 0
+  pid=$(cat "$D/pids/$1")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq "$((${2:-10} * 4))"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+}
+
 wait_for() {  # wait_for WHAT SECONDS CMD...
   local what=$1 secs=$2; shift 2
   for _ in $(seq "$((secs * 4))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
@@ -142,11 +151,8 @@ start_controller_manager() {
 # controller can trail what it wrote for minutes ("read version ... is not as new as written version")
 # and mark Jobs Complete late; the outage tests restart it so that the tests after them start clean.
 restart_controller_manager() {
-  local b pid; b=$(bin_dir)
-  pid=$(cat "$D/pids/kube-controller-manager")
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  local b; b=$(bin_dir)
+  stop_proc kube-controller-manager 20
   start_controller_manager "$b"
   wait_for kube-controller-manager 60 curl -sfk "https://127.0.0.1:$((PORT + 1))/healthz"
   log "kube-controller-manager restarted"
@@ -155,11 +161,8 @@ restart_controller_manager() {
 # restart-apiserver [SECONDS]: stop the API server, keep it down SECONDS (default 3), start it again
 # (etcd and everything else keep running): for tests of watch loss and API outages.
 restart_apiserver() {
-  local b pid; b=$(bin_dir)
-  pid=$(cat "$D/pids/kube-apiserver")
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  local b; b=$(bin_dir)
+  stop_proc kube-apiserver 20
   sleep "${1:-3}"
   start_apiserver "$b"
   wait_for kube-apiserver 90 "$b/kubectl" --kubeconfig="$KC" get --raw /readyz
@@ -198,14 +201,10 @@ up() {
 }
 
 down_quiet() {
-  local name pid
+  local name
   [ -d "$D/pids" ] || return 0
   for name in kueue jobset kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    [ -f "$D/pids/$name" ] || continue
-    pid=$(cat "$D/pids/$name")
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    stop_proc "$name"
     rm -f "$D/pids/$name"
   done
 }
@@ -347,7 +346,7 @@ crds_established() {
 }
 
 kueue_down() {
-  local b name pid crd; b=$(bin_dir)
+  local b name crd; b=$(bin_dir)
   local kc=("$b/kubectl" --kubeconfig="$KC")
   if "${kc[@]}" get --raw /readyz >/dev/null 2>&1; then
     # First the webhooks (failurePolicy Fail: with nobody serving them every Job create would fail),
@@ -359,11 +358,7 @@ kueue_down() {
     done
   fi
   for name in kueue jobset; do
-    [ -f "$D/pids/$name" ] || continue
-    pid=$(cat "$D/pids/$name")
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    stop_proc "$name"
     rm -f "$D/pids/$name"
   done
   log "kueue and jobset down, webhooks removed"

@@ -168,9 +168,8 @@ class Controller:
     def fleet_snapshot(self) -> tuple[list[Mapping[str, Any]], FleetState, set[str]]:
         """What the fleet planner needs, copied under the lock."""
         with self._lock:
-            ended = frozenset(
-                uid for uid, key in self.keys.items() if (job := self._job_of(uid)) is not None and job.outcome
-            )
+            # Only unfinished GTJs can hold GPUs in the plan: their bodies are the ones to look at.
+            ended = frozenset(uid for uid in self.bodies if (job := self._job_of(uid)) is not None and job.outcome)
             state = FleetState(dict(self.fleet_state.nodes), dict(self.fleet_state.pods), ended)
             return list(self.bodies.values()), state, set(self.node_zones.values())
 
