@@ -107,3 +107,25 @@ def test_a_job_whose_workload_ended_frees_its_gpus_before_its_outcome_is_recorde
     assert not fleet.room_now("u2", "FR")  # FR's one GPU is the running job's
     ctl.on_job("MODIFIED", raw_job(complete=True))  # it ended; nobody has recorded it yet
     assert fleet.room_now("u2", "FR")
+
+
+def test_two_starts_cannot_both_be_given_the_same_free_gpus() -> None:
+    """Workers ask in parallel: the first start allowed holds the zone's GPUs until its Running status
+    shows, so a second job asking a moment later is told to wait (a clean-clone run left its pod pending)."""
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    fleet = FleetCoordinator(FleetSettings(), Provider(), env.clock, timedelta(minutes=5), ctl.fleet_snapshot)
+    ready = [{"type": "Ready", "status": "True"}]
+    node = {"metadata": {"name": "fr-0", "labels": {"greenjobs.dev/grid-zone": "FR"}}, "spec": {}}
+    ctl.on_node("ADDED", {**node, "status": {"allocatable": {"nvidia.com/gpu": "1"}, "conditions": ready}})
+    for uid in ("u1", "u2"):
+        waiting = body({"phase": "Deferred", "plan": {"zone": "FR"}}, jobTemplate=GPU_TEMPLATE)
+        waiting["metadata"].update(uid=uid, name=uid)
+        ctl.on_gtj("ADDED", waiting)
+
+    assert fleet.room_now("u1", "FR")
+    assert fleet.room_now("u1", "FR")  # asking again keeps its own claim, not a second one
+    assert not fleet.room_now("u2", "FR")
+    env.clock.now += timedelta(seconds=31)  # u1 never showed Running: its claim lapses
+    assert fleet.room_now("u2", "FR")

@@ -36,6 +36,9 @@ from .timing import window_of
 
 log = logging.getLogger(__name__)
 
+# How long a start `room_now` allowed holds its GPUs without its Running status being seen.
+CLAIM_TTL = timedelta(seconds=30)
+
 
 class FleetSettings(BaseModel):
     """The operator config's `fleet:` (capacity-aware planning), defaults safe for any cluster."""
@@ -126,6 +129,9 @@ class FleetCoordinator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # uid -> (resourceVersion, the job as the planner sees it): a body is parsed once, not per question.
     _seen: dict[str, tuple[str, FleetJob | None]] = field(default_factory=dict)
+    # uid -> (zone, GPUs, when): starts `room_now` allowed whose Running status is not seen yet. Workers
+    # ask in parallel; without these two could both be told the same free GPUs.
+    _claims: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
 
     def invalidate(self) -> None:
         """Something the plan rests on changed (capacity, a job ended): plan from scratch next time."""
@@ -161,7 +167,9 @@ class FleetCoordinator:
                 return True
             capacity = self._capacity(bodies, state, now, exclude=uid)
             room = capacity.free_at(zone, now) >= job.gpus
-            if not room:
+            if room:
+                self._claims[uid] = (zone, job.gpus, now)
+            else:
                 self._dirty = True
             return room
 
@@ -209,6 +217,13 @@ class FleetCoordinator:
             for p in state.pods.values()
             if p.node in zone_of_node and (p.job_uid is None or (p.job_uid not in running and p.job_uid != exclude))
         ]
+        # A start allowed moments ago holds its GPUs until its Running status shows (or the claim lapses).
+        self._claims = {
+            uid: claim
+            for uid, claim in self._claims.items()
+            if uid not in running and uid not in state.ended and now - claim[2] < CLAIM_TTL
+        }
+        foreign += [ForeignPod(zone, gpus) for uid, (zone, gpus, _) in self._claims.items() if uid != exclude]
         return Capacity.build(now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step)
 
     def _jobs(self, bodies: list[Mapping[str, Any]], now: datetime, zones: set[str]) -> dict[str, FleetJob]:
