@@ -9,7 +9,7 @@ its run x its run time, i.e. per kW of constant draw). Strategies:
   threshold        at once if the intensity is below the trace's 30th percentile, else the first moment
                    it drops below, else at the latest start (a real-time rule: it sees the true trace)
   cleaner-now      (spatial only) at once, in the zone that is cleaner at arrival
-  planner          greenjobs.carbon.planner.plan with the true trace as a perfect forecast
+  planner          greenjobs.planning.job.plan with the true trace as a perfect forecast
   planner-noisy    the same planner fed a forecast issued at arrival whose error grows with lead time:
                    value x (1 + e), e = sigma(lead) x z, sigma = a + b x lead_hours, z an AR(1)
                    unit-variance series across forecast points (correlation --noise-rho)
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 from _common import CITATION, RESULTS, load_trace, table, trace_dir
 
-from greenjobs.carbon.planner import PlanRequest, plan, plan_bruteforce
 from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.planning.job import PlanRequest, plan, plan_bruteforce
 
 YEAR_START = datetime(2020, 1, 1, tzinfo=UTC)
 LAST_ARRIVAL = datetime(2020, 12, 28, tzinfo=UTC)  # so that slack and run stay inside the trace

@@ -8,18 +8,18 @@ times, run times and GPU counts. Grid: the 2020 GB and FR carbon-intensity trace
 
 Simulated on a 15-minute grid: a job arriving between two steps may start at the next one; a run holds
 its GPUs for every step it touches; run times are known exactly (the trace's). Every GPU draws the
-uncapped mean of greenjobs.carbon.gpu_model (0.888 x 400 W); emissions are integrated over the TRUE
+uncapped mean of greenjobs.planning.gpu_model (0.888 x 400 W); emissions are integrated over the TRUE
 trace. Strategies:
 
   fifo         carbon-agnostic: pending jobs in arrival order start as soon as they fit (first fit,
                in the zone with the most free GPUs), as the Kubernetes scheduler would
-  per-job      today's per-job planner (greenjobs.carbon.planner.plan, perfect forecast) at arrival,
+  per-job      today's per-job planner (greenjobs.planning.job.plan, perfect forecast) at arrival,
                then a FIFO queue in the planned zone from the planned start
   cap          CAP-style carbon-dependent quota (after Lechowicz et al., SIGCOMM 2025): a zone may use
                cap x clip((U - c) / (U - L), 1/4, 1) GPUs at intensity c, L and U the lowest and highest
                intensity of the next 24 h; FIFO within the quota (cleanest zone first); a job at its
                latest start ignores the quota
-  fleet        greenjobs.carbon.fleet with a perfect 7-day forecast: re-planned from scratch every
+  fleet        greenjobs.planning.fleet with a perfect 7-day forecast: re-planned from scratch every
                --replan (1 h), each arrival folded in with add_job between re-plans
   fleet-noisy  the same, each re-plan with a freshly issued noisy 7-day forecast (bench/carbon_savings.py's
                model: x (1 + e), e = (a + b x lead hours) z, z an AR(1) series, rho 0.95; one z per
@@ -59,10 +59,10 @@ from scipy.signal import lfilter
 from scipy.sparse import coo_matrix
 
 from greenjobs.carbon import gpu_model
-from greenjobs.carbon.capacity import Capacity
-from greenjobs.carbon.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
-from greenjobs.carbon.planner import PlanRequest, plan
 from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.planning.job import PlanRequest, plan
 
 STEP = 900.0
 ORIGIN = to_epoch(datetime(2020, 3, 5, tzinfo=UTC))

@@ -27,8 +27,8 @@ import numpy as np
 from _common import CITATION, RESULTS, table, trace_dir
 from planner_throughput import WEEK_START, forecasts
 
-from greenjobs.carbon.capacity import Capacity
-from greenjobs.carbon.fleet import FleetJob, add_job, plan_fleet, with_current
+from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.fleet import FleetJob, add_job, plan_fleet, with_current
 
 NOW = WEEK_START
 

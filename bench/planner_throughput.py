@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from _common import CITATION, RESULTS, load_trace, table, trace_dir
 
-from greenjobs.carbon.planner import PlanRequest, plan, plan_bruteforce
 from greenjobs.carbon.series import IntensitySeries, to_epoch
+from greenjobs.planning.job import PlanRequest, plan, plan_bruteforce
 
 WEEK_START = datetime(2020, 3, 2, tzinfo=UTC)
 STEP = timedelta(minutes=15)

@@ -38,7 +38,7 @@ DATA_DIRS = [ROOT / "shared" / "data" / "carbon-intensity", Path("/work/shared/d
 
 # ---------------------------------------------------------------- GPU power/performance model
 
-# The model lives in the carbon core (greenjobs.carbon.gpu_model), shared with the fleet planner.
+# The model lives in the carbon core (greenjobs.planning.gpu_model), shared with the fleet planner.
 MODEL_A, MODEL_B, MODEL_C, MODEL_U, MODEL_MIN_X = (
     gpu_model.MODEL_A,
     gpu_model.MODEL_B,

@@ -11,7 +11,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("greenjobs.controller.main", "run the kopf operator"),
     "agent": ("greenjobs_agent.main", "run a node agent (one per GPU node)"),
     "kueue-check": ("greenjobs.kueue.main", "run the carbon AdmissionCheck controller for Kueue"),
-    "plan": ("greenjobs.carbon.plan_cli", "what-if planning: when and where would a job run"),
+    "plan": ("greenjobs.planning.cli", "what-if planning: when and where would a job run"),
     "crd": ("greenjobs.api.crd_cli", "print or write the CustomResourceDefinition"),
     "report": ("greenjobs.report", "a job's footprint card, picture, CodeCarbon rows and MLflow logging"),
     "demo": ("greenjobs.demo", "the end-to-end demo on a local control plane (needs a repository checkout)"),

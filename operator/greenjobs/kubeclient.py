@@ -6,6 +6,7 @@ agent's report loop for good; with a timeout it fails, and the caller's retry ta
 A watch passes its own, longer `_request_timeout`.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -50,3 +51,12 @@ def api_client(*, in_cluster_first: bool = True, pool_size: int | None = None) -
     if pool_size is not None:
         configuration.connection_pool_maxsize = pool_size
     return TimedApiClient(configuration)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def operator_api_client() -> client.ApiClient:
+    """The operator's client: reconcile workers and event posting share the pool, a connection each."""
+    return api_client(pool_size=32)

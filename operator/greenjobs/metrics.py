@@ -28,7 +28,7 @@ class OperatorMetrics:
         self.plans = Counter("greenjobs_plans_total", "Plans made, by reason", ["reason"], registry=r)
         self.energy = Counter("greenjobs_energy_kwh_total", "GPU energy accounted, kWh", registry=r)
         self.co2e = Counter("greenjobs_co2e_grams_total", "Emissions accounted, gCO2e", registry=r)
-        # The footprint split (greenjobs.carbon.footprint): parts of the totals above once it is wired in.
+        # The footprint split (greenjobs.accounting.footprint): parts of the totals above once it is wired in.
         self.footprint_energy = Counter(
             "greenjobs_footprint_energy_kwh_total", "Energy accounted by part: gpu, host, facility; kWh", ["part"],
             registry=r,

@@ -454,7 +454,7 @@ def timeline_from_prometheus(card: Card, prom: Any, tl: Timeline, step: timedelt
     Label names follow docs/grafana-dashboard.json: agent series carry `node` (scrape relabelling),
     job energy `namespace` and `job`.
     """
-    from greenjobs.carbon.prometheus import quote  # noqa: PLC0415
+    from greenjobs.accounting.prometheus import quote  # noqa: PLC0415
 
     if card.start is None:
         return tl
@@ -608,7 +608,7 @@ def run(
     if not args.no_png:
         tl = timeline_from_status(card)
         if args.prometheus:
-            from greenjobs.carbon.prometheus import Prometheus  # noqa: PLC0415
+            from greenjobs.accounting.prometheus import Prometheus  # noqa: PLC0415
             from greenjobs.carbon.providers.base import ProviderError  # noqa: PLC0415
 
             try:

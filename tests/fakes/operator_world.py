@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.controller.config import OperatorConfig
+from greenjobs.config import OperatorConfig
 from greenjobs.controller.decide import Action, Pacing, Timers, decide
 from greenjobs.controller.executor import Done, Executor
 from greenjobs.controller.jobs import template_hash

@@ -24,8 +24,8 @@ from typing import Any
 import kubernetes
 import pytest
 
+from greenjobs.accounting.energy import JOULES_PER_KWH
 from greenjobs.api.durations import parse_time
-from greenjobs.carbon.accounting import JOULES_PER_KWH
 from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import Cluster, wait_until
 from tests.operator_proc import OperatorProcess, gtj, write_forecast

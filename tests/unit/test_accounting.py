@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from greenjobs.accounting.energy import Accounting, account, check_budget, rounded
 from greenjobs.api.models import Budget, Emissions, NodeEnergy
-from greenjobs.carbon.accounting import Accounting, account, check_budget, rounded
 
 KWH = 3.6e6  # joules
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from greenjobs.carbon.capacity import Capacity, ForeignPod, Node, RunningJob, gpu_count
+from greenjobs.planning.capacity import Capacity, ForeignPod, Node, RunningJob, gpu_count
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -13,10 +13,10 @@ import yaml
 
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.replay import ReplayProvider
-from greenjobs.controller.planning import decide_plan
 from greenjobs.demo import scenario
 from greenjobs.demo.procs import find_repo, parse_exports
 from greenjobs.demo.record import Recording, summarize, summary_table
+from greenjobs.planning.decisions import decide_plan
 from tests.kube import REPO
 
 EXAMPLES = REPO / "examples"

@@ -12,7 +12,7 @@ from greenjobs.api.crd import build_crd
 from greenjobs.api.durations import MAX_DURATION, parse_duration, parse_time, shift_time
 from greenjobs.api.models import DEADLINE_MAX, DEADLINE_MIN, GreenTrainingJobSpec, Timing
 from greenjobs.cli import main
-from greenjobs.controller.timing import window_of
+from greenjobs.planning.timing import window_of
 
 
 @pytest.mark.parametrize("text", ["366d", "8784h", "P52W2D", "PT8784H", "31622400s", "1h30m", "PT1.5H"])

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from greenjobs.carbon.capacity import Capacity, Node, RunningJob
-from greenjobs.carbon.fleet import (
+from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.capacity import Capacity, Node, RunningJob
+from greenjobs.planning.fleet import (
     WAITS_CAPACITY,
     WAITS_CLEAN_WINDOW,
     WAITS_START_NOW,
@@ -18,8 +19,7 @@ from greenjobs.carbon.fleet import (
     plan_fleet,
     with_current,
 )
-from greenjobs.carbon.gpu_model import throughput
-from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.gpu_model import throughput
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)

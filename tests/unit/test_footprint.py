@@ -4,9 +4,8 @@ from typing import Any
 
 import pytest
 
-from greenjobs.api.models import Emissions, GreenTrainingJobStatus, NodeEnergy
-from greenjobs.carbon.accounting import account, check_budget
-from greenjobs.carbon.footprint import (
+from greenjobs.accounting.energy import account, check_budget
+from greenjobs.accounting.footprint import (
     DEFAULT_HOST_WATTS_PER_GPU,
     DEFAULT_PUE,
     EmbodiedFactors,
@@ -16,7 +15,8 @@ from greenjobs.carbon.footprint import (
     footprint,
     job_ref,
 )
-from greenjobs.carbon.host_energy import KEPLER, WATTS_PER_GPU, HostEnergy, JobRef
+from greenjobs.accounting.host_energy import KEPLER, WATTS_PER_GPU, HostEnergy, JobRef
+from greenjobs.api.models import Emissions, GreenTrainingJobStatus, NodeEnergy
 
 KWH = 3.6e6
 

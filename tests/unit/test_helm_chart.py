@@ -717,7 +717,7 @@ def test_file_provider_mounts_the_forecast_configmap() -> None:
 def test_rendered_config_is_accepted_by_the_operator(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from greenjobs.controller.config import load_config
+    from greenjobs.config import load_config
 
     for name in list(os.environ):
         if name.startswith("GREENJOBS_"):

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from greenjobs.carbon.host_energy import (
+from greenjobs.accounting.host_energy import (
     KEPLER,
     KEPLER_LEGACY,
     RAPL_CPU_SHARE,
@@ -28,8 +28,8 @@ from greenjobs.carbon.host_energy import (
     WattsPerGpu,
     cpu_share_joules,
 )
-from greenjobs.carbon.kepler import KeplerSource, PrometheusRaplReader, current_query, legacy_query
-from greenjobs.carbon.prometheus import Prometheus
+from greenjobs.accounting.kepler import KeplerSource, PrometheusRaplReader, current_query, legacy_query
+from greenjobs.accounting.prometheus import Prometheus
 from greenjobs.carbon.providers.base import BadResponse, ProviderError, Unavailable
 from greenjobs.carbon.providers.http import HttpFetcher
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
+from greenjobs.api.conditions import CondUpdate, apply_conditions
 from greenjobs.api.models import GreenTrainingJobSpec
-from greenjobs.controller.conditions import CondUpdate, apply_conditions
 from greenjobs.controller.jobs import BATCH, build_job, owned_by, start_patches
 from greenjobs.controller.observe import job_view
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import greenjobs
-from greenjobs.carbon.planner import (
+from greenjobs.carbon.series import IntensitySeries, from_epoch
+from greenjobs.planning.job import (
     REASON_BEYOND_HORIZON,
     REASON_DEADLINE_PASSED,
     REASON_FORECAST_WINDOW,
@@ -21,7 +22,6 @@ from greenjobs.carbon.planner import (
     plan,
     plan_bruteforce,
 )
-from greenjobs.carbon.series import IntensitySeries, from_epoch
 
 DATA = Path(greenjobs.__file__).parent / "data"
 # The full 2020 traces live outside the repository; their tests are skipped where they are absent.

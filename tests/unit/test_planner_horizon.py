@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import greenjobs
-from greenjobs.carbon.planner import (
+from greenjobs.carbon.providers.base import NoData, clip
+from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.planning.job import (
     REASON_BEYOND_HORIZON,
     REASON_DEADLINE_PASSED,
     REASON_FORECAST_WINDOW,
@@ -18,8 +20,6 @@ from greenjobs.carbon.planner import (
     plan,
     plan_bruteforce,
 )
-from greenjobs.carbon.providers.base import NoData, clip
-from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
 
 T0 = datetime(2020, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from greenjobs.api.models import GreenTrainingJobSpec
-from greenjobs.carbon.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.controller.planning import FetchForecast, FleetPlacement, decide_plan, same_plan
-from greenjobs.controller.timing import window_of
+from greenjobs.planning.decisions import FetchForecast, FleetPlacement, decide_plan, same_plan
+from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment
+from greenjobs.planning.timing import window_of
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)

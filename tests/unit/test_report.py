@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from greenjobs.accounting.footprint import FootprintFactors, account_footprint
+from greenjobs.accounting.host_energy import KEPLER, HostEnergy
+from greenjobs.accounting.prometheus import Series
 from greenjobs.api.models import NodeEnergy
-from greenjobs.carbon.footprint import FootprintFactors, account_footprint
-from greenjobs.carbon.host_energy import KEPLER, HostEnergy
-from greenjobs.carbon.prometheus import Series
 from greenjobs.report import (
     ANNOTATION_MLFLOW_RUN,
     CODECARBON_COLUMNS,

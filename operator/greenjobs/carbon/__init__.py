@@ -1,1 +1,1 @@
-"""Carbon core: intensity series, forecast providers, the planner. No Kubernetes in here."""
+"""Carbon intensity: series and the forecast providers. No Kubernetes, no planning in here."""

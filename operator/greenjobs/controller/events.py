@@ -10,8 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from greenjobs.metrics import OperatorMetrics
-
-from .planning import Event
+from greenjobs.planning.decisions import Event
 
 log = logging.getLogger(__name__)
 

@@ -14,25 +14,25 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from greenjobs.accounting.energy import check_budget
+from greenjobs.accounting.footprint import FootprintFactors, account_footprint, job_ref
+from greenjobs.accounting.host_energy import HostEnergySource
+from greenjobs.api.conditions import CondUpdate, apply_conditions
 from greenjobs.api.constants import Cond, Phase
 from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import Emissions, GreenTrainingJobSpec, NodeEnergy, Plan, PowerStatus
-from greenjobs.carbon.accounting import check_budget
-from greenjobs.carbon.footprint import FootprintFactors, account_footprint, job_ref
-from greenjobs.carbon.host_energy import HostEnergySource
 from greenjobs.carbon.providers.base import Forecast, ForecastProvider, ProviderError
+from greenjobs.config import OperatorConfig
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.planning.decisions import Event, PlanOutcome, decide_plan, same_plan
 from greenjobs.power import target_cap
 from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
-from .conditions import CondUpdate, apply_conditions
-from .config import OperatorConfig
 from .decide import Action, Decision, Pacing, suspended_by_budget
 from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
-from .planning import Event, PlanOutcome, decide_plan, same_plan
 
 log = logging.getLogger(__name__)
 

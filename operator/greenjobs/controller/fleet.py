@@ -1,6 +1,6 @@
 """Capacity-aware planning in the operator: every job that has not started, planned jointly.
 
-The pure fleet planner (greenjobs.carbon.fleet) gets what the controller watches: each zone's GPUs
+The pure fleet planner (greenjobs.planning.fleet) gets what the controller watches: each zone's GPUs
 (Ready, schedulable nodes), the GPUs held by pods greenjobs does not manage, the running
 GreenTrainingJobs until their expected end, a reserve per zone; and every pending job with its
 window, zones, GPUs at full parallelism and present plan. The coordinator keeps one FleetPlan and
@@ -25,14 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from greenjobs.api.constants import Phase
 from greenjobs.api.durations import parse_duration, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec
-from greenjobs.carbon.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
-from greenjobs.carbon.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
+from greenjobs.planning.decisions import NOMINAL_DURATION, FleetPlacement
+from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.planning.timing import window_of
 
 from .jobs import adapter_of, workload_template
-from .planning import NOMINAL_DURATION, FleetPlacement
-from .timing import window_of
 
 log = logging.getLogger(__name__)
 

@@ -6,18 +6,17 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import kopf
-import kubernetes
 
-from greenjobs.carbon.footprint import FootprintFactors, build_host_source
+from greenjobs.accounting.footprint import FootprintFactors, build_host_source
 from greenjobs.carbon.providers.config import build_provider
-from greenjobs.kubeclient import api_client
+from greenjobs.config import load_config
+from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
 
-from .config import load_config
 from .events import EventRecorder
 from .executor import Executor
 from .fleet import FleetCoordinator, FleetSettings
@@ -69,15 +68,6 @@ def identity() -> str:
     return os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _api_client() -> kubernetes.client.ApiClient:
-    # Reconcile workers and event posting share the pool: keep a connection per thread.
-    return api_client(pool_size=32)
-
-
 class _QuietEvents(logging.Filter):
     """Drop kopf's "Handler 'node' succeeded." records: the event handlers only feed the work queue,
     and one line per watch event (every node heartbeat) is noise. Failures are still logged."""
@@ -100,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         config.providers, utc_now, config.forecast_cache_ttl,
         on_error=metrics.on_forecast_error, on_latency=metrics.on_forecast_latency, fetch=config.forecast_fetch,
     )  # fmt: skip
-    api = _api_client()
+    api = operator_api_client()
     factors = FootprintFactors.from_mapping(config.footprint)
     executor = Executor(
         config, provider, Kube(api, metrics), metrics, utc_now, EventRecorder(api, metrics),

@@ -10,9 +10,9 @@ from enum import Enum
 from typing import Any
 
 from greenjobs.api import constants as c
+from greenjobs.api.conditions import condition_status
 from greenjobs.api.constants import Cond
 
-from .conditions import condition_status
 from .jobs import adapter_of_object, template_hash, workload_template
 
 

@@ -13,8 +13,8 @@ from kubernetes.client.exceptions import ApiException
 from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Placement
 from greenjobs.carbon.providers.base import ForecastProvider
-from greenjobs.controller.config import OperatorConfig
-from greenjobs.controller.planning import decide_plan
+from greenjobs.config import OperatorConfig
+from greenjobs.planning.decisions import decide_plan
 from greenjobs.workloads import SUPPORTED, adapter_for
 
 from .decisions import (

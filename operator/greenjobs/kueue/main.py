@@ -7,8 +7,8 @@ import os
 import kopf
 
 from greenjobs.carbon.providers.config import build_provider
-from greenjobs.controller.config import load_config
-from greenjobs.controller.main import _api_client, utc_now
+from greenjobs.config import load_config
+from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
 
 from .controller import KueueCheck
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     config = load_config(args.config)
     provider = build_provider(config.providers, utc_now, config.forecast_cache_ttl)
-    check = KueueCheck(_api_client(), config, provider, utc_now, args.controller_name)
+    check = KueueCheck(operator_api_client(), config, provider, utc_now, args.controller_name)
     registry = kopf.OperatorRegistry()
     register(registry)
     log.info("carbon admission check %s: %d forecast provider(s)", args.controller_name, len(config.providers))

@@ -72,7 +72,7 @@ class OperatorConfig(BaseSettings):
     )
     footprint: dict[str, Any] = Field(
         default_factory=dict,
-        description="Host energy, PUE and embodied factors (greenjobs.carbon.footprint.FootprintFactors).",
+        description="Host energy, PUE and embodied factors (greenjobs.accounting.footprint.FootprintFactors).",
     )
 
     @field_validator(

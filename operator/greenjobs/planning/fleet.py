@@ -37,7 +37,7 @@ past the horizon is planned on the covered part of its window. A job whose run i
 covered from `now` is not shifted for carbon: it starts as early as capacity allows, in the zone whose
 covered part is cleanest. Nothing is extended flat past the horizon to invent savings.
 
-A job's run time is its duration slowed by its power cap (greenjobs.carbon.gpu_model).
+A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu_model).
 """
 
 import math
@@ -49,9 +49,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from greenjobs.carbon.capacity import Capacity, IntArray
-from greenjobs.carbon.gpu_model import capped_run_time
 from greenjobs.carbon.series import FloatArray, IntensitySeries, from_epoch, to_epoch
+from greenjobs.planning.capacity import Capacity, IntArray
+from greenjobs.planning.gpu_model import capped_run_time
 
 WAITS_CLEAN_WINDOW = "CleanWindow"
 WAITS_CAPACITY = "Capacity"

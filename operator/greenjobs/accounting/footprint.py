@@ -1,10 +1,10 @@
 """The whole footprint of a job: GPU, host and facility energy; operational and embodied emissions.
 
-The operator already meters GPU energy (greenjobs.carbon.accounting). `account_footprint` wraps that
+The operator already meters GPU energy (greenjobs.accounting.energy). `account_footprint` wraps that
 accounting and adds, each with the method it came from:
 
 - host energy (CPU, DRAM, ...) of the job's pods, cumulative joules from a HostEnergySource
-  (greenjobs.carbon.host_energy), charged like GPU energy: only joules above a high-water mark are
+  (greenjobs.accounting.host_energy), charged like GPU energy: only joules above a high-water mark are
   new, at the zone's intensity now;
 - facility overhead: (PUE - 1) x (GPU + host) energy, at the same intensities, so its grams are
   exactly (PUE - 1) x (GPU + host grams);
@@ -29,12 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from greenjobs.api.durations import parse_time
 from greenjobs.api.models import Emissions, EmissionsMethods, EnergyMethods, NodeEnergy
+from greenjobs.carbon.providers.http import HttpFetcher
 
-from .accounting import JOULES_PER_KWH, Accounting, account
+from .energy import JOULES_PER_KWH, Accounting, account
 from .host_energy import NONE, HostEnergy, HostEnergyChain, HostEnergySource, JobRef, RaplCpuShare, WattsPerGpu
 from .kepler import DEFAULT_ZONES, KeplerSource, PrometheusRaplReader, RaplQueries, Schema
 from .prometheus import Prometheus
-from .providers.http import HttpFetcher
 
 HOURS_PER_YEAR = 8760.0
 

@@ -8,15 +8,15 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from greenjobs.api.conditions import CondUpdate
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import format_duration, format_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan
-from greenjobs.carbon.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment
-from greenjobs.carbon.planner import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment
+from greenjobs.planning.job import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 
-from .conditions import CondUpdate
 from .timing import Window, window_of
 
 FetchForecast = Callable[[str, datetime, datetime], Forecast]

@@ -6,7 +6,7 @@ Runs the operator's own planner against forecast files:
     greenjobs plan --forecast GB=gb.csv ... --jobs jobs.jsonl -o json
     greenjobs plan --forecast GB=gb.csv ... --jobs jobs.jsonl --capacity GB=16 --capacity FR=8
 
-With --capacity the batch is planned jointly by the fleet planner (greenjobs.carbon.fleet), against
+With --capacity the batch is planned jointly by the fleet planner (greenjobs.planning.fleet), against
 that many free GPUs per zone; a job line may carry "gpus" (default 1) and "priority" (default 0).
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
-from greenjobs.carbon.capacity import Capacity
-from greenjobs.carbon.fleet import Assignment, FleetJob, plan_fleet
-from greenjobs.carbon.planner import PlanRequest, PlanResult, plan
 from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.fleet import Assignment, FleetJob, plan_fleet
+from greenjobs.planning.job import PlanRequest, PlanResult, plan
 
 Clock = Callable[[], datetime]
 

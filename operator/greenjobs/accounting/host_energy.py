@@ -4,7 +4,7 @@ Every source answers the same question, "how many joules has this job's host sid
 (cumulative, like the agents' GPU counters), and tags its answer with the method, so the status can
 say what was measured and what was estimated. Sources, best first:
 
-- `kepler` (greenjobs.carbon.kepler): Kepler's per-pod counters, read from Prometheus. Measured
+- `kepler` (greenjobs.accounting.kepler): Kepler's per-pod counters, read from Prometheus. Measured
   (RAPL) and attributed to pods by Kepler; we do not re-implement that.
 - `rapl-cpu-share` (`RaplCpuShare` here): where Kepler is not deployed but node_exporter's RAPL
   collector and cAdvisor are scraped, the node's RAPL joules over the job's run are attributed to it by
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from .providers.base import ProviderError
+from greenjobs.carbon.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class NodeWindow:
 
 
 # What a RAPL reader returns: per node over the job's window. Built on Prometheus in
-# greenjobs.carbon.kepler.rapl_reader; a function so tests feed figures directly.
+# greenjobs.accounting.kepler.rapl_reader; a function so tests feed figures directly.
 RaplReader = Callable[[JobRef], Mapping[str, NodeWindow]]
 
 

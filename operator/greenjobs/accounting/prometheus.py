@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from .providers.base import BadResponse, ProviderError
-from .providers.http import HttpFetcher
+from greenjobs.carbon.providers.base import BadResponse, ProviderError
+from greenjobs.carbon.providers.http import HttpFetcher
 
 
 @dataclass(frozen=True)
