@@ -53,6 +53,7 @@ class RecordingKube:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail_create: ApiException | None = None
+        self.fail_patch: ApiException | None = None  # what a patch of the owned Job answers (None: OK)
         # What a GET of the owned Job answers: by default ours, suspended (as the executor left it).
         self.existing: dict[str, Any] | None = {
             "apiVersion": "batch/v1",
@@ -60,6 +61,12 @@ class RecordingKube:
             "metadata": {"ownerReferences": [{"uid": "u1"}]},
             "spec": {"suspend": True, "template": {}},
         }
+
+    gtj: dict[str, Any] | None = None  # what a GET of the GreenTrainingJob answers (the API server's copy)
+
+    def get_gtj(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", name))
+        return self.gtj
 
     def create_job(self, body: dict[str, Any], *, kind: Any = None) -> None:
         self.calls.append(("create", body))
@@ -72,6 +79,8 @@ class RecordingKube:
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: Any = None) -> None:
         self.calls.append(("patch", patch))
+        if self.fail_patch is not None:
+            raise self.fail_patch
 
     def delete_job(self, namespace: str, name: str, kind: Any = None) -> None:
         self.calls.append(("delete", name))

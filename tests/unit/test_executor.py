@@ -332,3 +332,66 @@ def test_a_cap_an_agent_could_not_apply_on_a_shared_gpu_is_a_condition(env: Env)
     cond = {c["type"]: c for c in env.kube.statuses()[0]["conditions"]}["PowerCapped"]
     assert (cond["status"], cond["reason"]) == ("False", "CapNotApplied")
     assert "gpu-fr-0: GPU 0 is shared with pods of other tenants" in cond["message"]
+
+
+# ---------------------------------------------------------------- retries that come (issue 21)
+
+DEFERRED_DUE = {
+    "phase": "Deferred",
+    "jobName": "llm",
+    "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z", "latestStart": "2026-11-23T16:00:00Z"},
+}
+
+
+@pytest.mark.parametrize("code", [400, 403, 422])
+def test_a_refused_start_is_a_condition_one_event_and_a_retry_with_backoff(env: Env, code: int) -> None:
+    env.kube.fail_patch = api_error(code, "denied by policy no-unsuspend")
+    env.clock.now = T0 + 2 * H
+    action, done = env.step(body(DEFERRED_DUE), view())
+    assert action == Action.START
+    assert done.retry  # the loop requeues it with backoff: it is never left waiting for an event
+    st = env.kube.statuses()[0]
+    started = {c["type"]: c for c in st["conditions"]}["Started"]
+    assert (started["status"], started["reason"]) == ("False", "StartFailed")
+    assert "no-unsuspend" in started["message"]
+    assert [e.reason for e in env.events] == ["StartFailed"]
+    # The next look, refused the same way: the condition is unchanged, so no second Event and no write.
+    env.kube.calls.clear()
+    again = body({**DEFERRED_DUE, "conditions": st["conditions"]})
+    _, done = env.step(again, view())
+    assert done.retry and len(env.events) == 1
+    assert "status" not in env.kube.writes()
+
+
+def test_a_start_refused_past_its_latest_start_says_so(env: Env) -> None:
+    env.kube.fail_patch = api_error(403, "jobs.batch is forbidden")
+    env.clock.now = T0 + 4 * H + timedelta(minutes=1)  # past latestStart 16:00
+    _, done = env.step(body(DEFERRED_DUE), view())
+    st = env.kube.statuses()[0]
+    risk = {c["type"]: c for c in st["conditions"]}["DeadlineAtRisk"]
+    assert (risk["status"], risk["reason"]) == ("True", "StartRefused") and "forbidden" in risk["message"]
+    assert sorted(e.reason for e in env.events) == ["StartFailed", "StartRefused"]
+    assert done.retry
+
+
+def test_a_refused_resume_is_a_condition_and_a_retry_not_a_traceback(env: Env) -> None:
+    env.clock.now = T0 + 3 * H
+    status = {
+        "phase": "Suspended",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "energy": {"kWh": 2.0, "nodes": {"gpu-fr-0": {"joules": 7.2e6, "gpus": 4}}},
+        "emissions": {"accountedJoules": {"gpu-fr-0": 7.2e6}},
+        "conditions": [
+            {"type": "BudgetExceeded", "status": "True", "reason": "Suspended", "message": "over"},
+        ],
+    }
+    env.kube.fail_patch = api_error(422, "spec.suspend: immutable here")
+    action, done = env.step(body(status, budget={"maxEnergyKWh": 5.0, "action": "Suspend"}), view(True))
+    assert action == Action.RESUME
+    assert done.retry
+    st = env.kube.statuses()[0]
+    started = {c["type"]: c for c in st["conditions"]}["Started"]
+    assert (started["status"], started["reason"]) == ("False", "StartFailed")
+    assert "phase" not in st  # still Suspended
+    assert [e.reason for e in env.events] == ["StartFailed"]

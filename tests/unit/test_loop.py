@@ -8,7 +8,7 @@ from typing import Any
 
 from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
 from greenjobs.controller.loop import Controller
-from tests.fakes.operator_world import T0, Env, H, Provider, body
+from tests.fakes.operator_world import T0, Env, H, Provider, api_error, body
 
 RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}
 
@@ -129,3 +129,27 @@ def test_two_starts_cannot_both_be_given_the_same_free_gpus() -> None:
     assert not fleet.room_now("u2", "FR")
     env.clock.now += timedelta(seconds=31)  # u1 never showed Running: its claim lapses
     assert fleet.room_now("u2", "FR")
+
+
+def test_a_refused_start_is_requeued_with_backoff() -> None:
+    """A start the API server refuses for now (RBAC, an admission policy) is looked at again, further
+    apart each time, instead of waiting for a watch event that never comes."""
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    due = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    ctl.on_gtj("ADDED", body(due))
+    env.kube.gtj = body(due)
+    suspended = raw_job(complete=False)
+    suspended["spec"]["suspend"] = True
+    ctl.on_job("ADDED", suspended)
+    env.kube.existing = suspended
+    env.kube.fail_patch = api_error(403, "forbidden")
+    delays: list[float] = []
+    ctl.queue.add = lambda key, delay=0.0: delays.append(delay)  # type: ignore[method-assign]
+    for _ in range(4):
+        ctl.reconcile("u1")
+    assert delays == [1, 2, 5, 10]
+    env.kube.fail_patch = None
+    ctl.reconcile("u1")
+    assert ctl.failures.get("u1") is None  # started: the backoff starts over

@@ -49,9 +49,18 @@ class Draft:
     updates: list[CondUpdate] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     conditional: bool = False  # write only if nobody wrote the GTJ since it was read
+    retry: bool = False  # refused for now: look again with backoff (the loop counts the attempts)
 
     def cond(self, type_: str, status: str, reason: str, message: str) -> None:
         self.updates.append(CondUpdate(type_, status, reason, message))  # type: ignore[arg-type]
+
+    def warn(self, type_: str, status: str, reason: str, message: str) -> None:
+        """A condition and its Warning Event: the Event only when the condition changes (once per
+        change, not once per look)."""
+        self.cond(type_, status, reason, message)
+        seen = next((c_ for c_ in self.obs.conditions if c_.get("type") == type_), None)
+        if seen is None or (seen.get("status"), seen.get("reason"), seen.get("message")) != (status, reason, message):
+            self.event("Warning", reason, message)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -80,6 +89,7 @@ class Done:
     body: dict[str, Any] | None  # the GTJ as written (for the cache), None when nothing was written
     pacing: Pacing
     requeue_after: timedelta | None = None
+    retry: bool = False  # refused for now (RBAC, quota, admission): the loop requeues with backoff
 
 
 @dataclass
@@ -119,7 +129,7 @@ class Executor:
             # The outcome is in status (or was before): now the Job may go.
             kind = adapter_for(obs.job.api_version, obs.job.kind)
             self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers), kind)
-        return Done(body, step.pacing, step.requeue)
+        return Done(body, step.pacing, step.requeue, retry=d.retry)
 
     def _handlers(self) -> dict[Action, Callable[[Draft, "Step"], None]]:
         return {
@@ -446,11 +456,23 @@ class Executor:
         try:
             self._patch_start(d, plan)
         except _Retry as exc:
-            d.cond(Cond.STARTED, "False", exc.reason, exc.message)
-            d.event("Warning", exc.reason, exc.message)
+            self._start_refused(d, plan, exc)
             return
         self._record_start(d, spec, plan)
         d.event("Normal", "Started", f"Job {d.obs.name} started in {plan.zone or 'any zone'}")
+
+    def _start_refused(self, d: Draft, plan: Plan | None, exc: "_Retry") -> None:
+        """A start the API server refused for now (RBAC, quota, an admission policy): a condition and
+        one Event per change, the fleet's claim dropped at once, and a retry with backoff. Past its
+        latest start the job says so: it is never left Deferred past it silently."""
+        if self.fleet is not None:
+            self.fleet.release(d.obs.uid)
+        d.retry = True
+        d.warn(Cond.STARTED, "False", exc.reason, exc.message)
+        latest = plan.latest_start if plan is not None else None
+        if latest is not None and d.now > latest:
+            msg = f"the start is refused past the latest start {format_time(latest)}: {exc.message}"
+            d.warn(Cond.DEADLINE_AT_RISK, "True", "StartRefused", msg)
 
     def _record_start(self, d: Draft, spec: GreenTrainingJobSpec, plan: Plan) -> None:
         d.conditional = True
@@ -566,7 +588,17 @@ class Executor:
         grams = (d.obs.status.get("emissions") or {}).get("grams") or 0.0
         if check_budget(spec.budget, energy.get("kWh") or 0.0, grams).exceeded:
             return
-        self._patch_start(d, Plan.model_validate(d.obs.status.get("plan") or {}))
+        plan = Plan.model_validate(d.obs.status.get("plan") or {})
+        if not self._room_now(d, plan):
+            # Its GPUs went to others while it was suspended: it resumes when the zone has room.
+            d.cond(Cond.STARTED, "False", "WaitingForRoom", f"within budget again; waiting for GPUs in {plan.zone}")
+            d.retry = True
+            return
+        try:
+            self._patch_start(d, plan)
+        except _Retry as exc:
+            self._start_refused(d, None, exc)
+            return
         d.conditional = True
         d.status["phase"] = Phase.RUNNING
         d.cond(Cond.BUDGET_EXCEEDED, "False", "BudgetRaised", "within budget again")

@@ -173,6 +173,12 @@ class FleetCoordinator:
                 self._dirty = True
             return room
 
+    def release(self, uid: str) -> None:
+        """A start `room_now` allowed failed: its GPUs are free again at once (not after CLAIM_TTL)."""
+        with self._lock:
+            if self._claims.pop(uid, None) is not None:
+                self._dirty = True
+
     # ------------------------------------------------------------------ inputs
 
     def _plan_all(

@@ -228,8 +228,11 @@ class Controller:
         if key is None:
             return
         try:
-            self._reconcile(uid, key, body, job, pacing)
-            self.failures.pop(uid, None)
+            refused = self._reconcile(uid, key, body, job, pacing)
+            if refused is not None:
+                self._retry(uid, key, refused)
+            else:
+                self.failures.pop(uid, None)
         except Conflict as exc:
             log.debug("conflict, looking again: %s", exc)
             with self._lock:
@@ -250,14 +253,17 @@ class Controller:
         log.warning("reconciling %s/%s: %s; retrying in %ss", key[0], key[1], why, delay)
         self.queue.add(uid, delay)
 
-    def _reconcile(self, uid: str, key: Key, body: dict[str, Any] | None, job: JobView | None, pacing: Pacing) -> None:
+    def _reconcile(
+        self, uid: str, key: Key, body: dict[str, Any] | None, job: JobView | None, pacing: Pacing
+    ) -> str | None:
+        """One look; returns why it must be retried with backoff (a write refused for now), else None."""
         now = self.clock()
         fresh = body is None
         if body is None:
             body = self._read(uid, key)
             if body is None:
                 self._release_orphan(key)
-                return
+                return None
         obs = observe(body, job)
         decision = decide(obs, now, pacing, self.timers)
         if decision.risky and not fresh and not _brand_new(obs):
@@ -265,7 +271,7 @@ class Controller:
             body = self._read(uid, key)
             if body is None:
                 self._release_orphan(key)
-                return
+                return None
             obs = self._fresh(body, key)
             decision = decide(obs, now, pacing, self.timers)
         elif decision.risky and fresh:
@@ -286,8 +292,11 @@ class Controller:
                     self.bodies.pop(uid, None)
                 else:
                     self._remember(uid, done.body)
+        if done.retry:
+            return f"{decision.action.value} refused for now"
         if done.requeue_after is not None:
             self.queue.add(uid, done.requeue_after.total_seconds())
+        return None
 
     def _read(self, uid: str, key: Key) -> dict[str, Any] | None:
         body = self.executor.kube.get_gtj(*key)
