@@ -1,41 +1,48 @@
 """The fleet planner: a (zone, start) for every job that has not started, against GPU capacity.
 
-Pure code, no Kubernetes and no I/O, shared by the operator, `greenjobs plan --capacity` and the
-benchmarks. The API:
+Pure code, no Kubernetes and no I/O, shared by the operator, the Kueue AdmissionCheck,
+`greenjobs plan --capacity` and the benchmarks. The API:
 
-    plan = plan_fleet(jobs, capacity, forecasts, now, step=timedelta(minutes=15), min_gain_percent=2.0,
-                      wait_gain_percent=0.0)
+    plan = plan_fleet(jobs, capacity, forecasts, now, min_gain_percent=2.0, wait_gain_percent=0.0)
     plan.assignments[job.id]  -> Assignment(zone, start, expected_g_per_kwh, baseline_g_per_kwh,
                                             late_by, waits_for, message, run_time)
     plan.unplaced[job.id]     -> why a job has no assignment (no usable zone, more GPUs than a zone has)
     plan = add_job(plan, job, now) -> the plan with one arrival folded in, the others left in place
 
-Guarantees: no zone is ever over `capacity` at any grid step (a run occupies every step it touches);
-a deadline (latest start) is held wherever a feasible start exists, else the earliest feasible start
-is taken (least lateness, `late_by` > 0); among the feasible starts the one with the lowest mean
-forecast intensity over the run.
+Continuous time. A zone's free GPUs are a step function (planning.profile.FreeProfile) whose breakpoints
+are now, the running jobs' expected ends and the planned runs' starts and ends; a run's score is the
+mean forecast over it, linear in its start between forecast points. So the cleanest feasible start of
+one job is at one of finitely many instants (its earliest and latest start, a forecast point or one
+less the run time, an instant where enough GPUs become free or stop being free, less the run time) and
+the planner evaluates exactly those: no job is made late or kept idle by a step size.
 
-Algorithm: regret-ordered greedy on a time grid of `step` from `now`. Jobs are placed one at a time in
-this order: inflexible jobs (no timing: they start as soon as there is room); then jobs at their
-latest start (never displaced; by priority, then smallest first, so that the fewest deadlines are
-missed when not all can start); then the others by priority, regret (GPU-hours x the gap between
-their cleanest and second-cleanest zone over their window: the jobs with the most CO2e at stake claim
-the clean zone first and smaller ones fill its gaps; 0 for single-zone jobs), latest start (earliest
-deadline first), arrival, id. Each job takes its cleanest feasible (zone, start) in the residual
-capacity, so the overflow of a full clean window goes to the next-best windows and zones; where no
-start in its window fits, the earliest feasible one (least lateness). Stability: a job whose current
-plan is still feasible keeps it unless the best start is more than `min_gain_percent` cleaner. With
-`wait_gain_percent` > 0 a job takes the earliest start within that share of its baseline intensity
-of the cleanest one (0: off).
-Re-plan from scratch on arrival, completion, capacity change and new forecast (it is fast enough:
-bench/fleet_throughput.py); `add_job` folds one arrival in cheaply between re-plans.
-bench/fleet_planning.py compares it with a time-indexed LP lower bound (docs/benchmarks/fleet-planning.md).
+Guarantees: no zone is ever over `capacity`; deadlines first, then carbon; at equal intensity the
+earlier start (no GPU stays idle while a job that could use it waits for nothing).
 
-Forecast horizon: a zone's forecast covers [its first point, `end`) (or the last point plus one step
-when `end` is None). A start is scored only when the whole run is covered; a job whose window reaches
-past the horizon is planned on the covered part of its window. A job whose run is longer than what is
-covered from `now` is not shifted for carbon: it starts as early as capacity allows, in the zone whose
-covered part is cleanest. Nothing is extended flat past the horizon to invent savings.
+Algorithm. Two constructions, the better kept (fewest late jobs, then least total lateness, then least
+expected CO2e, then earliest starts):
+  A. carbon first: jobs one at a time (inflexible jobs; jobs at their latest start, smallest first;
+     then by priority, regret = GPU-hours x the gap between their cleanest and second-cleanest zone,
+     latest start, arrival, id), each at its cleanest feasible start within its window, or where none
+     fits, its earliest feasible start (least lateness).
+  B. deadlines first, only when A leaves a job late: earliest deadline first, each job at its earliest
+     feasible start (serial schedule generation); while a job is late and the batch is small, a late
+     job is moved ahead of earlier-listed ones (local search over the list: the earliest-start
+     schedules of all lists contain a least-lateness one); then an improvement pass moves one job at
+     a time to its cleanest feasible start in its window, the others fixed (an on-time job stays on
+     time, a late job only moves earlier), so CO2e falls and no deadline is lost.
+Stability: a job whose current plan is still feasible keeps it unless the best start is more than
+`min_gain_percent` cleaner, or as clean and earlier. With `wait_gain_percent` > 0 a job takes the
+earliest start within that share of its baseline intensity of the cleanest one (0: off).
+Re-plan from scratch on arrival, completion, capacity change and new forecast (bench/fleet_throughput.py
+times it); `add_job` folds one arrival in cheaply between re-plans. bench/fleet_planning.py compares
+it with FIFO and a time-indexed LP lower bound (docs/benchmarks/fleet-planning.md).
+
+Forecast horizon: a zone's forecast covers [its first point, its horizon). A start is scored only when
+the whole run is covered; a job whose window reaches past the horizon is planned on the covered part of
+its window. A job whose run is longer than what any zone covers from its earliest start is not shifted
+for carbon: it starts as early as capacity allows, in the zone whose covered part is cleanest. Nothing
+is extended flat past the horizon to invent savings.
 
 A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu_model).
 """
@@ -47,11 +54,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from greenjobs.carbon.series import FloatArray, IntensitySeries, from_epoch, to_epoch
-from greenjobs.planning.capacity import Capacity, IntArray
+from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.gpu_model import capped_run_time
+
+from .profile import BoolArray, FreeProfile, Scorer, snap
 
 WAITS_CLEAN_WINDOW = "CleanWindow"
 WAITS_CAPACITY = "Capacity"
@@ -61,8 +69,6 @@ DEFAULT_STEP = timedelta(minutes=15)
 DEFAULT_MIN_GAIN_PERCENT = 2.0
 DEFAULT_WAIT_GAIN_PERCENT = 0.0
 REL_TOLERANCE = 1e-9
-
-BoolArray = npt.NDArray[np.bool_]
 
 
 class Planned(Protocol):
@@ -130,9 +136,16 @@ class FleetPlan:
     step: timedelta
     assignments: dict[str, Assignment]
     unplaced: dict[str, str]  # job id -> why
-    _board: "_Board" = field(repr=False)
+    _state: "_State" = field(repr=False)
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT
     wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT
+
+
+DUE_TOLERANCE_S = 1.0
+# Local search over the deadline-first list runs on batches up to this size (it is quadratic in it);
+# bigger ones keep the earliest-deadline-first list.
+LOCAL_SEARCH_MAX_JOBS = 40
+LOCAL_SEARCH_MAX_ROUNDS = 60
 
 
 def plan_fleet(
@@ -145,7 +158,11 @@ def plan_fleet(
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT,
     wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT,
 ) -> FleetPlan:
-    """Plan every job from scratch (see the module docstring for the rules and the order)."""
+    """Plan every job from scratch (see the module docstring for the rules and the order).
+
+    `step` only sets which jobs count as due now (their latest start within one step) for the carbon-
+    first order; times themselves are continuous.
+    """
     if step <= timedelta(0):
         raise ValueError("step must be positive")
     job_list = list(jobs)
@@ -154,10 +171,29 @@ def plan_fleet(
         if job.id in seen:
             raise ValueError(f"duplicate job id {job.id!r}")
         seen.add(job.id)
-    board = _Board(capacity, forecasts, now, step, job_list)
-    plan = FleetPlan(now, step, {}, {}, board, min_gain_percent, wait_gain_percent)
-    for job in sorted(job_list, key=lambda j: _order(j, now, step, _regret(board, j))):
-        _place(plan, job)
+    base = _State(capacity, Scorer(forecasts), to_epoch(now))
+    prepared: list[_Job] = []
+    unplaced: dict[str, str] = {}
+    for job in job_list:
+        pj = _prepare(base, job)
+        if isinstance(pj, str):
+            unplaced[job.id] = pj
+        else:
+            prepared.append(pj)
+    rules = _Rules(min_gain_percent, wait_gain_percent)
+
+    carbon_first = base.copy()
+    for pj in sorted(prepared, key=lambda p: _carbon_order(p, base, step.total_seconds())):
+        _place_cleanest(carbon_first, pj, rules)
+    best = carbon_first
+    if carbon_first.late_count(prepared):
+        deadline_first = _deadline_first(base, prepared)
+        _improve(deadline_first, prepared, rules)
+        if deadline_first.quality(prepared) < carbon_first.quality(prepared):
+            best = deadline_first
+    plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent)
+    for pj in prepared:
+        plan.assignments[pj.job.id] = _assignment(best, pj)
     return plan
 
 
@@ -165,164 +201,72 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
     """Fold one arrival into `plan` without moving the others (the next full re-plan may rebalance).
 
     `now` (default: the plan's) is when it arrives: it starts no earlier. Replaces the job's assignment
-    if it was already in the plan. Costs one placement: O(zones x steps).
+    if it was already in the plan. Costs one placement.
     """
-    board = plan._board.copy()
-    if now is not None and to_epoch(now) > board.now:
-        board.now = to_epoch(now)
+    state = plan._state.copy()
+    if now is not None and to_epoch(now) > state.now:
+        state.now = to_epoch(now)
     new = FleetPlan(
-        from_epoch(board.now),
+        from_epoch(state.now),
         plan.step,
         dict(plan.assignments),
         dict(plan.unplaced),
-        board,
+        state,
         plan.min_gain_percent,
         plan.wait_gain_percent,
     )
-    old = new.assignments.pop(job.id, None)
+    new.assignments.pop(job.id, None)
     new.unplaced.pop(job.id, None)
-    if old is not None:
-        board.release(old, board.gpus.get(job.id, 0))
-    board.ensure(to_epoch(job.latest_start) + job.run_time.total_seconds())
-    _place(new, job)
+    state.remove(job.id)
+    pj = _prepare(state, job)
+    if isinstance(pj, str):
+        new.unplaced[job.id] = pj
+        return new
+    _place_cleanest(state, pj, _Rules(plan.min_gain_percent, plan.wait_gain_percent))
+    new.assignments[job.id] = _assignment(state, pj)
     return new
+
+
+def with_current(jobs: Iterable[FleetJob], plan: FleetPlan) -> list[FleetJob]:
+    """The jobs with their assignment in `plan` as their present plan (for the next re-plan)."""
+    out = []
+    for job in jobs:
+        a = plan.assignments.get(job.id)
+        out.append(replace(job, current=Placement(a.zone, a.start)) if a is not None else job)
+    return out
 
 
 # ------------------------------------------------------------------ internals
 
 
-def _regret(board: "_Board", job: FleetJob) -> float:
-    """gCO2e at stake in the choice of zone: GPU-hours x (second-cleanest - cleanest zone's mean over
-    the job's window). 0 for a job with one usable zone."""
-    zones = [z for z in dict.fromkeys(job.zones) if z in board.forecasts]
-    if len(zones) < 2 or not job.flexible:
-        return 0.0
-    run = job.run_time.total_seconds()
-    means = []
-    for zone in zones:
-        end = min(to_epoch(job.latest_start) + run, board.horizon[zone])
-        span = end - board.now
-        means.append(float(board.means(zone, np.array([board.now]), span)[0]) if span > 0 else math.inf)
-    first, second = sorted(means)[:2]
-    if not math.isfinite(second):
-        return 0.0
-    return job.gpus * run / 3600.0 * (second - first)
+@dataclass(frozen=True)
+class _Rules:
+    min_gain_percent: float
+    wait_gain_percent: float
 
 
-def _order(
-    job: FleetJob, now: datetime, step: timedelta, regret: float = 0.0
-) -> tuple[int, int, float, datetime, datetime, str]:
-    if not job.flexible:
-        group = 0
-    elif job.latest_start <= now + step:
-        group = 1  # at its latest start: never displaced
-    else:
-        group = 2
-    # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
-    # time, that misses the fewest deadlines (bench/fleet_planning.py: up to 7x fewer than EDF when tight).
-    # The others: the most CO2e at stake in the zone choice first (big jobs claim the clean zone, small
-    # ones fill its gaps), then earliest deadline first.
-    key = job.gpus * job.run_time.total_seconds() if group == 1 else -regret
-    return (group, -job.priority, key, job.latest_start, job.arrival, job.id)
+@dataclass(frozen=True)
+class _Job:
+    """A job with what every placement needs precomputed (epoch seconds)."""
 
+    job: FleetJob
+    zones: tuple[str, ...]  # candidate zones that have a forecast, in the user's order
+    run: float
+    earliest: float
+    latest: float  # the last on-time start (= earliest for an inflexible job)
+    shiftable: bool  # some zone's forecast covers a whole run from `earliest`
+    baseline: float  # mean over [now, now + run) in the first zone
 
-def _horizon(series: IntensitySeries, step_s: float) -> float:
-    if series.end is not None:
-        return series.end
-    last = float(series.times[-1])
-    return last + (float(series.times[-1] - series.times[-2]) if len(series) > 1 else step_s)
+    @property
+    def id(self) -> str:
+        return self.job.id
 
+    @property
+    def gpus(self) -> int:
+        return self.job.gpus
 
-def _phase(forecasts: Mapping[str, IntensitySeries], step_s: float) -> float:
-    """Where the forecasts' points fall within the step grid (seconds; 0 when they sit on it, as hourly
-    or 15-minute forecasts do): the first zone's first point decides."""
-    for series in forecasts.values():
-        if len(series):
-            return float(series.times[0]) % step_s
-    return 0.0
-
-
-class _Board:
-    """The grid: free GPUs per zone per step from `origin`, and each zone's forecast integral."""
-
-    def __init__(
-        self,
-        capacity: Capacity,
-        forecasts: Mapping[str, IntensitySeries],
-        now: datetime,
-        step: timedelta,
-        jobs: Sequence[FleetJob],
-    ) -> None:
-        self.capacity = capacity
-        self.forecasts = forecasts
-        self.now = to_epoch(now)
-        self.step = step.total_seconds()
-        # Steps start where the forecasts' own intervals do, so a clean interval is one whole step.
-        phase = _phase(forecasts, self.step)
-        self.origin = math.floor((self.now - phase) / self.step) * self.step + phase
-        self.horizon = {z: _horizon(s, self.step) for z, s in forecasts.items()}
-        self.gpus: dict[str, int] = {}
-        far = max([*self.horizon.values(), self.now])
-        for job in jobs:
-            far = max(far, to_epoch(job.latest_start) + job.run_time.total_seconds())
-        self.n = 0
-        self.free: dict[str, IntArray] = {}
-        self.ensure(far)
-
-    def copy(self) -> "_Board":
-        other = object.__new__(_Board)
-        other.__dict__.update(self.__dict__)
-        other.free = {z: f.copy() for z, f in self.free.items()}
-        other.gpus = dict(self.gpus)
-        return other
-
-    def ensure(self, until: float) -> None:
-        """Grow the grid to cover `until` (capacity beyond the old end comes from the model)."""
-        need = math.ceil((until - self.origin) / self.step) + 2
-        if need <= self.n:
-            return
-        n = max(need, 2 * self.n)
-        for zone in {*self.capacity.zones(), *self.forecasts}:
-            extra = self.capacity.grid(zone, self.origin + self.n * self.step, self.step, n - self.n)
-            old = self.free.get(zone)
-            self.free[zone] = extra if old is None else np.concatenate((old, extra))
-        self.n = n
-
-    def bins(self, start: float, run: float) -> tuple[int, int]:
-        """The steps [k0, k1) that a run over [start, start + run) touches."""
-        k0 = math.floor((start - self.origin) / self.step)
-        k1 = math.ceil((start + run - self.origin) / self.step - 1e-9)
-        return k0, max(k1, k0 + 1)
-
-    def fits(self, zone: str, start: float, run: float, gpus: int) -> bool:
-        k0, k1 = self.bins(start, run)
-        self.ensure(start + run)
-        return bool(np.all(self.free[zone][k0:k1] >= gpus))
-
-    def take(self, zone: str, start: float, run: float, gpus: int) -> None:
-        k0, k1 = self.bins(start, run)
-        self.free[zone][k0:k1] -= gpus
-
-    def release(self, a: Assignment, gpus: int) -> None:
-        k0, k1 = self.bins(to_epoch(a.start), a.run_time.total_seconds())
-        self.free[a.zone][k0:k1] += gpus
-
-    def cumulative(self, zone: str, x: FloatArray) -> FloatArray:
-        series = self.forecasts[zone]
-        i = np.searchsorted(series.times, x, side="right") - 1
-        np.maximum(i, 0, out=i)
-        out: FloatArray = series.prefix[i] + series.values[i] * (x - series.times[i])
-        return out
-
-    def means(self, zone: str, starts: FloatArray, run: float) -> FloatArray:
-        """Mean forecast over the covered part of each run; inf where nothing of it is covered."""
-        ends = np.minimum(starts + run, self.horizon[zone])
-        c = self.cumulative(zone, np.concatenate((starts, ends)))
-        n = len(starts)
-        span = ends - starts
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m: FloatArray = np.where(span > 0, (c[n:] - c[:n]) / np.where(span > 0, span, 1.0), np.inf)
-        return m
+    def late_by(self, start: float) -> float:
+        return max(start - self.latest, 0.0) if self.job.flexible else 0.0
 
 
 @dataclass(frozen=True)
@@ -332,151 +276,292 @@ class _Option:
     mean: float
 
 
-def _place(plan: FleetPlan, job: FleetJob) -> None:
-    board = plan._board
-    zones = [z for z in dict.fromkeys(job.zones) if z in board.forecasts]
+class _State:
+    """Free-GPU profiles per zone with the runs placed so far."""
+
+    def __init__(self, capacity: Capacity, scorer: Scorer, now: float) -> None:
+        self.capacity = capacity
+        self.scorer = scorer
+        self.now = snap(now)
+        self.profiles: dict[str, FreeProfile] = {}
+        self.placed: dict[str, tuple[_Option, float, int]] = {}  # id -> (option, run, gpus)
+
+    def copy(self) -> "_State":
+        other = _State(self.capacity, self.scorer, self.now)
+        other.profiles = {z: p.copy() for z, p in self.profiles.items()}
+        other.placed = dict(self.placed)
+        return other
+
+    def profile(self, zone: str) -> FreeProfile:
+        p = self.profiles.get(zone)
+        if p is None:
+            p = self.profiles[zone] = FreeProfile.of(self.capacity, zone, self.now)
+        return p
+
+    def take(self, pj: _Job, option: _Option) -> None:
+        self.profile(option.zone).add(option.start, option.start + pj.run, -pj.gpus)
+        self.placed[pj.id] = (option, pj.run, pj.gpus)
+
+    def remove(self, job_id: str) -> _Option | None:
+        held = self.placed.pop(job_id, None)
+        if held is None:
+            return None
+        option, run, gpus = held
+        self.profile(option.zone).add(option.start, option.start + run, gpus)
+        return option
+
+    def late_count(self, jobs: Sequence[_Job]) -> int:
+        return sum(1 for pj in jobs if pj.late_by(self.placed[pj.id][0].start) > 0)
+
+    def quality(self, jobs: Sequence[_Job]) -> tuple[int, float, float, float]:
+        """Smaller is better: late jobs, total lateness, expected gCO2e-ish (GPU-seconds x mean), starts."""
+        late = 0
+        total = co2 = starts = 0.0
+        for pj in jobs:
+            option = self.placed[pj.id][0]
+            lateness = pj.late_by(option.start)
+            late += int(lateness > 0)
+            total += lateness
+            co2 += pj.gpus * pj.run * (option.mean if math.isfinite(option.mean) else pj.baseline)
+            starts += option.start - self.now
+        return late, round(total, 3), round(co2, 0), starts
+
+
+def _prepare(state: _State, job: FleetJob) -> "_Job | str":
+    """The job's window and scoring facts, or why it cannot be placed."""
+    zones = tuple(z for z in dict.fromkeys(job.zones) if z in state.scorer.forecasts)
     if not zones:
-        plan.unplaced[job.id] = f"no forecast for any candidate zone: {', '.join(job.zones)}"
-        return
-    run = job.run_time.total_seconds()
-    most = max(board.capacity.final(z) for z in zones)
+        return f"no forecast for any candidate zone: {', '.join(job.zones)}"
+    most = max(state.profile(z).final for z in zones)
     if job.gpus > most:
-        plan.unplaced[job.id] = f"needs {job.gpus} GPUs; no candidate zone ever has more than {most} free"
-        return
-    now = board.now
-    earliest = max(now, to_epoch(job.earliest_start)) if job.earliest_start else now
-    latest = max(to_epoch(job.latest_start), earliest) if job.flexible else earliest
-    board.ensure(latest + run)
-    baseline = float(board.means(zones[0], np.array([now]), run)[0])
+        return f"needs {job.gpus} GPUs; no candidate zone ever has more than {most} free"
+    run = snap(job.run_time.total_seconds())
+    earliest = snap(max(state.now, to_epoch(job.earliest_start))) if job.earliest_start else state.now
+    latest = snap(max(to_epoch(job.latest_start), earliest)) if job.flexible else earliest
+    at = np.array([earliest])
+    shiftable = any(bool(state.scorer.whole(z, at, run)[0]) for z in zones)
+    baseline = float(state.scorer.means(zones[0], np.array([state.now]), run)[0])
+    return _Job(job, zones, run, earliest, latest, shiftable, baseline)
 
-    # Candidate starts: `earliest`, then every grid point after it up to the latest start.
-    k_first = math.floor((earliest - board.origin) / board.step) + 1
-    k_last = math.floor((latest - board.origin) / board.step)
-    grid = board.origin + board.step * np.arange(k_first, max(k_last, k_first - 1) + 1, dtype=np.float64)
-    starts = np.concatenate(([earliest], grid[grid <= latest]))
 
-    # Scored starts: the whole run covered by the zone's forecast. If no zone covers a whole run from
-    # `earliest`, the job is not shifted for carbon: every start in its window scores the zone's mean
-    # over the covered part from `earliest` (zones still differ; times cannot be told apart), so it
-    # takes the earliest feasible start in the cleanest zone that has one.
-    whole = {z: starts + run <= board.horizon[z] for z in zones}
-    shiftable = any(bool(w.any()) for w in whole.values())
-    feasible: list[tuple[str, FloatArray, FloatArray]] = []  # zone, starts, means (inf where full)
-    best_free = math.inf  # the best score ignoring capacity, to tell CleanWindow from Capacity
-    for zone in zones:
-        if shiftable:
-            if not whole[zone].any():
-                continue
-            s = starts[whole[zone]]
-            m = board.means(zone, s, run)
-        else:
-            s = starts
-            m = np.full(len(s), float(board.means(zone, starts[:1], run)[0]))
-        best_free = min(best_free, float(m.min()))
-        ok = _feasible(board, zone, s, run, job.gpus)
+def _carbon_order(pj: _Job, state: _State, step_s: float) -> tuple[int, int, float, float, datetime, str]:
+    job = pj.job
+    if not job.flexible:
+        group = 0
+    elif pj.latest <= state.now + step_s:
+        group = 1  # at its latest start: never displaced
+    else:
+        group = 2
+    # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
+    # time, that misses the fewest deadlines. The others: the most CO2e at stake in the zone choice first
+    # (big jobs claim the clean zone, small ones fill its gaps), then earliest deadline first.
+    key = pj.gpus * pj.run if group == 1 else -_regret(state, pj)
+    return (group, -job.priority, key, pj.latest, job.arrival, job.id)
+
+
+def _regret(state: _State, pj: _Job) -> float:
+    """gCO2e at stake in the choice of zone: GPU-hours x (second-cleanest - cleanest zone's mean over
+    the job's window). 0 for a job with one usable zone."""
+    if len(pj.zones) < 2 or not pj.job.flexible:
+        return 0.0
+    means = []
+    for zone in pj.zones:
+        end = min(pj.latest + pj.run, state.scorer.horizon[zone])
+        span = end - state.now
+        means.append(float(state.scorer.means(zone, np.array([state.now]), span)[0]) if span > 0 else math.inf)
+    first, second = sorted(means)[:2]
+    if not math.isfinite(second):
+        return 0.0
+    return pj.gpus * pj.run / 3600.0 * (second - first)
+
+
+def _candidates(state: _State, pj: _Job, zone: str, lo: float, hi: float) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Candidate starts in [lo, hi] in `zone` (see the module docstring), their scores and which fit."""
+    scorer = state.scorer
+    prof = state.profile(zone)
+    points = np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run), prof.edges(lo, hi, pj.run, pj.gpus)))
+    starts: FloatArray = np.unique(np.round(points, 3)).astype(np.float64)
+    if pj.shiftable:
+        starts = starts[scorer.whole(zone, starts, pj.run)]
+        means = scorer.means(zone, starts, pj.run)
+    else:
+        means = np.full(len(starts), float(scorer.means(zone, np.array([pj.earliest]), pj.run)[0]))
+    return starts, means, prof.fits(starts, pj.run, pj.gpus)
+
+
+def _cleanest(state: _State, pj: _Job, lo: float, hi: float, slack: float) -> _Option | None:
+    """The earliest feasible start in [lo, hi] within `slack` g/kWh of the cleanest one (then the
+    cleaner, then the earlier zone): waiting for a marginal gain holds capacity that later jobs need."""
+    found: list[tuple[str, FloatArray, FloatArray, BoolArray]] = []
+    for zone in pj.zones:
+        starts, means, ok = _candidates(state, pj, zone, lo, hi)
         if ok.any():
-            feasible.append((zone, s, np.where(ok, m, np.inf)))
-    chosen = _choose(feasible, zones, plan.wait_gain_percent * abs(baseline) / 100.0)
-    overflowed = chosen is None
-
-    if chosen is not None and job.current is not None and job.flexible:
-        kept = _keep_current(board, job, zones, run, earliest, latest, shiftable)
-        if kept is not None and kept.mean - chosen.mean <= plan.min_gain_percent / 100.0 * abs(kept.mean):
-            chosen = kept
-    if chosen is None:
-        chosen = _overflow(board, zones, run, earliest, job.gpus)
-
-    board.take(chosen.zone, chosen.start, run, job.gpus)
-    board.gpus[job.id] = job.gpus
-    plan.assignments[job.id] = _assignment(job, chosen, baseline, best_free, now, run, overflowed=overflowed)
-
-
-def _choose(
-    feasible: Sequence[tuple[str, FloatArray, FloatArray]], zones: Sequence[str], slack_g_per_kwh: float
-) -> _Option | None:
-    """The earliest feasible start within `slack_g_per_kwh` of the cleanest one (then the cleaner,
-    then the earlier zone): waiting for a marginal gain holds capacity that later arrivals need."""
-    if not feasible:
+            found.append((zone, starts, means, ok))
+    if not found:
         return None
-    best = min(float(m.min()) for _, _, m in feasible)
-    limit = best + max(slack_g_per_kwh, REL_TOLERANCE * abs(best))
+    best = min(float(m[ok].min()) for _, _, m, ok in found)
+    if not math.isfinite(best):  # nothing scored (no forecast covers the runs): the earliest start
+        return min((_Option(z, float(s[ok][0]), math.inf) for z, s, _, ok in found), key=lambda o: o.start)
+    limit = best + max(slack, REL_TOLERANCE * abs(best))
     options = []
-    for zone, s, m in feasible:
-        near = np.flatnonzero(m <= limit)
+    for zone, starts, means, ok in found:
+        near = np.flatnonzero(ok & (means <= limit))
         if len(near):
-            k = int(near[0])
-            options.append(_Option(zone, float(s[k]), float(m[k])))
-    return min(options, key=lambda o: (o.start, o.mean, zones.index(o.zone)))
+            options.append(_first_within(state, pj, zone, starts, means, ok, int(near[0]), limit))
+    return min(options, key=lambda o: (o.start, o.mean, pj.zones.index(o.zone)))
 
 
-def _feasible(board: _Board, zone: str, starts: FloatArray, run: float, gpus: int) -> BoolArray:
-    """For each start, whether `gpus` are free in every step the run touches."""
-    first = ((starts - board.origin) // board.step).astype(np.int64)
-    last = np.ceil((starts + run - board.origin) / board.step - 1e-9).astype(np.int64)
-    last = np.maximum(last, first + 1)
-    hi = int(last.max())
-    if hi > board.n:
-        board.ensure(board.origin + hi * board.step)
-    lo = int(first.min())
-    short = (board.free[zone][lo:hi] < gpus).astype(np.int64)
-    bad = np.concatenate(([0], np.cumsum(short)))
-    result: BoolArray = (bad[last - lo] - bad[first - lo]) == 0
-    return result
+def _first_within(
+    state: _State, pj: _Job, zone: str, starts: FloatArray, means: FloatArray, ok: BoolArray, k: int, limit: float
+) -> _Option:
+    """The earliest start whose score is within `limit`: candidate k, or, when the score falls through
+    the limit on the feasible stretch before it (linear there), the crossing point."""
+    option = _Option(zone, float(starts[k]), float(means[k]))
+    if k == 0 or not ok[k - 1] or not means[k - 1] > limit or not pj.shiftable:
+        return option
+    s0, s1, m0, m1 = float(starts[k - 1]), float(starts[k]), float(means[k - 1]), float(means[k])
+    if not state.profile(zone).fits(np.array([(s0 + s1) / 2]), pj.run, pj.gpus)[0]:
+        return option  # a gap between two feasible stretches
+    cross = math.ceil((s0 + (m0 - limit) / (m0 - m1) * (s1 - s0)) * 1000) / 1000
+    if not s0 < cross < s1:
+        return option
+    mean = float(state.scorer.means(zone, np.array([cross]), pj.run)[0])
+    return _Option(zone, cross, mean) if mean <= limit + REL_TOLERANCE * abs(limit) else option
 
 
-def _keep_current(
-    board: _Board, job: FleetJob, zones: Sequence[str], run: float, earliest: float, latest: float, shiftable: bool
-) -> _Option | None:
-    """The job's present plan, if it is still allowed and fits in the residual capacity."""
-    assert job.current is not None
-    zone = job.current.zone
-    start = max(to_epoch(job.current.start), earliest)
-    if zone not in zones or start > latest:
-        return None
-    if shiftable and start + run > board.horizon[zone]:
-        return None
-    if not shiftable:
-        return (
-            _Option(zone, start, float(board.means(zone, np.array([earliest]), run)[0]))
-            if board.fits(zone, start, run, job.gpus)
-            else None
-        )
-    if not board.fits(zone, start, run, job.gpus):
-        return None
-    return _Option(zone, start, float(board.means(zone, np.array([start]), run)[0]))
-
-
-def _overflow(board: _Board, zones: Sequence[str], run: float, earliest: float, gpus: int) -> _Option:
-    """No feasible scored start: the earliest feasible start from `earliest` on (least lateness)."""
+def _earliest(state: _State, pj: _Job, after: float | None = None) -> _Option:
+    """The earliest feasible start from `after` (default: the job's earliest) in any zone; ties to the
+    cleaner zone. Always exists: the job fits the zone that has the most GPUs once every run ends."""
+    after = pj.earliest if after is None else after
     best: _Option | None = None
-    k0 = math.floor((earliest - board.origin) / board.step) + 1
-    while best is None:
-        starts = np.concatenate(([earliest], board.origin + board.step * np.arange(k0, board.n)))
-        starts = starts[starts + run <= board.origin + board.n * board.step]
-        for zone in zones:
-            if len(starts) == 0:
-                break
-            ok = _feasible(board, zone, starts, run, gpus)
-            if ok.any():
-                k = int(np.flatnonzero(ok)[0])
-                s = float(starts[k])
-                option = _Option(zone, s, float(board.means(zone, np.array([s]), run)[0]))
-                if best is None or (option.start, option.mean) < (best.start, best.mean):
-                    best = option
-        if best is None:
-            board.ensure(board.origin + 2 * board.n * board.step)
+    for zone in pj.zones:
+        start = state.profile(zone).earliest_fit(after, pj.run, pj.gpus)
+        if not math.isfinite(start):
+            continue
+        at = pj.earliest if not pj.shiftable else start
+        option = _Option(zone, start, float(state.scorer.means(zone, np.array([at]), pj.run)[0]))
+        if best is None or (option.start, option.mean) < (best.start, best.mean):
+            best = option
+    assert best is not None, f"job {pj.id} fits no zone"  # excluded by _prepare
     return best
 
 
-def _assignment(
-    job: FleetJob, chosen: _Option, baseline: float, best_free: float, now: float, run: float, *, overflowed: bool
-) -> Assignment:
+def _kept(state: _State, pj: _Job) -> _Option | None:
+    """The job's present plan (job.current), if still allowed and free in the residual capacity."""
+    current = pj.job.current
+    if current is None or not pj.job.flexible or current.zone not in pj.zones:
+        return None
+    start = snap(max(to_epoch(current.start), pj.earliest))
+    if start > pj.latest:
+        return None
+    at = np.array([start])
+    if pj.shiftable and not state.scorer.whole(current.zone, at, pj.run)[0]:
+        return None
+    if not state.profile(current.zone).fits(at, pj.run, pj.gpus)[0]:
+        return None
+    scored = at if pj.shiftable else np.array([pj.earliest])
+    return _Option(current.zone, start, float(state.scorer.means(current.zone, scored, pj.run)[0]))
+
+
+def _stable(chosen: _Option, kept: _Option | None, gain_percent: float) -> _Option:
+    """Keep the present plan unless the new one is meaningfully cleaner, or as clean and earlier."""
+    if kept is None:
+        return chosen
+    as_clean = chosen.mean <= kept.mean + REL_TOLERANCE * abs(kept.mean)
+    if chosen.start < kept.start and as_clean:
+        return chosen
+    if kept.mean - chosen.mean <= gain_percent / 100.0 * abs(kept.mean):
+        return kept
+    return chosen
+
+
+def _place_cleanest(state: _State, pj: _Job, rules: _Rules) -> None:
+    """Carbon first: the cleanest feasible start in the window, else the earliest one (least late)."""
+    slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
+    chosen = _cleanest(state, pj, pj.earliest, pj.latest, slack)
+    chosen = _earliest(state, pj) if chosen is None else _stable(chosen, _kept(state, pj), rules.min_gain_percent)
+    state.take(pj, chosen)
+
+
+def _serial(base: _State, order: Sequence[_Job]) -> _State:
+    """Serial schedule generation: each job in turn at its earliest feasible start."""
+    state = base.copy()
+    for pj in order:
+        state.take(pj, _earliest(state, pj))
+    return state
+
+
+def _deadline_first(base: _State, jobs: Sequence[_Job]) -> _State:
+    """Inflexible jobs first and as early as possible (never displaced); then earliest deadline first,
+    improved by moving late jobs ahead in the list while that lowers the lateness."""
+    fixed = base.copy()
+    for pj in jobs:
+        if not pj.job.flexible:
+            fixed.take(pj, _earliest(fixed, pj))
+    order = sorted((p for p in jobs if p.job.flexible), key=lambda p: (p.latest, -p.job.priority, p.job.arrival, p.id))
+    state = _serial(fixed, order)
+    if len(order) > LOCAL_SEARCH_MAX_JOBS:
+        return state
+    quality = _lateness(state, order)
+    for _ in range(LOCAL_SEARCH_MAX_ROUNDS):
+        if quality[0] == 0:
+            break
+        better = _move_a_late_job_ahead(fixed, order, state, quality)
+        if better is None:
+            break
+        order, state, quality = better
+    return state
+
+
+def _lateness(state: _State, jobs: Sequence[_Job]) -> tuple[int, float]:
+    late, total, _, _ = state.quality(jobs)
+    return late, total
+
+
+def _move_a_late_job_ahead(
+    base: _State, order: list[_Job], state: _State, quality: tuple[int, float]
+) -> tuple[list[_Job], _State, tuple[int, float]] | None:
+    for i, pj in enumerate(order):
+        if pj.late_by(state.placed[pj.id][0].start) <= 0:
+            continue
+        for to in range(i):
+            trial = [*order[:to], pj, *order[to:i], *order[i + 1 :]]
+            tried = _serial(base, trial)
+            q = _lateness(tried, trial)
+            if q < quality:
+                return trial, tried, q
+    return None
+
+
+def _improve(state: _State, jobs: Sequence[_Job], rules: _Rules) -> None:
+    """Move one job at a time to its cleanest feasible start, the others fixed: an on-time job stays
+    within its window, a late one only moves earlier. The biggest jobs first (the most CO2e at stake)."""
+    for pj in sorted(jobs, key=lambda p: (-p.gpus * p.run, p.id)):
+        if not pj.job.flexible:
+            continue
+        present = state.remove(pj.id)
+        assert present is not None
+        if pj.late_by(present.start) > 0:
+            state.take(pj, _earliest(state, pj))
+            continue
+        slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
+        chosen = _cleanest(state, pj, pj.earliest, pj.latest, slack)
+        chosen = present if chosen is None else _stable(chosen, _kept(state, pj), rules.min_gain_percent)
+        if present.mean <= chosen.mean + REL_TOLERANCE * abs(chosen.mean) and present.start <= chosen.start:
+            chosen = present
+        state.take(pj, chosen)
+
+
+def _assignment(state: _State, pj: _Job) -> Assignment:
+    chosen = state.placed[pj.id][0]
     start = from_epoch(chosen.start)
-    late = max(chosen.start - to_epoch(job.latest_start), 0.0) if job.flexible else 0.0
+    late = pj.late_by(chosen.start)
     when = start.strftime("%Y-%m-%dT%H:%MZ")
-    if chosen.start <= now:
+    # What it waits for: a clean window when nothing cleaner was free of capacity limits in its window.
+    unlimited = _unlimited_best(state, pj)
+    if chosen.start <= state.now + 1e-3:
         waits, message = WAITS_START_NOW, f"starts now in {chosen.zone}"
-    elif not overflowed and chosen.mean <= best_free + REL_TOLERANCE * abs(best_free):
+    elif late == 0 and math.isfinite(chosen.mean) and chosen.mean <= unlimited + REL_TOLERANCE * abs(unlimited):
         waits = WAITS_CLEAN_WINDOW
         message = f"waits for a clean window in {chosen.zone} until {when} ({chosen.mean:.0f} g/kWh expected)"
     else:
@@ -487,19 +572,26 @@ def _assignment(
     return Assignment(
         zone=chosen.zone,
         start=start,
-        expected_g_per_kwh=chosen.mean if math.isfinite(chosen.mean) else baseline,
-        baseline_g_per_kwh=baseline,
+        expected_g_per_kwh=chosen.mean if math.isfinite(chosen.mean) else pj.baseline,
+        baseline_g_per_kwh=pj.baseline,
         late_by=timedelta(seconds=late),
         waits_for=waits,
         message=message,
-        run_time=timedelta(seconds=run),
+        run_time=timedelta(seconds=pj.run),
     )
 
 
-def with_current(jobs: Iterable[FleetJob], plan: FleetPlan) -> list[FleetJob]:
-    """The jobs with their assignment in `plan` as their present plan (for the next re-plan)."""
-    out = []
-    for job in jobs:
-        a = plan.assignments.get(job.id)
-        out.append(replace(job, current=Placement(a.zone, a.start)) if a is not None else job)
-    return out
+def _unlimited_best(state: _State, pj: _Job) -> float:
+    """The cleanest score in the job's window ignoring capacity (to tell CleanWindow from Capacity)."""
+    best = math.inf
+    for zone in pj.zones:
+        scorer = state.scorer
+        lo, hi = pj.earliest, pj.latest
+        starts = np.unique(np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run))))
+        if pj.shiftable:
+            starts = starts[scorer.whole(zone, starts, pj.run)]
+            if len(starts):
+                best = min(best, float(scorer.means(zone, starts, pj.run).min()))
+        else:
+            best = min(best, float(scorer.means(zone, np.array([pj.earliest]), pj.run)[0]))
+    return best
