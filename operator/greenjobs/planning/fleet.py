@@ -188,9 +188,10 @@ def plan_fleet(
     best = carbon_first
     if carbon_first.late_count(prepared):
         deadline_first = _deadline_first(base, prepared)
-        _improve(deadline_first, prepared, rules)
-        if deadline_first.quality(prepared) < carbon_first.quality(prepared):
-            best = deadline_first
+        if _lateness(deadline_first, prepared) <= _lateness(carbon_first, prepared):
+            _improve(deadline_first, prepared, rules)
+            if deadline_first.quality(prepared) < carbon_first.quality(prepared):
+                best = deadline_first
     plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent)
     for pj in prepared:
         plan.assignments[pj.job.id] = _assignment(best, pj)
@@ -256,6 +257,8 @@ class _Job:
     latest: float  # the last on-time start (= earliest for an inflexible job)
     shiftable: bool  # some zone's forecast covers a whole run from `earliest`
     baseline: float  # mean over [now, now + run) in the first zone
+    # The cleanest score in its window ignoring capacity (CleanWindow vs Capacity), once computed.
+    unlimited: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def id(self) -> str:
@@ -340,7 +343,7 @@ def _prepare(state: _State, job: FleetJob) -> "_Job | str":
     latest = snap(max(to_epoch(job.latest_start), earliest)) if job.flexible else earliest
     at = np.array([earliest])
     shiftable = any(bool(state.scorer.whole(z, at, run)[0]) for z in zones)
-    baseline = float(state.scorer.means(zones[0], np.array([state.now]), run)[0])
+    baseline = state.scorer.mean(zones[0], state.now, run)
     return _Job(job, zones, run, earliest, latest, shiftable, baseline)
 
 
@@ -368,7 +371,7 @@ def _regret(state: _State, pj: _Job) -> float:
     for zone in pj.zones:
         end = min(pj.latest + pj.run, state.scorer.horizon[zone])
         span = end - state.now
-        means.append(float(state.scorer.means(zone, np.array([state.now]), span)[0]) if span > 0 else math.inf)
+        means.append(state.scorer.mean(zone, state.now, span) if span > 0 else math.inf)
     first, second = sorted(means)[:2]
     if not math.isfinite(second):
         return 0.0
@@ -385,7 +388,7 @@ def _candidates(state: _State, pj: _Job, zone: str, lo: float, hi: float) -> tup
         starts = starts[scorer.whole(zone, starts, pj.run)]
         means = scorer.means(zone, starts, pj.run)
     else:
-        means = np.full(len(starts), float(scorer.means(zone, np.array([pj.earliest]), pj.run)[0]))
+        means = np.full(len(starts), scorer.mean(zone, pj.earliest, pj.run))
     return starts, means, prof.fits(starts, pj.run, pj.gpus)
 
 
@@ -393,8 +396,11 @@ def _cleanest(state: _State, pj: _Job, lo: float, hi: float, slack: float) -> _O
     """The earliest feasible start in [lo, hi] within `slack` g/kWh of the cleanest one (then the
     cleaner, then the earlier zone): waiting for a marginal gain holds capacity that later jobs need."""
     found: list[tuple[str, FloatArray, FloatArray, BoolArray]] = []
+    whole_window = lo == pj.earliest and hi == pj.latest
     for zone in pj.zones:
         starts, means, ok = _candidates(state, pj, zone, lo, hi)
+        if whole_window and len(means):
+            pj.unlimited["best"] = min(pj.unlimited.get("best", math.inf), float(means.min()))
         if ok.any():
             found.append((zone, starts, means, ok))
     if not found:
@@ -425,7 +431,7 @@ def _first_within(
     cross = math.ceil((s0 + (m0 - limit) / (m0 - m1) * (s1 - s0)) * 1000) / 1000
     if not s0 < cross < s1:
         return option
-    mean = float(state.scorer.means(zone, np.array([cross]), pj.run)[0])
+    mean = state.scorer.mean(zone, cross, pj.run)
     return _Option(zone, cross, mean) if mean <= limit + REL_TOLERANCE * abs(limit) else option
 
 
@@ -433,17 +439,15 @@ def _earliest(state: _State, pj: _Job, after: float | None = None) -> _Option:
     """The earliest feasible start from `after` (default: the job's earliest) in any zone; ties to the
     cleaner zone. Always exists: the job fits the zone that has the most GPUs once every run ends."""
     after = pj.earliest if after is None else after
-    best: _Option | None = None
-    for zone in pj.zones:
-        start = state.profile(zone).earliest_fit(after, pj.run, pj.gpus)
-        if not math.isfinite(start):
-            continue
-        at = pj.earliest if not pj.shiftable else start
-        option = _Option(zone, start, float(state.scorer.means(zone, np.array([at]), pj.run)[0]))
-        if best is None or (option.start, option.mean) < (best.start, best.mean):
-            best = option
-    assert best is not None, f"job {pj.id} fits no zone"  # excluded by _prepare
-    return best
+    starts = {zone: state.profile(zone).earliest_fit(after, pj.run, pj.gpus) for zone in pj.zones}
+    first = min(starts.values())
+    assert math.isfinite(first), f"job {pj.id} fits no zone"  # excluded by _prepare
+    options = [
+        _Option(zone, start, state.scorer.mean(zone, start if pj.shiftable else pj.earliest, pj.run))
+        for zone, start in starts.items()
+        if start == first
+    ]
+    return min(options, key=lambda o: o.mean)
 
 
 def _kept(state: _State, pj: _Job) -> _Option | None:
@@ -459,8 +463,7 @@ def _kept(state: _State, pj: _Job) -> _Option | None:
         return None
     if not state.profile(current.zone).fits(at, pj.run, pj.gpus)[0]:
         return None
-    scored = at if pj.shiftable else np.array([pj.earliest])
-    return _Option(current.zone, start, float(state.scorer.means(current.zone, scored, pj.run)[0]))
+    return _Option(current.zone, start, state.scorer.mean(current.zone, start if pj.shiftable else pj.earliest, pj.run))
 
 
 def _stable(chosen: _Option, kept: _Option | None, gain_percent: float) -> _Option:
@@ -558,7 +561,7 @@ def _assignment(state: _State, pj: _Job) -> Assignment:
     late = pj.late_by(chosen.start)
     when = start.strftime("%Y-%m-%dT%H:%MZ")
     # What it waits for: a clean window when nothing cleaner was free of capacity limits in its window.
-    unlimited = _unlimited_best(state, pj)
+    unlimited = pj.unlimited["best"] if "best" in pj.unlimited else _unlimited_best(state, pj)
     if chosen.start <= state.now + 1e-3:
         waits, message = WAITS_START_NOW, f"starts now in {chosen.zone}"
     elif late == 0 and math.isfinite(chosen.mean) and chosen.mean <= unlimited + REL_TOLERANCE * abs(unlimited):
@@ -593,5 +596,5 @@ def _unlimited_best(state: _State, pj: _Job) -> float:
             if len(starts):
                 best = min(best, float(scorer.means(zone, starts, pj.run).min()))
         else:
-            best = min(best, float(scorer.means(zone, np.array([pj.earliest]), pj.run)[0]))
+            best = min(best, scorer.mean(zone, pj.earliest, pj.run))
     return best

@@ -7,6 +7,7 @@ seconds rounded to the millisecond, so that a run that ends where another starts
 """
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping
 
 import numpy as np
@@ -126,6 +127,21 @@ class Scorer:
         self.forecasts = forecasts
         self.horizon = {z: float(s.horizon_s) for z, s in forecasts.items()}
         self.first = {z: float(s.times[0]) for z, s in forecasts.items()}
+        # Python lists for one start at a time (bisect beats a numpy call on one element).
+        self._lists = {z: (s.times.tolist(), s.values.tolist(), s.prefix.tolist()) for z, s in forecasts.items()}
+
+    def _cum1(self, zone: str, x: float) -> float:
+        times, values, prefix = self._lists[zone]
+        i = max(bisect_right(times, x) - 1, 0)
+        return float(prefix[i] + values[i] * (x - times[i]))
+
+    def mean(self, zone: str, start: float, run: float) -> float:
+        """`means` for one start."""
+        a = max(start, self.first[zone])
+        b = min(start + run, self.horizon[zone])
+        if b <= a:
+            return math.inf
+        return (self._cum1(zone, b) - self._cum1(zone, a)) / (b - a)
 
     def cumulative(self, zone: str, x: FloatArray) -> FloatArray:
         series = self.forecasts[zone]
