@@ -99,6 +99,9 @@ class RecordingKube:
         self.calls.append(("settle", resource_version))
         return {"metadata": {"name": name, "namespace": namespace, "labels": {"greenjobs.dev/settled": "true"}}}
 
+    def unsettle_gtj(self, namespace: str, name: str, resource_version: str) -> None:
+        self.calls.append(("unsettle", resource_version))
+
     def statuses(self) -> list[dict[str, Any]]:
         return [c[1]["status"] for c in self.calls if c[0] == "status"]
 

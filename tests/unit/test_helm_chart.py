@@ -44,6 +44,7 @@ CASES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "sim": yaml.safe_load((CHART / "values-sim.yaml").read_text()),
     "leader": {"operator": {"replicas": 2}},
+    "no-leader": {"operator": {"leaderElection": {"enabled": False}}},
     "electricitymaps": {
         "operator": {
             "config": {
@@ -344,12 +345,12 @@ AGENT_RULES = {
 
 
 @needs_helm
-@pytest.mark.parametrize("case", ["defaults", "leader"])
+@pytest.mark.parametrize("case", ["defaults", "leader", "no-leader"])
 def test_operator_rbac_is_exactly_what_it_needs(case: str) -> None:
     docs = render(case)
     assert rbac_triples(one(docs, "ClusterRole", "-operator")) == OPERATOR_RULES
     roles = [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
-    if case != "leader":
+    if case == "no-leader":
         # No namespaced Role at all: forecast ConfigMaps are mounted files, not API reads.
         assert not roles
     else:
@@ -454,7 +455,7 @@ def test_agent_can_live_in_a_namespace_of_its_own() -> None:
 
 # --- admission policies and aggregated roles ------------------------------------------------
 
-POLICIES = ("-workload-rights", "-placement", "-agent-own-node")
+POLICIES = ("-workload-rights", "-placement", "-settled-label", "-agent-own-node")
 
 
 def _policy(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
@@ -509,6 +510,23 @@ def test_policies_key_on_the_charts_own_service_accounts() -> None:
 
 
 @needs_helm
+def test_only_the_operator_may_touch_the_settled_label_and_none_is_created_settled() -> None:
+    docs = render("defaults")
+    operator_sa = one(docs, "ServiceAccount", "-operator")["metadata"]["name"]
+    spec = _policy(docs, "-settled-label")["spec"]
+    (cond,) = spec["matchConditions"]
+    assert cond["expression"] == f"request.userInfo.username != 'system:serviceaccount:{NAMESPACE}:{operator_sa}'"
+    assert spec["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE", "UPDATE"]
+    variables = _variables(_policy(docs, "-settled-label"))
+    assert "'greenjobs.dev/settled'" in variables["new"] and "oldObject" in variables["old"]
+    rules = [v["expression"] for v in spec["validations"]]
+    assert rules == [
+        "request.operation != 'CREATE' || variables.new != 'true'",
+        "request.operation != 'UPDATE' || variables.new == variables.old",
+    ]
+
+
+@needs_helm
 def test_workload_rights_cover_every_workload_kind() -> None:
     variables = _variables(_policy(render("defaults"), "-workload-rights"))
     for kind, group, resource in (
@@ -537,7 +555,7 @@ def test_placement_policy_uses_the_configured_zone_label_and_map(case: str) -> N
 def test_no_agent_no_agent_policy_and_policies_can_be_left_out() -> None:
     kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     names = {d["metadata"]["name"] for d in render("no-agent") if d["kind"] in kinds}
-    assert names == {f"{RELEASE}-greenjobs{s}" for s in POLICIES[:2]}
+    assert names == {f"{RELEASE}-greenjobs{s}" for s in POLICIES[:3]}
     off = render("no-policies")
     assert not [d for d in off if d["kind"] in kinds or d["metadata"]["name"].endswith(("-view", "-edit"))]
 
@@ -577,7 +595,7 @@ def test_kubectl_manifest_is_the_rendered_chart() -> None:
     assert out.stdout == (REPO / "deploy" / "policies.yaml").read_text(), "run: deploy/render.sh > deploy/policies.yaml"
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     assert sorted(d["kind"] for d in docs) == sorted(
-        ["ClusterRole"] * 2 + ["ValidatingAdmissionPolicy"] * 3 + ["ValidatingAdmissionPolicyBinding"] * 3
+        ["ClusterRole"] * 2 + ["ValidatingAdmissionPolicy"] * 4 + ["ValidatingAdmissionPolicyBinding"] * 4
     )
     assert not [d for d in docs if "Helm" in json.dumps(d)]  # no Helm labels where Helm is not used
 
@@ -615,7 +633,9 @@ def test_operator_deployment_defaults() -> None:
     env = env_of(c)
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert "GREENJOBS_LEASE" not in env
+    # Leader election is on by default, so a `helm upgrade`'s new pod waits for the old one's Lease.
+    assert env["GREENJOBS_LEASE"]["value"] == f"{RELEASE}-greenjobs-operator"
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
 
     # The config file the env names is the one the ConfigMap volume provides.
     config_path = Path(env["GREENJOBS_CONFIG"]["value"])
@@ -659,8 +679,24 @@ def test_leader_election_with_two_replicas() -> None:
     env = env_of(container(deploy))
     assert env["GREENJOBS_LEASE"]["value"] == f"{RELEASE}-greenjobs-operator"
     assert env["GREENJOBS_LEASE_DURATION"]["value"] == "15"
+    assert env["GREENJOBS_LEASE_RENEW_DEADLINE"]["value"] == "10"  # client-go's: less than the duration
+    assert env["GREENJOBS_LEASE_RETRY_PERIOD"]["value"] == "2"
     # Each replica is named in the Lease by its pod name.
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+@needs_helm
+def test_without_leader_election_the_old_operator_stops_before_the_new_one_starts() -> None:
+    deploy = one(render("no-leader"), "Deployment", "-operator")
+    assert deploy["spec"]["strategy"]["type"] == "Recreate"
+    assert "GREENJOBS_LEASE" not in env_of(container(deploy))
+
+
+@needs_helm
+def test_a_renew_deadline_not_below_the_lease_duration_is_refused(tmp_path: Path) -> None:
+    values = {"operator": {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}}}
+    out = _helm("template", "r", str(CHART), values=values, tmp=tmp_path)
+    assert out.returncode != 0 and "renewDeadlineSeconds must be less than leaseDurationSeconds" in out.stderr
 
 
 @needs_helm

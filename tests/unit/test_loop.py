@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import kopf
+
 from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
+from greenjobs.controller.handlers import watch_only_what_matters
 from greenjobs.controller.loop import Controller
 from tests.fakes.operator_world import T0, Env, H, Provider, api_error, body
 
@@ -153,3 +156,54 @@ def test_a_refused_start_is_requeued_with_backoff() -> None:
     env.kube.fail_patch = None
     ctl.reconcile("u1")
     assert ctl.failures.get("u1") is None  # started: the backoff starts over
+
+
+def _held_job() -> dict[str, Any]:
+    job = raw_job(complete=True)
+    job["metadata"]["finalizers"] = ["greenjobs.dev/outcome"]
+    return job
+
+
+def _settled(status: dict[str, Any]) -> dict[str, Any]:
+    gtj = body(status)
+    gtj["metadata"]["labels"] = {"greenjobs.dev/settled": "true"}
+    return gtj
+
+
+def test_a_settled_job_whose_workload_is_still_held_is_found_and_released() -> None:
+    """Settled (by hand, before the admission policy) while its Job still had our finalizer: the GTJ
+    is out of the watch, so only the sweep can find the Job; the phase table then lets it go."""
+    env = Env()
+    env.clock.now = T0 + 3 * H
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    ctl.on_job("ADDED", _held_job())  # its GTJ never comes: the watch selects settled ones out
+    env.kube.existing = _held_job()
+    env.kube.gtj = _settled({**RUNNING, "phase": "Succeeded", "completionTime": "2026-11-23T14:00:00Z"})
+    queued: list[str] = []
+    ctl.queue.add = lambda key, delay=0.0: queued.append(key)  # type: ignore[method-assign]
+    assert ctl.sweep_settled() == 1 and queued == ["u1"]
+    ctl.reconcile("u1")
+    assert ("release", ["greenjobs.dev/outcome"]) in env.kube.calls
+
+
+def test_a_running_job_labelled_settled_gets_the_label_taken_off_not_forgotten() -> None:
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    held = raw_job(complete=False)
+    held["metadata"]["finalizers"] = ["greenjobs.dev/outcome"]
+    ctl.on_job("ADDED", held)
+    env.kube.gtj = _settled(RUNNING)
+    assert ctl.sweep_settled() == 1
+    assert ("unsettle", "42") in env.kube.calls  # conditional on the version read
+    # A job still in the watch is none of the sweep's business.
+    env.kube.calls.clear()
+    ctl.on_gtj("ADDED", body(RUNNING))
+    assert ctl.sweep_settled() == 0 and not env.kube.calls
+
+
+def test_the_watch_selects_settled_true_out_not_every_job_with_the_label() -> None:
+    settings = kopf.OperatorSettings()
+    watch_only_what_matters(settings)
+    selector = settings.watching.label_selectors["greenjobs.dev", "greentrainingjobs"]
+    assert selector == "greenjobs.dev/settled!=true"

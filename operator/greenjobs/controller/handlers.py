@@ -32,7 +32,8 @@ def watch_only_what_matters(settings: kopf.OperatorSettings) -> None:
     create, and finished pods (they hold no GPU). Initial lists come in chunks: no 10,000-object
     response parsed at once."""
     settings.watching.chunk_size = LIST_CHUNK
-    settings.watching.label_selectors[c.GROUP, c.PLURAL] = f"!{c.LABEL_SETTLED}"
+    # `!= true`, not "label absent": a label with any other value is no reason to stop watching a job.
+    settings.watching.label_selectors[c.GROUP, c.PLURAL] = f"{c.LABEL_SETTLED}!=true"
     for adapter in ADAPTERS:
         settings.watching.label_selectors[adapter.group, adapter.plural] = c.LABEL_JOB
     settings.watching.field_selectors["v1", "pods"] = "status.phase!=Succeeded,status.phase!=Failed"

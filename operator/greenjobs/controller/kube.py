@@ -114,6 +114,14 @@ class Kube:
             raise
         return out
 
+    def unsettle_gtj(self, namespace: str, name: str, resource_version: str) -> None:
+        """Take the settled label off a GTJ that has not finished (set by hand, before the admission
+        policy guarded it), as it was read: it comes back into the operator's watch."""
+        body = {"metadata": {"resourceVersion": resource_version, "labels": {c.LABEL_SETTLED: None}}}
+        self.metrics.api_writes.labels("unsettle").inc()
+        with _conflict(namespace, name):
+            self.objects.patch_namespaced_custom_object(*_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE)
+
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: WorkloadAdapter = BATCH) -> None:
         self.metrics.api_writes.labels("patch_job").inc()
         self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, patch, _content_type=_MERGE)

@@ -196,6 +196,55 @@ class Controller:
             t = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        t = threading.Thread(target=self._sweep_loop, name="settled-sweep", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # ------------------------------------------------------------------ settled jobs still held
+
+    def _sweep_loop(self) -> None:
+        # First once the initial lists are in (a Job listed before its GTJ would cost a needless GET).
+        wait = min(self.resync.total_seconds(), 30.0)
+        while not self._stopping.wait(wait):
+            wait = self.resync.total_seconds()
+            if not self.active.is_set():
+                continue
+            try:
+                self.sweep_settled()
+            except Exception as exc:  # retried next period; never a dead thread
+                log.warning("settled sweep: %r", exc)
+
+    def sweep_settled(self) -> int:
+        """Workloads our finalizer holds whose GreenTrainingJob left the watch settled (labelled by hand,
+        or before the admission policy guarded the label): found here, and released. A finished one is
+        handed to the phase table, which lets its Job go; one that has not finished gets the label
+        taken off, so it comes back into the watch and is accounted and finished like any other.
+        Returns how many it handled."""
+        with self._lock:
+            held = [
+                (key, view)
+                for key, view in self.jobs.items()
+                if view.finalizer and not any(u in self.keys for u in view.owner_uids)
+            ]
+        handled = 0
+        for key, view in held:
+            body = self.executor.kube.get_gtj(*key)
+            meta = (body or {}).get("metadata") or {}
+            uid = meta.get("uid")
+            if body is None or uid not in view.owner_uids:
+                continue  # gone: GC deletes the Job and its DELETE event releases it (on_job)
+            if (meta.get("labels") or {}).get(c.LABEL_SETTLED) != "true":
+                continue  # not listed yet, or already back in the watch
+            handled += 1
+            if (body.get("status") or {}).get("phase") in Phase.FINISHED:
+                log.info("%s/%s: settled while its Job is still held: releasing it", *key)
+                with self._lock:
+                    self.keys[uid] = key
+                self.queue.add(uid)
+            else:
+                log.warning("%s/%s: labelled settled before it finished: taking the label off", *key)
+                self.executor.kube.unsettle_gtj(key[0], key[1], meta.get("resourceVersion") or "")
+        return handled
 
     def stop(self) -> None:
         self._stopping.set()
