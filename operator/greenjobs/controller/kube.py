@@ -6,7 +6,7 @@ API server alone judges a user's Job template.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,11 +28,24 @@ class Conflict(Exception):
     """A conditional write found the object changed since it was read: read again and re-decide."""
 
 
+class NotLeader(Exception):
+    """This replica no longer holds the Lease: the write is not sent (the leader will do it)."""
+
+
 class Kube:
-    def __init__(self, api: client.ApiClient, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self, api: client.ApiClient, metrics: OperatorMetrics, may_write: Callable[[], bool] | None = None
+    ) -> None:
         self.api = api
         self.objects = client.CustomObjectsApi(api)
         self.metrics = metrics
+        self.may_write = may_write  # leader election: checked before every write (None: always)
+
+    def _write(self, kind: str) -> None:
+        """Before each write: fenced by leadership (work in flight when the Lease is lost stops here)."""
+        if self.may_write is not None and not self.may_write():
+            raise NotLeader(f"not the leader: {kind} not sent")
+        self.metrics.api_writes.labels(kind).inc()
 
     def get_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> dict[str, Any] | None:
         try:
@@ -45,7 +58,7 @@ class Kube:
 
     def create_job(self, body: dict[str, Any], *, kind: WorkloadAdapter = BATCH) -> None:
         """Create with strict field validation: a typo in the user's template is refused, not dropped."""
-        self.metrics.api_writes.labels("create_job").inc()
+        self._write("create_job")
         group, version, plural = _res(kind)
         self.objects.create_namespaced_custom_object(
             group,
@@ -65,7 +78,7 @@ class Kube:
             {"op": "test", "path": f"/metadata/finalizers/{i}", "value": c.JOB_FINALIZER},
             {"op": "remove", "path": f"/metadata/finalizers/{i}"},
         ]
-        self.metrics.api_writes.labels("release_job").inc()
+        self._write("release_job")
         try:
             self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, ops, _content_type=_JSON_PATCH)
         except ApiException as exc:
@@ -91,7 +104,7 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        self.metrics.api_writes.labels("patch_status").inc()
+        self._write("patch_status")
         with _conflict(namespace, name):
             out: dict[str, Any] = self.objects.patch_namespaced_custom_object_status(
                 *_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE
@@ -102,7 +115,7 @@ class Kube:
         """Label a finished GTJ settled, only as it was read (the resourceVersion is a precondition, so a
         GTJ re-created under the same name is never touched); None when it is gone."""
         body = {"metadata": {"resourceVersion": resource_version, "labels": {c.LABEL_SETTLED: "true"}}}
-        self.metrics.api_writes.labels("settle").inc()
+        self._write("settle")
         try:
             with _conflict(namespace, name):
                 out: dict[str, Any] = self.objects.patch_namespaced_custom_object(
@@ -118,16 +131,16 @@ class Kube:
         """Take the settled label off a GTJ that has not finished (set by hand, before the admission
         policy guarded it), as it was read: it comes back into the operator's watch."""
         body = {"metadata": {"resourceVersion": resource_version, "labels": {c.LABEL_SETTLED: None}}}
-        self.metrics.api_writes.labels("unsettle").inc()
+        self._write("unsettle")
         with _conflict(namespace, name):
             self.objects.patch_namespaced_custom_object(*_GTJ, namespace, c.PLURAL, name, body, _content_type=_MERGE)
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any], kind: WorkloadAdapter = BATCH) -> None:
-        self.metrics.api_writes.labels("patch_job").inc()
+        self._write("patch_job")
         self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, patch, _content_type=_MERGE)
 
     def delete_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> None:
-        self.metrics.api_writes.labels("delete_job").inc()
+        self._write("delete_job")
         try:
             self.objects.delete_namespaced_custom_object(*_at(kind, namespace), name, propagation_policy="Background")
         except ApiException as exc:

@@ -1,14 +1,27 @@
-"""Leader election through a coordination.k8s.io Lease, as controller-runtime does it.
+"""Leader election through a coordination.k8s.io Lease, with client-go's semantics.
 
-Every replica watches and keeps its cache warm; only the holder of the Lease acts. The holder renews it
-every third of its duration; a replica takes it over when it has not been renewed for a whole duration,
-and a replica that stops cleanly gives it up at once so that a standby takes over within one retry.
-Writes are conditional on the Lease's resourceVersion, so two replicas can never both win.
+Every replica watches and keeps its cache warm; only the holder of the Lease acts. As client-go's
+leaderelection does it:
+
+- Expiry is judged on the LOCAL clock, never on the holder's renewTime: a replica remembers the Lease
+  record it last saw and when it saw it change (observedTime). Another holder's Lease is free only once
+  its record has not changed for leaseDuration as measured here, so clock skew between nodes cannot
+  make a standby take over early.
+- The holder tries to renew every retryPeriod; when no renewal succeeded for renewDeadline (less than
+  leaseDuration) it steps down at once, so it has stopped acting before any standby may take over.
+- `leading` is re-checked before every write (controller/kube.py fences them): work in flight when the
+  lease is lost is refused at its next write, not carried out by a replica that no longer leads.
+- A replica that stops cleanly gives the Lease up (holder cleared, duration 1 s): a standby takes over
+  within one retry period.
+
+Writes of the Lease are conditional on its resourceVersion, so two replicas can never both win.
 """
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,71 +39,135 @@ def _micro(t: datetime) -> str:
     return t.strftime(_MICRO)
 
 
+class LeaseApi:
+    """The three Lease calls the elector makes (CoordinationV1Api), a seam for tests."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = client.CoordinationV1Api(api)
+
+    def read(self, namespace: str, name: str) -> Any:
+        return self._api.read_namespaced_lease(name, namespace)
+
+    def create(self, namespace: str, body: dict[str, Any]) -> Any:
+        return self._api.create_namespaced_lease(namespace, body)
+
+    def replace(self, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        return self._api.replace_namespaced_lease(name, namespace, body)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What identifies one version of the Lease's record (client-go's LeaderElectionRecord, plus the
+    resourceVersion: any write of the Lease is a sign of life)."""
+
+    version: str
+    holder: str
+    duration_s: int
+    acquire: str
+    renew: str
+    transitions: int
+
+
+def _record(lease: Any) -> Record:
+    spec = lease.spec
+    return Record(
+        str(getattr(lease.metadata, "resource_version", "") or ""),
+        spec.holder_identity or "",
+        int(spec.lease_duration_seconds or 0),
+        str(spec.acquire_time or ""),
+        str(spec.renew_time or ""),
+        int(spec.lease_transitions or 0),
+    )
+
+
 class LeaderElector:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Any,
         namespace: str,
         name: str,
         identity: str,
         duration: timedelta,
         clock: Callable[[], datetime],
         on_change: Callable[[bool], None],
+        *,
+        renew_deadline: timedelta | None = None,
+        retry_period: timedelta | None = None,
+        monotonic: Callable[[], float] | None = None,
+        leases: Any = None,
     ) -> None:
-        self._api = client.CoordinationV1Api(api)
+        self._leases = leases if leases is not None else LeaseApi(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration = duration
-        self._clock = clock
+        # client-go's defaults are 15 s / 10 s / 2 s: renewDeadline two thirds of the duration.
+        self.renew_deadline = renew_deadline or duration * 2 / 3
+        self.retry_period = retry_period or min(duration / 7.5, self.renew_deadline / 2)
+        if not self.retry_period < self.renew_deadline < self.duration:
+            raise ValueError("leader election needs retryPeriod < renewDeadline < leaseDuration")
+        self._clock = clock  # wall time: only written into the Lease for humans to read
+        self._mono = monotonic or time.monotonic  # what expiry and deadlines are measured on
         self._on_change = on_change
         self._leading = False
+        self._renewed_at: float | None = None  # monotonic time of our last successful acquire/renew
+        self._observed: Record | None = None
+        self._observed_at = 0.0  # monotonic time the observed record last changed
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
 
     @property
     def leading(self) -> bool:
-        return self._leading
+        """Whether this replica may act now: it holds the Lease and renewed it within renewDeadline."""
+        with self._lock:
+            return self._leading and self._renewed_at is not None and self._fresh()
+
+    def _fresh(self) -> bool:
+        return self._renewed_at is not None and self._mono() - self._renewed_at < self.renew_deadline.total_seconds()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         if self._leading:
+            self._set(False)
             self._release()
 
     def _run(self) -> None:
-        retry = self.duration.total_seconds() / 3
         while not self._stop.is_set():
-            try:
-                leading = self._try()
-            except ApiException as exc:
-                log.warning("leader election: %s %s", exc.status, exc.reason)
-                leading = self._leading and not self._expired_for_me()
-            except Exception as exc:
-                log.warning("leader election: %s", exc)
-                leading = False
-            self._set(leading)
-            self._stop.wait(retry)
+            self.step()
+            self._stop.wait(self.retry_period.total_seconds())
+
+    def step(self) -> bool:
+        """One try to acquire or renew; steps down when renewing failed for renewDeadline."""
+        try:
+            ok = self.try_acquire_or_renew()
+        except Exception as exc:  # an unreachable API server is a failed try, nothing more
+            log.warning("leader election: %s", exc)
+            ok = False
+        with self._lock:
+            if ok:
+                self._renewed_at = self._mono()
+            leading = ok or (self._leading and self._fresh())
+        self._set(leading)
+        return leading
 
     def _set(self, leading: bool) -> None:
-        if leading != self._leading:
+        with self._lock:
+            changed = leading != self._leading
             self._leading = leading
+            if not leading:
+                self._renewed_at = None
+        if changed:
             log.info("%s the lease %s/%s", "acquired" if leading else "lost", self.namespace, self.name)
             self._on_change(leading)
-            if leading:
-                self._renewed = self._clock()
-        elif leading:
-            self._renewed = self._clock()
 
-    def _expired_for_me(self) -> bool:
-        renewed = getattr(self, "_renewed", None)
-        return renewed is None or self._clock() - renewed >= self.duration
-
-    def _try(self) -> bool:
-        now = self._clock()
+    def try_acquire_or_renew(self) -> bool:
+        now, mono = self._clock(), self._mono()
         try:
-            lease: Any = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._leases.read(self.namespace, self.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -99,32 +176,39 @@ class LeaderElector:
                 "spec": self._spec(now, acquired=now, transitions=0),
             }
             try:
-                self._api.create_namespaced_lease(self.namespace, body)
+                created = self._leases.create(self.namespace, body)
             except ApiException as exc2:
                 if exc2.status == 409:
                     return False
                 raise
+            self._observe(created, mono)
             return True
-        spec = lease.spec
-        holder = spec.holder_identity
-        renewed = spec.renew_time or spec.acquire_time
-        duration = timedelta(seconds=spec.lease_duration_seconds or self.duration.total_seconds())
-        free = not holder or renewed is None or now - _aware(renewed) >= duration
-        if holder != self.identity and not free:
-            return False
-        transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        acquired = _aware(spec.acquire_time) if holder == self.identity and spec.acquire_time else now
+        record = _record(lease)
+        if record != self._observed:
+            # The record changed since we last looked: its age is measured from now, on our clock.
+            self._observed, self._observed_at = record, mono
+        duration = record.duration_s or self.duration.total_seconds()
+        mine = record.holder == self.identity
+        if record.holder and not mine and mono - self._observed_at < duration:
+            return False  # held by another, and not expired as we have watched it
+        transitions = record.transitions + (0 if mine else 1)
+        acquired = _aware(lease.spec.acquire_time) if mine and lease.spec.acquire_time else now
         body = {
             "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
             "spec": self._spec(now, acquired=acquired, transitions=transitions),
         }
         try:
-            self._api.replace_namespaced_lease(self.name, self.namespace, body)
+            written = self._leases.replace(self.namespace, self.name, body)
         except ApiException as exc:
             if exc.status == 409:  # another replica renewed or took it first
                 return False
             raise
+        self._observe(written, mono)
         return True
+
+    def _observe(self, lease: Any, mono: float) -> None:
+        if getattr(lease, "spec", None) is not None:
+            self._observed, self._observed_at = _record(lease), mono
 
     def _spec(self, now: datetime, *, acquired: datetime, transitions: int) -> dict[str, Any]:
         return {
@@ -137,18 +221,21 @@ class LeaderElector:
 
     def _release(self) -> None:
         try:
-            lease: Any = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._leases.read(self.namespace, self.name)
             if lease.spec.holder_identity != self.identity:
                 return
+            now = _micro(self._clock())
             body = {
                 "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
                 "spec": {
                     "holderIdentity": None,
                     "leaseDurationSeconds": 1,
+                    "acquireTime": now,
+                    "renewTime": now,
                     "leaseTransitions": lease.spec.lease_transitions,
                 },
             }
-            self._api.replace_namespaced_lease(self.name, self.namespace, body)
+            self._leases.replace(self.namespace, self.name, body)
             log.info("released the lease %s/%s", self.namespace, self.name)
         except ApiException as exc:
             log.warning("could not release the lease: %s %s", exc.status, exc.reason)

@@ -26,7 +26,7 @@ from .decide import Action, Pacing, Timers, decide
 from .executor import Executor
 from .fleet import FleetCoordinator, FleetState, node_of, pod_gpus
 from .jobs import BATCH, adapter_of
-from .kube import Conflict
+from .kube import Conflict, NotLeader
 from .observe import JobView, Observed, job_view, observe
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,12 @@ class Controller:
                 self._retry(uid, key, refused)
             else:
                 self.failures.pop(uid, None)
+        except NotLeader as exc:
+            # The Lease was lost mid-look: nothing more is written; whoever leads now looks again.
+            log.info("%s/%s: %s", *key, exc)
+            with self._lock:
+                self.bodies.pop(uid, None)
+            self.queue.add(uid, 1.0)
         except Conflict as exc:
             log.debug("conflict, looking again: %s", exc)
             with self._lock:

@@ -51,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a Lease lives without renewal before a standby takes over (default 15)",
     )
     parser.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        default=_env_float("GREENJOBS_LEASE_RENEW_DEADLINE"),
+        help="seconds the leader tries to renew before it stops acting (less than the duration; default 2/3 of it)",
+    )
+    parser.add_argument(
+        "--lease-retry-period",
+        type=float,
+        default=_env_float("GREENJOBS_LEASE_RETRY_PERIOD"),
+        help="seconds between tries to acquire or renew the Lease (default 2 for a 15 s Lease)",
+    )
+    parser.add_argument(
         "--liveness",
         default=os.environ.get("GREENJOBS_LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="kopf liveness endpoint",
@@ -61,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _env_float(name: str) -> float | None:
     value = os.environ.get(name)
     return float(value) if value else None
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value else None
 
 
 def identity() -> str:
@@ -92,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     api = operator_api_client()
     factors = FootprintFactors.from_mapping(config.footprint)
+    kube = Kube(api, metrics)
     executor = Executor(
-        config, provider, Kube(api, metrics), metrics, utc_now, EventRecorder(api, metrics),
+        config, provider, kube, metrics, utc_now, EventRecorder(api, metrics),
         factors=factors, host_source=build_host_source(factors.host),
     )  # fmt: skip
     controller = Controller(executor, utc_now, config.zone_label, config.zone_map, workers=config.workers)
@@ -106,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
     if args.lease:
         duration = timedelta(seconds=args.lease_duration) if args.lease_duration else config.lease_duration
         elector = LeaderElector(
-            api, args.lease_namespace, args.lease, identity(), duration, utc_now, _toggle(controller.active)
-        )
+            api, args.lease_namespace, args.lease, identity(), duration, utc_now, _toggle(controller.active),
+            renew_deadline=_seconds(args.lease_renew_deadline), retry_period=_seconds(args.lease_retry_period),
+        )  # fmt: skip
+        kube.may_write = lambda: elector is not None and elector.leading  # every write re-checks the Lease
         log.info("leader election through Lease %s/%s as %s", args.lease_namespace, args.lease, identity())
         elector.start()
     else:
