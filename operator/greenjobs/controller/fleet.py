@@ -31,6 +31,7 @@ from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, Foreign
 from greenjobs.planning.decisions import NOMINAL_DURATION, FleetPlacement
 from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.planning.timing import window_of
+from greenjobs.workloads.base import pod_gpus as pod_spec_gpus
 
 from .jobs import adapter_of, workload_template
 
@@ -116,74 +117,175 @@ def pod_gpus(body: Mapping[str, Any], resources: Sequence[str], job_label: str) 
 
 @dataclass
 class FleetCoordinator:
+    """One fleet plan shared by the workers. Two locks: `_lock` guards the state every question reads
+    (held only for in-memory work, never across I/O: a due start never waits on a forecast), and
+    `_plan_lock` lets one worker at a time compute a new plan (forecasts fetched, the planner run)
+    outside `_lock`. Invalidations are counted (`_generation`), so one that arrives while a plan is
+    being computed is not erased when it is installed: the next question plans again."""
+
     settings: FleetSettings
     provider: ForecastProvider
     clock: Callable[[], datetime]
     replan: timedelta
     # The controller's view: pending jobs' bodies, running jobs' bodies, nodes and pods (under its lock).
     snapshot: Callable[[], tuple[list[Mapping[str, Any]], FleetState, set[str]]]
+    # Foreign pods come and go in bursts: their changes re-plan at most once per this interval (room
+    # for a start is always judged on the live state, so a slightly older plan loses nothing).
+    debounce: timedelta = timedelta(seconds=5)
     _plan: FleetPlan | None = None
     _at: datetime | None = None
-    _dirty: bool = True
     _step: timedelta = timedelta(minutes=15)  # the grid of the last plan
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _plan_lock: threading.Lock = field(default_factory=threading.Lock)
+    _generation: int = 1  # bumped by every invalidation
+    _planned: int = 0  # the generation the present plan was computed from
+    _churn: int = 0  # debounced invalidations (foreign pods)
+    _churn_planned: int = 0
     # uid -> (resourceVersion, the job as the planner sees it): a body is parsed once, not per question.
     _seen: dict[str, tuple[str, FleetJob | None]] = field(default_factory=dict)
     # uid -> (zone, GPUs, when): starts `room_now` allowed whose Running status is not seen yet. Workers
     # ask in parallel; without these two could both be told the same free GPUs.
     _claims: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
+    # uid -> when its start failed: it holds no place in the queue order for CLAIM_TTL.
+    _failed: dict[str, datetime] = field(default_factory=dict)
 
-    def invalidate(self) -> None:
-        """Something the plan rests on changed (capacity, a job ended): plan from scratch next time."""
-        self._dirty = True
+    def invalidate(self, *, debounced: bool = False) -> None:
+        """Something the plan rests on changed (capacity, a job ended): plan from scratch next time;
+        `debounced` (foreign pod churn): at most once per `debounce`."""
+        with self._lock:
+            if debounced:
+                self._churn += 1
+            else:
+                self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def assignment(self, uid: str) -> FleetPlacement | str | None:
         """This job's assignment in the fleet plan (str: why it has none; None: not a fleet job)."""
+        with self._plan_lock:
+            with self._lock:
+                now = self.clock()
+                bodies, state, zones = self.snapshot()
+                jobs = self._jobs(bodies, now, zones)
+                if uid not in jobs:
+                    return None
+                if not self._needs_plan(now):
+                    if self._plan is not None and uid not in self._plan.assignments and uid not in self._plan.unplaced:
+                        # An arrival: the others stay put.
+                        self._plan = add_job(self._plan, replace(jobs[uid], earliest_start=now), now)
+                    return self._answer(uid)
+                generation, churn = self._generation, self._churn
+                pending = [replace(j, earliest_start=now) for j in jobs.values()]
+            # Outside the state lock: forecasts (I/O) and the planner (CPU).
+            forecasts = self._forecasts(pending, now)
+            step = self.settings.step or _grid_step(forecasts.values())
+            with self._lock:
+                self._step = step
+                capacity = self._capacity(bodies, state, now)
+            plan = plan_fleet(
+                pending, capacity, forecasts, now, step=step, min_gain_percent=self.settings.min_gain_percent
+            )
+            log.info(
+                "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",
+                len(pending),
+                len(plan.assignments),
+                len(plan.unplaced),
+                {z: capacity.free_at(z, now) for z in capacity.zones()},
+            )
+            with self._lock:
+                self._plan, self._at = plan, now
+                # What was invalidated while it was computed still counts: the next question re-plans.
+                self._planned, self._churn_planned = generation, churn
+                return self._answer(uid)
+
+    def _needs_plan(self, now: datetime) -> bool:
+        if self._plan is None or self._at is None or self._planned != self._generation:
+            return True
+        if now - self._at >= self.replan:
+            return True
+        return self._churn != self._churn_planned and now - self._at >= self.debounce
+
+    def _answer(self, uid: str) -> FleetPlacement | str | None:
+        if self._plan is None:
+            return None
+        found = self._plan.assignments.get(uid)
+        if found is not None:
+            return FleetPlacement(found, self._step)
+        return self._plan.unplaced.get(uid)
+
+    def room_now(self, uid: str, zone: str | None) -> bool:
+        """Whether `zone` has the GPUs for this job now (a start must never leave pods pending). Asked
+        by every start path: a first start, a re-plan's, a resume. Room goes in the plan's order: jobs
+        due before this one in the same zone are served first, whichever worker asks first; and a pod
+        must fit on one node, not on the zone's sum."""
         with self._lock:
             now = self.clock()
             bodies, state, zones = self.snapshot()
             jobs = self._jobs(bodies, now, zones)
-            if uid not in jobs:
-                return None
-            stale = self._at is None or now - self._at >= self.replan
-            if self._plan is None or self._dirty or stale:
-                pending = [replace(j, earliest_start=now) for j in jobs.values()]
-                self._plan = self._plan_all(pending, bodies, state, now)
-            elif uid not in self._plan.assignments and uid not in self._plan.unplaced:
-                # An arrival: the others stay put.
-                self._plan = add_job(self._plan, replace(jobs[uid], earliest_start=now), now)
-            found = self._plan.assignments.get(uid)
-            if found is not None:
-                return FleetPlacement(found, self._step)
-            return self._plan.unplaced.get(uid)
-
-    def room_now(self, uid: str, zone: str | None) -> bool:
-        """Whether `zone` has the GPUs for this job now (a start must never leave pods pending)."""
-        with self._lock:
-            now = self.clock()
-            bodies, state, zones = self.snapshot()
-            job = self._jobs(bodies, now, zones).get(uid)
-            if job is None or zone is None:
+            body = next((b for b in bodies if (b.get("metadata") or {}).get("uid") == uid), None)
+            need = jobs[uid].gpus if uid in jobs else _resuming_gpus(body, self.settings)
+            if need is None or zone is None:
                 return True
             capacity = self._capacity(bodies, state, now, exclude=uid)
-            room = capacity.free_at(zone, now) >= job.gpus
+            ahead = self._ahead(uid, zone, jobs, bodies, now)
+            room = capacity.free_at(zone, now) - ahead >= need and _fits_a_node(body, zone, state, self.settings)
             if room:
-                self._claims[uid] = (zone, job.gpus, now)
+                self._claims[uid] = (zone, need, now)
+                self._failed.pop(uid, None)
             else:
-                self._dirty = True
+                self._generation += 1
             return room
 
     def release(self, uid: str) -> None:
-        """A start `room_now` allowed failed: its GPUs are free again at once (not after CLAIM_TTL)."""
+        """A start `room_now` allowed failed: its GPUs are free again at once (not after CLAIM_TTL),
+        and it gives up its place in the queue order for a while."""
         with self._lock:
+            self._failed[uid] = self.clock()
             if self._claims.pop(uid, None) is not None:
-                self._dirty = True
+                self._generation += 1
 
     # ------------------------------------------------------------------ inputs
 
-    def _plan_all(
-        self, jobs: list[FleetJob], bodies: list[Mapping[str, Any]], state: FleetState, now: datetime
-    ) -> FleetPlan:
+    def _ahead(
+        self, uid: str, zone: str, jobs: Mapping[str, FleetJob], bodies: list[Mapping[str, Any]], now: datetime
+    ) -> int:
+        """GPUs of the jobs due now in `zone` that come before `uid` in the plan's order (its start,
+        then latest start, then arrival) and have not been given room yet: they are served first."""
+        due = _due(bodies, now)
+        if uid in jobs and uid not in due:
+            due[uid] = now
+        mine = self._order(uid, due, jobs, now)
+        gpus = 0
+        for other in due:
+            if other == uid or other not in jobs or other in self._claims:
+                continue
+            if other in self._failed and now - self._failed[other] < CLAIM_TTL:
+                continue
+            if jobs[other].zones and self._zone_of(other, bodies) != zone:
+                continue
+            if self._order(other, due, jobs, now) < mine:
+                gpus += jobs[other].gpus
+        return gpus
+
+    def _order(
+        self, uid: str, due: Mapping[str, datetime], jobs: Mapping[str, FleetJob], now: datetime
+    ) -> tuple[datetime, datetime, datetime, str]:
+        job = jobs.get(uid)
+        found = self._plan.assignments.get(uid) if self._plan is not None else None
+        start = found.start if found is not None else due.get(uid, now)
+        return (start, job.latest_start if job else now, job.arrival if job else now, uid)
+
+    @staticmethod
+    def _zone_of(uid: str, bodies: list[Mapping[str, Any]]) -> str | None:
+        for b in bodies:
+            if (b.get("metadata") or {}).get("uid") == uid:
+                zone: str | None = ((b.get("status") or {}).get("plan") or {}).get("zone")
+                return zone
+        return None
+
+    def _forecasts(self, jobs: list[FleetJob], now: datetime) -> dict[str, IntensitySeries]:
         zones = sorted({z for j in jobs for z in j.zones})
         # Only as far as the latest job could run: a shorter grid, and no forecast fetched for nothing.
         until = min(
@@ -195,19 +297,7 @@ class FleetCoordinator:
                 forecasts[zone] = self.provider.forecast(zone, now, until + timedelta(minutes=1)).series
             except ProviderError as exc:
                 log.warning("fleet planning without a forecast for %s: %s", zone, exc)
-        step = self.settings.step or _grid_step(forecasts.values())
-        self._step = step
-        capacity = self._capacity(bodies, state, now)
-        plan = plan_fleet(jobs, capacity, forecasts, now, step=step, min_gain_percent=self.settings.min_gain_percent)
-        self._at, self._dirty = now, False
-        log.info(
-            "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",
-            len(jobs),
-            len(plan.assignments),
-            len(plan.unplaced),
-            {z: capacity.free_at(z, now) for z in capacity.zones()},
-        )
-        return plan
+        return forecasts
 
     def _capacity(
         self, bodies: list[Mapping[str, Any]], state: FleetState, now: datetime, exclude: str | None = None
@@ -303,3 +393,54 @@ def _running(body: Mapping[str, Any], now: datetime, settings: FleetSettings) ->
     end = max(parse_time(status["startTime"]) + duration, now)
     gpus = adapter_of(raw).gpus(workload_template(raw), settings.gpu_resources)
     return RunningJob(body["metadata"]["uid"], zone, gpus, end)
+
+
+def _due(bodies: list[Mapping[str, Any]], now: datetime) -> dict[str, datetime]:
+    """Pending jobs whose recorded plan says start now: they are about to ask for room."""
+    due: dict[str, datetime] = {}
+    for b in bodies:
+        status = b.get("status") or {}
+        if status.get("phase") not in (None, Phase.PENDING, Phase.DEFERRED) or status.get("startTime"):
+            continue
+        raw = (status.get("plan") or {}).get("scheduledStart")
+        try:
+            start = parse_time(raw) if raw else None
+        except ValueError:
+            start = None
+        if start is not None and start <= now:
+            due[(b.get("metadata") or {}).get("uid", "")] = start
+    return due
+
+
+def _resuming_gpus(body: Mapping[str, Any] | None, settings: FleetSettings) -> int | None:
+    """The GPUs of a job suspended by its budget that asks to resume (None: not such a job)."""
+    if body is None or (body.get("status") or {}).get("phase") != Phase.SUSPENDED:
+        return None
+    raw = body.get("spec") or {}
+    try:
+        return adapter_of(raw).gpus(workload_template(raw), settings.gpu_resources)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _fits_a_node(body: Mapping[str, Any] | None, zone: str, state: FleetState, settings: FleetSettings) -> bool:
+    """Whether the job's largest pod fits on one Ready, schedulable node of `zone` now: a zone with
+    4 free GPUs on each of two nodes has no room for an 8-GPU pod. (The fleet plan itself counts per
+    zone; this gate keeps a start from leaving such a pod pending.)"""
+    if body is None:
+        return True
+    raw = body.get("spec") or {}
+    try:
+        templates = adapter_of(raw).pod_templates(workload_template(raw))
+        largest = max((pod_spec_gpus(t.get("spec") or {}, settings.gpu_resources) for t in templates), default=0)
+    except (ValueError, KeyError, TypeError):
+        return True
+    if largest <= 0:
+        return True
+    used: dict[str, int] = {}
+    for p in state.pods.values():
+        used[p.node] = used.get(p.node, 0) + p.gpus
+    nodes = [n for n in state.nodes.values() if n.zone == zone and n.ready and n.schedulable]
+    if not nodes:
+        return True  # no node view (tests, or nodes not listed yet): the zone's count decides
+    return any(n.gpus - used.get(n.name, 0) >= largest for n in nodes)

@@ -155,8 +155,10 @@ class Controller:
             old = pods.pop(uid, None) if held is None else pods.get(uid)
             if held is not None:
                 pods[uid] = held
-            if old != held and (held is None or held.job_uid is None or old is None):
-                self._invalidate_fleet()
+            if old != held and (held is None or held.job_uid is None or old is None) and self.fleet is not None:
+                # Pods come and go in bursts: at most one re-plan per debounce interval (room for a
+                # start is judged on the live state regardless).
+                self.fleet.invalidate(debounced=True)
 
     def _gpu_resources(self) -> list[str]:
         return self.fleet.settings.gpu_resources if self.fleet else ["nvidia.com/gpu"]
