@@ -3,15 +3,21 @@ reads afresh and when. The loop's behaviour with real watches is in tests/integr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import kopf
+import pytest
 
+from greenjobs.controller.decide import Effect, Pacing, decide
+from greenjobs.controller.executor import UndeclaredEffect
 from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
 from greenjobs.controller.handlers import watch_only_what_matters
+from greenjobs.controller.jobs import template_hash
 from greenjobs.controller.loop import Controller
-from tests.fakes.operator_world import T0, Env, H, Provider, api_error, body
+from greenjobs.controller.observe import observe
+from tests.fakes.operator_world import T0, TEMPLATE, TIMERS, Env, H, Provider, api_error, body, view
 
 RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}
 
@@ -207,3 +213,44 @@ def test_the_watch_selects_settled_true_out_not_every_job_with_the_label() -> No
     watch_only_what_matters(settings)
     selector = settings.watching.label_selectors["greenjobs.dev", "greentrainingjobs"]
     assert selector == "greenjobs.dev/settled!=true"
+
+
+def test_a_replan_that_would_start_reads_afresh_and_never_starts_an_old_template() -> None:
+    """The cached body trails a spec edit: REPLAN may start the workload (its plan can say "now"), so
+    by its effects it is carried out on a fresh read, which sees the new template and replaces the
+    unstarted Job instead of starting the old one."""
+
+    env = Env()
+    env.clock.now = T0 + 2 * H  # FR's clean window: a re-plan says start now
+    ctl = Controller(env.ex, env.clock, "greenjobs.dev/grid-zone", {})
+    for zone in ("FR", "GB"):
+        node = {"metadata": {"name": zone, "labels": {"greenjobs.dev/grid-zone": zone}}, "spec": {}, "status": {}}
+        ctl.on_node("ADDED", node)
+    deferred = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "GB", "scheduledStart": "2026-11-23T15:00:00Z"}}
+    ctl.on_gtj("ADDED", body(deferred))  # the cache: the old template
+    v2 = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}}
+    edited = body(deferred, jobTemplate=v2)
+    edited["metadata"].update(generation=2, resourceVersion="43")
+    env.kube.gtj = edited  # the API server: edited a moment ago, its watch event not in yet
+    job = raw_job(complete=False)
+    job["spec"]["suspend"] = True
+    job["metadata"]["annotations"] = {"greenjobs.dev/template-hash": template_hash(TEMPLATE)}
+    env.kube.existing = job
+    ctl.on_job("ADDED", job)
+    ctl.reconcile("u1")
+    started = [p for kind, p in env.kube.calls if kind == "patch" and p.get("spec", {}).get("suspend") is False]
+    assert not started  # the old template never runs
+    assert ("delete", "llm") in env.kube.calls  # replaced; the next look creates the new one
+
+
+def test_a_write_the_decision_does_not_list_is_refused_as_a_bug() -> None:
+
+    env = Env()
+    env.clock.now = T0 + 2 * H
+    due = {"phase": "Deferred", "jobName": "llm", "plan": {"zone": "FR", "scheduledStart": "2026-11-23T14:00:00Z"}}
+    obs = observe(body(due), view())
+    decision = decide(obs, env.clock.now, Pacing(), TIMERS)
+    assert Effect.START in decision.effects and decision.risky
+    with pytest.raises(UndeclaredEffect):
+        env.ex.execute(obs, replace(decision, effects=frozenset({Effect.STATUS})), Pacing(), {"FR"})
+    assert not [c for c in env.kube.calls if c[0] == "patch"]

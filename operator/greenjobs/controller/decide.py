@@ -13,7 +13,8 @@ The rules that make the lifecycle correct by construction:
 - An outcome is recorded before our finalizer lets the Job go (TTL 0, deletion by hand, GC).
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -43,21 +44,63 @@ class Action(Enum):
     SETTLE = "Settle"  # finished and quiet for settleAfter: label it out of the operator's watch
 
 
-# Actions that create, start, delete or end a workload: the executor re-reads the GTJ and the Job from
-# the API server before it carries one out, so a stale cache can never re-run or lose a job.
-RISKY = frozenset(
-    {
-        Action.PLAN,
-        Action.RECREATE,
-        Action.REPLACE,
-        Action.START,
-        Action.RESUME,
-        Action.CANCELLED,
-        Action.LOST,
-        Action.FINISH,
-        Action.RELEASE,
-    }
-)
+class Effect(Enum):
+    """What carrying out a decision may do. The executor checks each write against these (a write a
+    decision does not list is refused as a bug), and the fresh read is derived from them."""
+
+    CREATE = "Create"  # create the workload
+    START = "Start"  # place and unsuspend it (a start, a re-plan's start, a resume)
+    SUSPEND = "Suspend"  # suspend it (a budget)
+    DELETE = "Delete"  # delete the unstarted workload (its template changed)
+    END = "End"  # record the outcome (Succeeded / Failed)
+    RELEASE = "Release"  # let our finalizer go
+    PLAN = "Plan"  # write status.plan and the planning conditions
+    STATUS = "Status"  # power, energy, conditions: fields no other writer's decision rests on
+    SETTLE = "Settle"  # label it out of the watch
+
+
+# Effects on the workload itself (or its outcome): a decision that may have one is carried out only on
+# what the API server says now (a fresh read of the GTJ and its workload), so a stale cache can never
+# start an old template, re-run a job, or lose one.
+WORKLOAD = frozenset({Effect.CREATE, Effect.START, Effect.SUSPEND, Effect.DELETE, Effect.END, Effect.RELEASE})
+_E = Effect
+EFFECTS: dict[Action, frozenset[Effect]] = {
+    Action.NOTHING: frozenset(),
+    Action.PLAN: frozenset({_E.CREATE, _E.START, _E.PLAN, _E.STATUS}),
+    Action.RECREATE: frozenset({_E.CREATE, _E.START, _E.PLAN, _E.STATUS}),
+    Action.REPLACE: frozenset({_E.DELETE, _E.RELEASE}),
+    Action.START: frozenset({_E.START, _E.PLAN, _E.STATUS}),  # no room: planned again instead
+    Action.REPLAN: frozenset({_E.START, _E.PLAN, _E.STATUS}),  # a plan that says "now" starts it
+    Action.ADOPT_RUNNING: frozenset({_E.STATUS}),
+    Action.MONITOR: frozenset({_E.STATUS}),  # + SUSPEND when its budget may suspend it (effects_of)
+    Action.RESUME: frozenset({_E.START, _E.STATUS}),
+    Action.RECORD_SUSPENDED: frozenset({_E.STATUS}),
+    Action.FINISH: frozenset({_E.END, _E.RELEASE, _E.STATUS}),
+    Action.CANCELLED: frozenset({_E.END, _E.RELEASE, _E.STATUS}),
+    Action.LOST: frozenset({_E.END, _E.RELEASE, _E.STATUS}),
+    Action.RELEASE: frozenset({_E.RELEASE}),
+    Action.ACCOUNT: frozenset({_E.STATUS}),
+    Action.ACK_SPEC: frozenset({_E.STATUS}),
+    Action.SETTLE: frozenset({_E.SETTLE}),
+}
+
+
+def effects_of(action: Action, obs: Observed) -> frozenset[Effect]:
+    """What this action may do to this job: the table's effects, plus a budget's suspension where the
+    job's budget says Suspend (accounting then may suspend it, so it is read afresh first)."""
+    effects = EFFECTS[action]
+    if action in (Action.MONITOR, Action.RECORD_SUSPENDED) and _may_suspend(obs):
+        effects |= {Effect.SUSPEND}
+    return effects
+
+
+def _may_suspend(obs: Observed) -> bool:
+    budget = obs.spec.get("budget") if isinstance(obs.spec, Mapping) else None
+    return isinstance(budget, Mapping) and budget.get("action") == "Suspend"
+
+
+# The actions that may touch a workload, derived from their effects (not listed by hand).
+RISKY = frozenset(a for a, e in EFFECTS.items() if e & WORKLOAD)
 
 _NEW, _DEFERRED, _RUNNING, _SUSPENDED, _DONE = "New", "Deferred", "Running", "Suspended", "Done"
 S = JobState
@@ -135,14 +178,25 @@ class Decision:
     why: str
     requeue_after: timedelta | None = None  # look again after this long (None: only on a change)
     ack_spec: bool = False  # also record the new generation (a spec change that needs no new plan)
+    effects: frozenset[Effect] = frozenset()  # what carrying it out may do (set by decide)
 
     @property
     def risky(self) -> bool:
-        return self.action in RISKY
+        """It may touch the workload: carried out only on a fresh read."""
+        return bool(self.effects & WORKLOAD)
 
 
 def decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Decision:
-    """The one thing to do now for this GreenTrainingJob, and when to look again."""
+    """The one thing to do now for this GreenTrainingJob, when to look again, and what doing it may
+    do (its effects)."""
+    d = _decide(obs, now, pacing, timers)
+    effects = effects_of(d.action, obs)
+    if d.ack_spec:
+        effects |= {Effect.STATUS}
+    return replace(d, effects=effects)
+
+
+def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Decision:
     row = phase_row(obs.phase)
     job = obs.job_state
     if obs.deleting:

@@ -28,7 +28,7 @@ from greenjobs.planning.decisions import Event, PlanOutcome, decide_plan, same_p
 from greenjobs.power import target_cap
 from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
-from .decide import Action, Decision, Pacing, suspended_by_budget
+from .decide import Action, Decision, Effect, Pacing, suspended_by_budget
 from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
@@ -50,6 +50,15 @@ class Draft:
     events: list[Event] = field(default_factory=list)
     conditional: bool = False  # write only if nobody wrote the GTJ since it was read
     retry: bool = False  # refused for now: look again with backoff (the loop counts the attempts)
+    effects: frozenset[Effect] | None = None  # what the decision may do (None: anything, e.g. in a bench)
+
+    def may(self, effect: Effect) -> None:
+        """Before a write: the decision must list it. A write it does not list would be done on a read
+        the decision did not ask to be fresh: refused as a bug, never carried out."""
+        if self.effects is not None and effect not in self.effects:
+            raise UndeclaredEffect(
+                f"{effect.value} is not an effect of this decision ({sorted(e.value for e in self.effects)})"
+            )
 
     def cond(self, type_: str, status: str, reason: str, message: str) -> None:
         self.updates.append(CondUpdate(type_, status, reason, message))  # type: ignore[arg-type]
@@ -117,7 +126,7 @@ class Executor:
             if settled is not None:
                 self.metrics.settled.inc()
             return Done(settled, pacing)
-        d = Draft(obs, self.clock())
+        d = Draft(obs, self.clock(), effects=decision.effects or None)
         step = Step(self._spec(d), pacing, decision.requeue_after, zones_with_nodes)
         handler = self._handlers().get(a)
         if handler is not None:
@@ -127,6 +136,7 @@ class Executor:
         body = self._write(d)
         if a in (Action.FINISH, Action.CANCELLED, Action.LOST, Action.RELEASE) and obs.job is not None:
             # The outcome is in status (or was before): now the Job may go.
+            d.may(Effect.RELEASE)
             kind = adapter_for(obs.job.api_version, obs.job.kind)
             self.kube.release_job(obs.namespace, obs.name, list(obs.job.finalizers), kind)
         return Done(body, step.pacing, step.requeue, retry=d.retry)
@@ -156,6 +166,7 @@ class Executor:
         step.requeue = self._plan(d, step.spec, step.zones, recreate=recreate) or step.requeue
 
     def _do_replace(self, d: Draft, step: "Step") -> None:
+        d.may(Effect.DELETE)
         self._replace(d.obs)
         step.requeue = timedelta(0)
 
@@ -378,6 +389,7 @@ class Executor:
             started_at=format_time(d.now),
         )
         kind = adapter_of(obs.spec)
+        d.may(Effect.CREATE)
         try:
             self.kube.create_job(job, kind=kind)
         except ApiException as exc:
@@ -403,6 +415,7 @@ class Executor:
     def _patch_start(self, d: Draft, plan: Plan) -> None:
         """Place the workload in the plan's zone and start it (a Kueue-managed one: hand it to Kueue)."""
         obs, kind = d.obs, adapter_of(d.obs.spec)
+        d.may(Effect.START)
         try:
             obj = self.kube.get_job(obs.namespace, obs.name, kind)
             if obj is None:
@@ -606,6 +619,7 @@ class Executor:
         d.event("Normal", "Resumed", "budget raised: Job resumed")
 
     def _end(self, d: Draft, phase: str, reason: str, message: str) -> None:
+        d.may(Effect.END)
         self._account(d, spec=None)
         ok = phase == Phase.SUCCEEDED
         d.conditional = True
@@ -670,6 +684,7 @@ class Executor:
                 msg = "the workload is Kueue-managed: Kueue owns its suspension, so the budget only warns"
                 d.event("Warning", "BudgetNotEnforced", msg)
             elif verdict.suspend:
+                d.may(Effect.SUSPEND)
                 kind = adapter_of(d.obs.spec)
                 obj = self.kube.get_job(d.obs.namespace, d.obs.name, kind) or {}
                 self.kube.patch_job(d.obs.namespace, d.obs.name, kind.suspend_patch(obj), kind)
@@ -695,6 +710,10 @@ class Executor:
             if figure is not None:
                 return figure
         raise ProviderError(f"no intensity known for zone {plan.zone or '(none)'}: accounting waits")
+
+
+class UndeclaredEffect(Exception):
+    """A write the decision did not list among its effects (a bug in the phase table): not sent."""
 
 
 class _Refused(Exception):
