@@ -18,27 +18,28 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenjobs", description=__doc__)
     subs = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub = subs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
-        mod = importlib.import_module(module) if _wants(name) else None
+        mod = importlib.import_module(module) if _wants(name, sys.argv[1:] if argv is None else argv) else None
         if mod is not None:
             mod.add_arguments(sub)
     return parser
 
 
-def _wants(name: str) -> bool:
+def _wants(name: str, argv: Sequence[str]) -> bool:
     # Only the chosen subcommand's module is imported (and `-h` of the top level imports none).
-    return len(sys.argv) > 1 and sys.argv[1] == name
+    return len(argv) > 0 and argv[0] == name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = ["greenjobs", *argv]
-    args = build_parser().parse_args(sys.argv[1:])
+    """Run a subcommand; `argv` without the program name (default: the process's own arguments).
+    The process's sys.argv is left as it is."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(args_list).parse_args(args_list)
     run: Callable[[argparse.Namespace], int] = importlib.import_module(args._module).run
     return run(args)
 

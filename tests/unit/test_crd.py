@@ -66,6 +66,7 @@ def test_names_and_printer_columns_follow_the_api_contract() -> None:
     assert [n for n, p in columns if p == 1] == [
         "DEADLINE",
         "JOB",
+        "APPLIED-W",
         "GPU-KWH",
         "HOST-KWH",
         "FACILITY-KWH",
@@ -75,6 +76,8 @@ def test_names_and_printer_columns_follow_the_api_contract() -> None:
     paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     # CO2e-g and Energy-kWh are the totals; the wide columns are their parts.
     assert paths["CO2e-g"] == ".status.emissions.grams" and paths["Energy-kWh"] == ".status.energy.kWh"
+    # -o wide shows the cap the GPUs really got beside the one asked for.
+    assert paths["Applied-W"] == ".status.power.appliedCapWatts"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     for name in (v for v in paths.values() if v.startswith(".status.")):
         node = {"properties": {"status": {"properties": status}}}

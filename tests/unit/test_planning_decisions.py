@@ -78,10 +78,15 @@ def test_no_node_in_any_zone_means_no_plan_yet() -> None:
     assert {c.type: c.status for c in out.conditions}["Planned"] == "False"
 
 
-def test_all_forecasts_failing_still_starts_by_latest_start() -> None:
+def test_all_forecasts_failing_starts_now_and_says_why() -> None:
+    """No information is no reason to wait: waiting until the latest start would only bring the
+    deadline closer (and miss it when estimatedDuration is short)."""
     out = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, failing, no_current)
     assert out.plan is not None
-    assert out.plan.scheduled_start == NOW + 4 * H and out.plan.forecast_source == "none"
+    assert out.plan.scheduled_start == NOW and out.plan.forecast_source == "none"
+    assert out.plan.zone == "GB"  # the first allowed zone
+    planned = {c.type: c for c in out.conditions}["Planned"]
+    assert planned.reason == "NoForecast" and "starting now" in planned.message
     cond = {c.type: c for c in out.conditions}["ForecastUnavailable"]
     assert cond.status == "True" and "503" in cond.message
 

@@ -17,6 +17,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Zone", "type": "string", "jsonPath": ".status.plan.zone"},
     {"name": "Start", "type": "string", "jsonPath": ".status.plan.scheduledStart"},
+    # The cap asked for; -o wide adds the one the GPUs really got (the agents' report: lower when
+    # the GPUs' limits clamp it).
     {"name": "Cap-W", "type": "integer", "jsonPath": ".status.power.targetCapWatts"},
     {"name": "Energy-kWh", "type": "number", "jsonPath": ".status.energy.kWh"},
     {"name": "CO2e-g", "type": "number", "jsonPath": ".status.emissions.grams"},
@@ -24,6 +26,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Deadline", "type": "string", "jsonPath": ".status.plan.deadline", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+    {"name": "Applied-W", "type": "integer", "jsonPath": ".status.power.appliedCapWatts", "priority": 1},
     # The split behind Energy-kWh and CO2e-g (both totals), in -o wide.
     {"name": "GPU-kWh", "type": "number", "jsonPath": ".status.energy.gpuKWh", "priority": 1},
     {"name": "Host-kWh", "type": "number", "jsonPath": ".status.energy.hostKWh", "priority": 1},

@@ -90,12 +90,13 @@ def decide_plan(
     duration = window.duration or NOMINAL_DURATION
     series, sources = _fetch_forecasts(forecast_zones, fetch, now, latest + duration, conds, events)
     if not series:
-        # No forecast at all: keep the latest start (so forecasts have time to come back and re-plan),
-        # never later: the deadline wins over forecasts.
+        # No forecast from any provider: no information is no reason to wait. Waiting until the
+        # latest start would only push the run towards its deadline (and past it when the estimate is
+        # short); it starts now, in its first zone, and ForecastUnavailable says why.
         p = base.model_copy(
-            update={"zone": zones[0] if zones else None, "scheduled_start": latest, "forecast_source": "none"}
+            update={"zone": zones[0] if zones else None, "scheduled_start": now, "forecast_source": "none"}
         )
-        msg = f"no forecast: will start by the latest start {format_time(latest)}"
+        msg = "no forecast from any provider: starting now (waiting would only bring the deadline closer)"
         conds.append(CondUpdate(Cond.PLANNED, "True", "NoForecast", msg))
         return PlanOutcome(p, window, conds, events)
 
