@@ -1,5 +1,6 @@
 """Prometheus metrics of the operator."""
 
+import threading
 from collections import Counter as Tally
 from collections.abc import Mapping
 
@@ -26,9 +27,14 @@ class OperatorMetrics:
             registry=r,
         )
         self.plans = Counter("greenjobs_plans_total", "Plans made, by reason", ["reason"], registry=r)
-        self.energy = Counter("greenjobs_energy_kwh_total", "GPU energy accounted, kWh", registry=r)
-        self.co2e = Counter("greenjobs_co2e_grams_total", "Emissions accounted, gCO2e", registry=r)
-        # The footprint split (greenjobs.accounting.footprint): parts of the totals above once it is wired in.
+        # Counted once per accounting, after its status write succeeded (a 409 and its retry add nothing twice).
+        self.energy = Counter(
+            "greenjobs_energy_kwh_total", "Energy accounted, total of GPU, host and facility, kWh", registry=r
+        )
+        self.co2e = Counter(
+            "greenjobs_co2e_grams_total", "Emissions accounted, total of operational and embodied, gCO2e", registry=r
+        )
+        # The split of the two totals above (greenjobs.accounting.footprint).
         self.footprint_energy = Counter(
             "greenjobs_footprint_energy_kwh_total", "Energy accounted by part: gpu, host, facility; kWh", ["part"],
             registry=r,
@@ -50,21 +56,24 @@ class OperatorMetrics:
         )
         self._phases: dict[str, str] = {}
         self._counts: Tally[str] = Tally()
+        self._phase_lock = threading.Lock()  # kopf's threads and the workers all report phases
         for phase in Phase.ALL:
             self.jobs.labels(phase).set(0)
 
     def observe_phase(self, uid: str, phase: str | None) -> None:
-        """Track each job's phase; O(1) per call (it runs on every tick of every job)."""
-        old = self._phases.pop(uid, None) if phase is None else self._phases.get(uid)
-        if old == phase:
-            return
-        if phase is not None:
-            self._phases[uid] = phase
-            self._counts[phase] += 1
-            self.jobs.labels(phase).set(self._counts[phase])
-        if old is not None:
-            self._counts[old] -= 1
-            self.jobs.labels(old).set(self._counts[old])
+        """Track each job's phase; O(1) per call (it runs on every tick of every job), under a lock: the
+        read-modify-write of the counts from several threads would otherwise lose updates."""
+        with self._phase_lock:
+            old = self._phases.pop(uid, None) if phase is None else self._phases.get(uid)
+            if old == phase:
+                return
+            if phase is not None:
+                self._phases[uid] = phase
+                self._counts[phase] += 1
+                self.jobs.labels(phase).set(self._counts[phase])
+            if old is not None:
+                self._counts[old] -= 1
+                self.jobs.labels(old).set(self._counts[old])
 
     def on_footprint(self, energy_k_wh: Mapping[str, float], co2e_grams: Mapping[str, float]) -> None:
         """Add what one accounting added, per part (Footprint.increments_since gives both mappings)."""

@@ -20,8 +20,9 @@ call made twice, or after a restart, adds nothing, as with the GPU accounting.
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,7 +33,16 @@ from greenjobs.api.models import Emissions, EmissionsMethods, EnergyMethods, Nod
 from greenjobs.carbon.providers.http import HttpFetcher
 
 from .energy import JOULES_PER_KWH, Accounting, account
-from .host_energy import NONE, HostEnergy, HostEnergyChain, HostEnergySource, JobRef, RaplCpuShare, WattsPerGpu
+from .host_energy import (
+    NONE,
+    BackgroundHostEnergy,
+    HostEnergy,
+    HostEnergyChain,
+    HostEnergySource,
+    JobRef,
+    RaplCpuShare,
+    WattsPerGpu,
+)
 from .kepler import DEFAULT_ZONES, KeplerSource, PrometheusRaplReader, RaplQueries, Schema
 from .prometheus import Prometheus
 
@@ -174,18 +184,28 @@ class FootprintFactors(_Config):
         return f"PUE {self.pue:g} ({self.pue_source})"
 
 
-def build_host_source(config: HostConfig, client: httpx.Client | None = None) -> HostEnergySource:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_host_source(
+    config: HostConfig, client: httpx.Client | None = None, clock: Callable[[], datetime] | None = None
+) -> HostEnergySource:
     """The chain Kepler -> RAPL by CPU share -> watts per GPU, as far as configured."""
-    sources: list[HostEnergySource] = []
+    measured: list[HostEnergySource] = []
     http = client or httpx.Client(timeout=config.timeout_seconds)
-    # One retry at most: this runs inside the accounting of a handler; the chain falls back on failure.
+    # One retry at most; the chain falls back on failure.
     fetcher = HttpFetcher(http, "prometheus", timeout_s=config.timeout_seconds, retries=1)
     if config.kepler is not None:
         prom = Prometheus(config.kepler.prometheus_url, fetcher=fetcher)
-        sources.append(KeplerSource(prom, schema=config.kepler.schema_, zones=config.kepler.zones))
+        measured.append(KeplerSource(prom, schema=config.kepler.schema_, zones=config.kepler.zones))
     if config.rapl is not None:
         prom = Prometheus(config.rapl.prometheus_url, fetcher=fetcher)
-        sources.append(RaplCpuShare(PrometheusRaplReader(prom, config.rapl.queries())))
+        measured.append(RaplCpuShare(PrometheusRaplReader(prom, config.rapl.queries())))
+    sources: list[HostEnergySource] = []
+    if measured:
+        # Prometheus is queried off the accounting's thread, behind a circuit breaker (host_energy.py).
+        sources.append(BackgroundHostEnergy(HostEnergyChain(measured, name="prometheus"), clock or _utc_now))
     sources.append(WattsPerGpu(config.watts_per_gpu))
     return HostEnergyChain(sources)
 

@@ -18,12 +18,15 @@ say what was measured and what was estimated. Sources, best first:
 import logging
 import math
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from greenjobs.carbon.providers.base import ProviderError
+from greenjobs.carbon.providers.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +186,87 @@ class HostEnergyChain:
             if found is not None:
                 return found
         return None
+
+
+class BackgroundHostEnergy:
+    """Slow sources (Prometheus queries) off the caller's thread, behind a circuit breaker like the
+    forecasts'. `job_energy` answers at once with the last figure read for that job (None before the
+    first: the chain then falls back, and the accounting keeps its mark until a figure comes) and
+    asks for a fresh one, which one thread of its own fetches. An outage of Prometheus never holds the
+    operator's workers (a due start waits on none of this); after `failures` failures in a row no query
+    goes out for `cooldown`, then one probe."""
+
+    def __init__(
+        self,
+        inner: HostEnergySource,
+        clock: Callable[[], datetime],
+        *,
+        failures: int = 3,
+        cooldown: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.breaker = CircuitBreaker(clock, failures=failures, cooldown=cooldown)
+        self._latest: dict[tuple[str, str, str], HostEnergy | None] = {}
+        self._wanted: dict[tuple[str, str, str], JobRef] = {}  # latest request per job, fetched in turn
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def job_energy(self, job: JobRef) -> HostEnergy | None:
+        key = (job.namespace, job.name, str(job.start))
+        with self._lock:
+            self._wanted[key] = job
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="host-energy", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+            return self._latest.get(key)
+
+    def forget(self, job: JobRef) -> None:
+        with self._lock:
+            key = (job.namespace, job.name, str(job.start))
+            self._latest.pop(key, None)
+            self._wanted.pop(key, None)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every request so far was fetched (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._wanted and time.monotonic() < deadline:
+                self._lock.wait(timeout=0.05)
+            return not self._wanted
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._wanted and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                key, job = next(iter(self._wanted.items()))
+                del self._wanted[key]
+            if not self.breaker.admit():
+                with self._lock:
+                    self._lock.notify_all()
+                continue  # open: the last figure stands; asked again at the next accounting
+            try:
+                found = self.inner.job_energy(job)
+            except ProviderError as exc:
+                self.breaker.failed()
+                log.warning("host energy of %s/%s: %s", job.namespace, job.name, exc)
+            except Exception as exc:  # a bug or an HTTP library error: counted, never a dead thread
+                self.breaker.failed()
+                log.warning("host energy of %s/%s: %r", job.namespace, job.name, exc)
+            else:
+                self.breaker.succeeded()
+                with self._lock:
+                    if found is not None or key not in self._latest:
+                        self._latest[key] = found
+            with self._lock:
+                self._lock.notify_all()

@@ -312,4 +312,9 @@ def _unaccounted(obs: Observed) -> bool:
     """Energy reported by an agent that is not yet in the totals (agents report after the pods end)."""
     nodes = (obs.status.get("energy") or {}).get("nodes") or {}
     accounted = (obs.status.get("emissions") or {}).get("accountedJoules") or {}
-    return any((v or {}).get("joules", 0) > accounted.get(n, -1) for n, v in nodes.items())
+    # An empty entry (no joules: an agent's placeholder, or one cleared) has nothing to account: it
+    # must not keep a finished job from ever settling.
+    return any(
+        isinstance(v, Mapping) and v.get("joules") is not None and v["joules"] > accounted.get(n, -1)
+        for n, v in nodes.items()
+    )

@@ -51,6 +51,7 @@ class Draft:
     conditional: bool = False  # write only if nobody wrote the GTJ since it was read
     retry: bool = False  # refused for now: look again with backoff (the loop counts the attempts)
     effects: frozenset[Effect] | None = None  # what the decision may do (None: anything, e.g. in a bench)
+    after_write: list[Callable[[], None]] = field(default_factory=list)  # metrics, once the write landed
 
     def may(self, effect: Effect) -> None:
         """Before a write: the decision must list it. A write it does not list would be done on a read
@@ -238,6 +239,8 @@ class Executor:
             return None
         rv = d.obs.resource_version if d.conditional else None
         body = self.kube.patch_status(d.obs.namespace, d.obs.name, d.status, resource_version=rv)
+        for counted in d.after_write:
+            counted()
         self._post(d)
         phase = d.status.get("phase")
         if phase:
@@ -649,7 +652,7 @@ class Executor:
     def _account(self, d: Draft, *, spec: GreenTrainingJobSpec | None) -> None:
         status = d.obs.status
         energy = status.get("energy") or {}
-        nodes = {n: NodeEnergy.model_validate(v) for n, v in (energy.get("nodes") or {}).items() if v}
+        nodes = {n: NodeEnergy.model_validate(v) for n, v in (energy.get("nodes") or {}).items() if _reported(v)}
         previous = Emissions.model_validate(status.get("emissions") or {})
         if not nodes or all(previous.accounted_joules.get(n, -1) >= e.joules for n, e in nodes.items()):
             return  # nothing new since the last accounting: no write
@@ -670,9 +673,15 @@ class Executor:
             zone=plan.zone,
             previous_host_method=(energy.get("methods") or {}).get("host"),
         )
-        self.metrics.energy.inc(max(fp.k_wh - (energy.get("kWh") or 0.0), 0.0))
-        self.metrics.co2e.inc(max(fp.grams - (previous.grams or 0.0), 0.0))
-        self.metrics.on_footprint(*fp.increments_since(energy, status.get("emissions")))
+        k_wh, grams = max(fp.k_wh - (energy.get("kWh") or 0.0), 0.0), max(fp.grams - (previous.grams or 0.0), 0.0)
+        parts = fp.increments_since(energy, status.get("emissions"))
+
+        def count() -> None:  # once the status write that records these joules succeeded
+            self.metrics.energy.inc(k_wh)
+            self.metrics.co2e.inc(grams)
+            self.metrics.on_footprint(*parts)
+
+        d.after_write.append(count)
         d.status.update(fp.status_patch())
         if spec is None:
             return
@@ -726,6 +735,11 @@ class _Refused(Exception):
 
 class _Retry(_Refused):
     """Refused for now (RBAC, quota): the user or an administrator can fix it; retried with backoff."""
+
+
+def _reported(entry: Any) -> bool:
+    """A node entry with joules in it (an agent may leave an empty one: nothing to account)."""
+    return isinstance(entry, dict) and entry.get("joules") is not None
 
 
 def _created(obs: Observed) -> datetime:

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     kube = Kube(api, metrics)
     executor = Executor(
         config, provider, kube, metrics, utc_now, EventRecorder(api, metrics),
-        factors=factors, host_source=build_host_source(factors.host),
+        factors=factors, host_source=build_host_source(factors.host, clock=utc_now),
     )  # fmt: skip
     controller = Controller(executor, utc_now, config.zone_label, config.zone_map, workers=config.workers)
     fleet = FleetSettings.parse(config.fleet)
