@@ -1,4 +1,4 @@
-"""Leader election (controller/leader.py) with client-go's semantics, on a stand-in Lease API that
+"""Leader election (runtime/leader.py) with client-go's semantics, on a stand-in Lease API that
 keeps one Lease and answers 409 to a stale resourceVersion, as the API server does. Time is two
 injected clocks: the wall clock written into the Lease, and the local monotonic one expiry is
 measured on."""
@@ -13,9 +13,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from greenjobs.controller.kube import Kube, NotLeader
-from greenjobs.controller.leader import LeaderElector
 from greenjobs.controller.loop import Controller
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.runtime.leader import LeaderElector
 from tests.fakes.operator_world import T0, Clock, Env, body
 
 

@@ -54,7 +54,7 @@ class Controller:
     fleet_state: FleetState = field(default_factory=FleetState)  # nodes' GPUs, pods holding GPUs
 
     def __post_init__(self) -> None:
-        from .workqueue import WorkQueue  # noqa: PLC0415
+        from greenjobs.runtime.workqueue import WorkQueue  # noqa: PLC0415
 
         self.fleet: FleetCoordinator | None = self.executor.fleet
         self.queue: WorkQueue[str] = WorkQueue()

@@ -16,13 +16,13 @@ from greenjobs.config import load_config
 from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.runtime.leader import LeaderElector
 
 from .events import EventRecorder
 from .executor import Executor
 from .fleet import FleetCoordinator, FleetSettings
 from .handlers import Memo, register
 from .kube import Kube
-from .leader import LeaderElector
 from .loop import Controller
 
 log = logging.getLogger("greenjobs.operator")

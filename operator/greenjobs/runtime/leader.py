@@ -9,8 +9,9 @@ leaderelection does it:
   make a standby take over early.
 - The holder tries to renew every retryPeriod; when no renewal succeeded for renewDeadline (less than
   leaseDuration) it steps down at once, so it has stopped acting before any standby may take over.
-- `leading` is re-checked before every write (controller/kube.py fences them): work in flight when the
-  lease is lost is refused at its next write, not carried out by a replica that no longer leads.
+- `leading` is re-checked before every write (controller/kube.py and kueue/controller.py fence them):
+  work in flight when the lease is lost is refused at its next write, not carried out by a replica
+  that no longer leads.
 - A replica that stops cleanly gives the Lease up (holder cleared, duration 1 s): a standby takes over
   within one retry period.
 
