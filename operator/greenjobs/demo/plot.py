@@ -1,4 +1,4 @@
-"""docs/img/demo.png: the zones' intensity, when each job waited and ran, its caps and its energy."""
+"""The demo's picture: the zones' intensity, when each job waited and ran, its caps, its energy and CO2e."""
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -144,18 +144,39 @@ def _caps(ax: Any, rec: Recording, names: list[str], colors: Mapping[str, str]) 
 def _energy(
     ax: Any, rec: Recording, summaries: Mapping[str, JobSummary], names: list[str], colors: Mapping[str, str]
 ) -> None:
-    """Cumulative GPU energy per job, as the operator adds up the agents' reports."""
+    """Cumulative energy per job as the operator accounts it: status.energy.kWh, the whole footprint's
+    energy (GPU + host + facility overhead), not the GPUs' alone; the legend gives each job's totals."""
     for name in names:
         samples = rec.tracks[name].samples
         if any(s.k_wh for s in samples):
-            s = summaries[name]
-            label = f"{name}: {s.k_wh:.3f} kWh, {s.grams:.1f} g CO2e"
-            ax.plot([x.t for x in samples], [x.k_wh for x in samples], color=colors[name], lw=2, label=label)
-    ax.set_ylabel("GPU energy, kWh")
+            ax.plot(
+                [x.t for x in samples],
+                [x.k_wh for x in samples],
+                color=colors[name],
+                lw=2,
+                label=_footprint(summaries[name]),
+            )
+    ax.set_ylabel("energy, kWh\n(GPU + host + facility)")
     ax.set_xlabel("seconds since the demo started")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8)
+    ax.text(
+        0.005, 1.02, "lines: status.energy.kWh (GPU + host + facility); "
+        "legend: each job's total energy (GPU part) and total CO2e (operational + embodied)",
+        transform=ax.transAxes, fontsize=8,
+    )  # fmt: skip
+
+
+def _footprint(s: JobSummary) -> str:
+    """A job's totals as the legend gives them: energy with its GPU part, CO2e with its parts."""
+    label = f"{s.name}: {s.k_wh:.3f} kWh"
+    if s.gpu_k_wh is not None:
+        label += f" (GPU {s.gpu_k_wh:.3f})"
+    label += f", {s.grams:.1f} g CO2e"
+    if s.operational_grams is not None and s.embodied_grams is not None:
+        label += f" ({s.operational_grams:.1f} operational + {s.embodied_grams:.1f} embodied)"
+    return label
 
 
 def _last_running(samples: list[Sample]) -> float | None:

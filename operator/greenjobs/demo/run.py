@@ -51,7 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=scenario.ANCHOR,
         help="the trace instant that plays when the demo starts (default 2020-03-09T20:00:00Z)",
     )
-    parser.add_argument("--plot", help="where to write the picture (default <repo>/docs/img/demo.png); '' skips it")
+    parser.add_argument(
+        "--out",
+        help="the run folder for the picture, the recording and the logs "
+        "(default <repo>/runs/demo-<UTC time>; git-ignored, printed at the end)",
+    )
+    parser.add_argument(
+        "--plot",
+        help="also write the picture here (e.g. docs/img/demo.png, which changes only when asked); '' draws none",
+    )
     parser.add_argument("--interval", type=float, default=6.0, help="seconds between two tables (default 6)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
 
@@ -121,15 +129,14 @@ class Demo:
         self.agent_dirs: dict[str, Path] = {}
         self.ns = scenario.NAMESPACE
         self.finished = False
+        self.work: Path | None = None
 
     # ------------------------------------------------------------------ the show
 
     def play(self) -> int:
         t_begin = time.monotonic()
         repo = find_repo()
-        work = repo / "build" / "demo"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = self.work = run_folder(repo, self.args.out)
         cp = self.cp = ControlPlane(repo)
 
         say("== greenjobs demo: carbon-aware scheduling and GPU power capping on a local control plane")
@@ -285,7 +292,7 @@ class Demo:
         target = self.args.plot
         if target == "":
             return
-        path = Path(target) if target else repo / "docs" / "img" / "demo.png"
+        path = work / "demo.png"
         try:
             from .plot import draw  # noqa: PLC0415
 
@@ -299,7 +306,12 @@ class Demo:
                 f"greenjobs demo: GB and FR grid intensity from {replay.anchor:%d %b %Y %H:%M} UTC, "
                 f"x{replay.speedup:g}",
             )
-            say(f"\npicture: {path}")
+            if target:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                say(f"\npicture: {path} (and {target})")
+            else:
+                say(f"\npicture: {path}")
         except ImportError as exc:  # matplotlib is a dev extra
             say(f"\nno picture ({exc}); `pip install matplotlib` to get one")
         (work / "recording.txt").write_text(_dump(rec))
@@ -344,6 +356,19 @@ class Demo:
             with contextlib.suppress(Exception):
                 cp.down()
             say("control plane stopped (run with --keep to leave it up)")
+        if self.work is not None:
+            say(f"run folder (picture, recording, logs): {self.work}")
+
+
+def run_folder(repo: Path, out: str | None, now: datetime | None = None) -> Path:
+    """A new folder for this run: --out, or <repo>/runs/demo-<UTC time> (runs/ is git-ignored)."""
+    if out:
+        work = Path(out)
+    else:
+        stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
+        work = repo / "runs" / f"demo-{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def _dump(rec: Recording) -> str:
