@@ -1,5 +1,13 @@
 """The carbon AdmissionCheck controller: caches what kopf's watches deliver, plans each Workload
-once, and carries out decisions.decide's actions. All Kubernetes writes are in this module."""
+once, and carries out decisions.decide's actions. All Kubernetes writes are in this module.
+
+It runs on the operator's runtime (greenjobs.runtime): kopf's event handlers only update the caches
+and put keys on a work queue, which kopf never retries for us; worker threads reconcile one key at a
+time, and any failure (a transient 500 on the Ready answer, an unreachable API server) is retried with
+backoff instead of being lost while the Workload holds quota. ResourceFlavors are watched and cached
+(no GET per ClusterQueue event). With leader election only the holder of the Lease writes; each write
+re-checks it.
+"""
 
 import logging
 import threading
@@ -14,7 +22,8 @@ from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Placement
 from greenjobs.carbon.providers.base import ForecastProvider
 from greenjobs.config import OperatorConfig
-from greenjobs.planning.decisions import decide_plan
+from greenjobs.planning.decisions import PlanOutcome, decide_plan
+from greenjobs.runtime.workqueue import WorkQueue
 from greenjobs.workloads import SUPPORTED, adapter_for
 
 from .decisions import (
@@ -40,6 +49,13 @@ log = logging.getLogger("greenjobs.kueue")
 _MERGE = "application/merge-patch+json"
 _APPLY = "application/apply-patch+yaml"
 Key = tuple[str, str]
+# Keys of the work queue: a Workload (namespace, name), or an AdmissionCheck to mark Active.
+CHECK_NS = "\x00admissioncheck"
+BACKOFF = (1, 2, 5, 10, 30, 60)
+
+
+class NotLeader(Exception):
+    """This replica does not hold the Lease: the write is not sent."""
 
 
 class KueueCheck:
@@ -63,6 +79,13 @@ class KueueCheck:
         self.lq_cq: dict[Key, str] = {}  # (namespace, LocalQueue) -> ClusterQueue
         self.workloads: dict[Key, dict[str, Any]] = {}
         self.wake: dict[Key, datetime] = {}
+        self.flavors: dict[str, dict[str, str]] = {}  # ResourceFlavor -> its nodeLabels (watched)
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.failures: dict[Key, int] = {}
+        self.active = threading.Event()  # set while this replica may act (always without election)
+        self.may_write: Callable[[], bool] | None = None  # leader election's fence (None: always)
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------ watch events (kopf handlers)
     def on_admission_check(self, body: Mapping[str, Any], deleted: bool) -> None:
@@ -73,7 +96,7 @@ class KueueCheck:
                 return
             self.checks.add(name)
         if active_condition_needed(body):
-            self._set_active(name)
+            self.queue.add((CHECK_NS, name))
         self.reconcile_all()
 
     def on_cluster_queue(self, body: Mapping[str, Any], deleted: bool) -> None:
@@ -93,6 +116,15 @@ class KueueCheck:
             else:
                 self.lq_cq[(meta["namespace"], meta["name"])] = (body.get("spec") or {}).get("clusterQueue", "")
 
+    def on_resource_flavor(self, body: Mapping[str, Any], deleted: bool) -> None:
+        name = body["metadata"]["name"]
+        with self.lock:
+            if deleted:
+                self.flavors.pop(name, None)
+            else:
+                self.flavors[name] = dict((body.get("spec") or {}).get("nodeLabels") or {})
+        self.reconcile_all()
+
     def on_workload(self, body: Mapping[str, Any], deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self.lock:
@@ -103,7 +135,7 @@ class KueueCheck:
             if not _newer(body, self.workloads.get(key)):
                 return  # older than what our own write returned: acting on it would repeat that write
             self.workloads[key] = dict(body)
-        self.reconcile(key)
+        self.queue.add(key)
 
     def tick(self) -> None:
         """Look again at every Workload whose planned start has come (no watch event marks that)."""
@@ -111,13 +143,70 @@ class KueueCheck:
         with self.lock:
             due = [k for k, t in self.wake.items() if t <= now]
         for key in due:
-            self.reconcile(key)
+            self.queue.add(key)
 
     def reconcile_all(self) -> None:
         with self.lock:
             keys = list(self.workloads)
         for key in keys:
-            self.reconcile(key)
+            self.queue.add(key)
+
+    # ------------------------------------------------------------ workers
+    def start(self, workers: int = 2) -> None:
+        for i in range(workers):
+            t = threading.Thread(target=self._work, name=f"kueue-check-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.active.set()
+        self.queue.close()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            if not self.active.wait(timeout=1.0):
+                continue
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                if not self.active.is_set():
+                    self.queue.add(key, 1.0)
+                    continue
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: Key) -> None:
+        """One key from the queue; a failure is retried with backoff (kopf would not retry it)."""
+        try:
+            if key[0] == CHECK_NS:
+                self._set_active(key[1])
+            else:
+                self.reconcile(key)
+            self.failures.pop(key, None)
+        except NotLeader:
+            self.queue.add(key, 1.0)  # whoever leads now does it
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                # Changed under us: its watch event (or the next look) brings the new version.
+                log.info("%s/%s changed under us (%s): looking again", *key, exc.status)
+                self.queue.add(key, 0.5)
+            else:
+                self._retry(key, f"API error {exc.status} {exc.reason}")
+        except Exception as exc:  # unreachable API server, a provider bug: retried, never lost
+            log.warning("kueue check %s/%s: %r", *key, exc)
+            self._retry(key, repr(exc))
+
+    def _retry(self, key: Key, why: str) -> None:
+        n = self.failures.get(key, 0)
+        self.failures[key] = n + 1
+        delay = BACKOFF[min(n, len(BACKOFF) - 1)]
+        log.warning("kueue check %s/%s: %s; retrying in %ss", key[0], key[1], why, delay)
+        self.queue.add(key, delay)
 
     # ------------------------------------------------------------ one Workload
     def checks_for(self, wl: WorkloadView) -> set[str]:
@@ -125,6 +214,8 @@ class KueueCheck:
         return self.cq_checks.get(cq or "", set()) & self.checks
 
     def reconcile(self, key: Key) -> None:
+        """One Workload, on the latest cached body; the lock only guards the caches (no I/O under it:
+        the queue already hands one key to one worker at a time). Errors go to `process`."""
         with self.lock:
             body = self.workloads.get(key)
             if body is None:
@@ -134,12 +225,7 @@ class KueueCheck:
             if wl.finished or not checks:
                 self.wake.pop(key, None)
                 return
-            try:
-                self._reconcile(body, wl, checks)
-            except ApiException as exc:
-                if exc.status not in (404, 409):
-                    raise
-                log.info("workload %s/%s changed under us (%s): next event retries", *key, exc.status)
+        self._reconcile(body, wl, checks)
 
     def _reconcile(self, body: dict[str, Any], wl: WorkloadView, checks: set[str]) -> None:
         key = (wl.namespace, wl.name)
@@ -160,12 +246,13 @@ class KueueCheck:
         decision = decide(
             wl, checks, plan, self.clock(), self._flavor_labels(flavors), self.config.zone_label, zone_value
         )
-        if decision.wake_at is not None:
-            # While held, also wake for the next re-plan (no watch event would come).
-            replan_at = (plan.decided_at or self.clock()) + self.config.replan_interval
-            self.wake[key] = min(decision.wake_at, replan_at)
-        else:
-            self.wake.pop(key, None)
+        with self.lock:
+            if decision.wake_at is not None:
+                # While held, also wake for the next re-plan (no watch event would come).
+                replan_at = (plan.decided_at or self.clock()) + self.config.replan_interval
+                self.wake[key] = min(decision.wake_at, replan_at)
+            else:
+                self.wake.pop(key, None)
         for action in decision.actions:
             if isinstance(action, Deactivate):
                 until = format_time(action.until)
@@ -190,21 +277,27 @@ class KueueCheck:
         spec = GreenTrainingJobSpec.model_construct(timing=hints.timing, placement=Placement(zones=zones))
         created = _created(meta) or _created(body.get("metadata") or {}) or self.clock()
         now = self.clock()
-        outcome = decide_plan(
-            spec,
-            created,
-            now,
-            zones_with_nodes,
-            self.provider.forecast,
-            self.provider.current,
-            self.config.default_zone,
-        )
+        outcome = self._decide_plan(wl, spec, created, now, zones_with_nodes)
         if outcome.plan is None or outcome.plan.scheduled_start is None:
             return Planned(None, now, "no zone with nodes among the allowed ones: left to Kueue", now)
         message = next((c.message for c in outcome.conditions if c.type == "Planned"), "")
         return Planned(outcome.plan.zone, outcome.plan.scheduled_start, message, now)
 
+    def _decide_plan(
+        self, wl: WorkloadView, spec: GreenTrainingJobSpec, created: datetime, now: datetime, zones: set[str]
+    ) -> PlanOutcome:
+        """The planning call, alone (one Workload planned by itself; the seam for planning held
+        Workloads jointly through the fleet planner)."""
+        return decide_plan(
+            spec, created, now, zones, self.provider.forecast, self.provider.current, self.config.default_zone
+        )
+
     # ------------------------------------------------------------ API calls
+    def _fence(self) -> None:
+        """Before each write: only the holder of the Lease writes."""
+        if self.may_write is not None and not self.may_write():
+            raise NotLeader("not the leader")
+
     def _owner(self, wl: WorkloadView) -> dict[str, Any] | None:
         if wl.owner is None or (wl.owner[0], wl.owner[1]) not in SUPPORTED:
             return None
@@ -226,8 +319,14 @@ class KueueCheck:
         return {self.config.zone_map.get(v, v) for v in values}
 
     def _flavor_labels(self, flavors: set[str]) -> dict[str, dict[str, str]]:
+        """The flavors' node labels from the watch's cache; one GET only for a flavor not listed yet."""
         out: dict[str, dict[str, str]] = {}
         for name in flavors:
+            with self.lock:
+                cached = self.flavors.get(name)
+            if cached is not None:
+                out[name] = cached
+                continue
             try:
                 rf = self.objects.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors", name)
             except ApiException as exc:
@@ -235,9 +334,12 @@ class KueueCheck:
                     raise
                 continue
             out[name] = dict((rf.get("spec") or {}).get("nodeLabels") or {})
+            with self.lock:
+                self.flavors.setdefault(name, out[name])
         return out
 
     def _patch_workload(self, wl: WorkloadView, patch: dict[str, Any]) -> None:
+        self._fence()
         updated = self.objects.patch_namespaced_custom_object(
             KUEUE_GROUP, KUEUE_VERSION, wl.namespace, "workloads", wl.name, patch, _content_type=_MERGE
         )
@@ -247,8 +349,9 @@ class KueueCheck:
         """Cache what a write returned, so a tick before its watch event does not act twice."""
         if isinstance(updated, dict) and updated.get("metadata"):
             key = (updated["metadata"]["namespace"], updated["metadata"]["name"])
-            if _newer(updated, self.workloads.get(key)):
-                self.workloads[key] = updated
+            with self.lock:
+                if _newer(updated, self.workloads.get(key)):
+                    self.workloads[key] = updated
 
     def _answer(self, wl: WorkloadView, action: AnswerReady) -> None:
         # Server-side apply with our own manager, forced: Kueue force-owns these fields when it
@@ -266,6 +369,7 @@ class KueueCheck:
             "metadata": {"name": wl.name, "namespace": wl.namespace},
             "status": {"admissionChecks": [state]},
         }
+        self._fence()
         updated = self.objects.patch_namespaced_custom_object_status(
             KUEUE_GROUP, KUEUE_VERSION, wl.namespace, "workloads", wl.name, body,
             field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY,
@@ -290,6 +394,7 @@ class KueueCheck:
                 ]
             },
         }
+        self._fence()
         self.objects.patch_cluster_custom_object_status(
             KUEUE_GROUP, KUEUE_VERSION, "admissionchecks", name, body,
             field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY,

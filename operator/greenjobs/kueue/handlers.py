@@ -1,4 +1,5 @@
-"""kopf handlers of the carbon AdmissionCheck: each hands one watch event to KueueCheck.
+"""kopf handlers of the carbon AdmissionCheck: each hands one watch event to KueueCheck, which only
+updates its caches and queues keys (no I/O here: kopf does not retry event handlers).
 
 Only event handlers: no finalizers and no kopf annotations on Kueue's objects (a timer would put a
 finalizer on every Workload); the planned starts are kept by a ticker thread instead.
@@ -42,10 +43,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
                     logging.getLogger("greenjobs.kueue").exception("tick failed")
 
         threading.Thread(target=ticker, name="kueue-check-ticker", daemon=True).start()
+        memo.check.start()
 
     @kopf.on.cleanup(registry=registry, id="stop-ticker")
     def stop(memo: Memo, **_: Any) -> None:
         memo.stop.set()
+        memo.check.stop()
 
     @kopf.on.event(plural="admissionchecks", id="admission-checks", **kq)
     def admission_check(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
@@ -58,6 +61,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(plural="localqueues", id="local-queues", **kq)
     def local_queue(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
         memo.check.on_local_queue(dict(body), type == "DELETED")
+
+    @kopf.on.event(plural="resourceflavors", id="resource-flavors", **kq)
+    def resource_flavor(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
+        memo.check.on_resource_flavor(dict(body), type == "DELETED")
 
     @kopf.on.event(plural="workloads", id="workloads", **kq)
     def workload(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
