@@ -58,8 +58,8 @@ from scipy.optimize import linprog
 from scipy.signal import lfilter
 from scipy.sparse import coo_matrix
 
-from greenjobs.carbon import gpu_model
 from greenjobs.carbon.series import IntensitySeries, from_epoch, to_epoch
+from greenjobs.planning import gpu_model
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.planning.job import PlanRequest, plan

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from greenjobs.api.models import Power
-from greenjobs.carbon import gpu_model
 from greenjobs.carbon.series import IntensitySeries, to_epoch
+from greenjobs.planning import gpu_model
 from greenjobs.power import should_update, target_cap
 
 ROOT = Path(__file__).resolve().parents[1]

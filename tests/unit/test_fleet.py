@@ -3,7 +3,6 @@
 import random
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pytest
 
 from greenjobs.carbon.series import IntensitySeries
@@ -13,7 +12,6 @@ from greenjobs.planning.fleet import (
     WAITS_CLEAN_WINDOW,
     WAITS_START_NOW,
     FleetJob,
-    FleetPlan,
     Placement,
     add_job,
     plan_fleet,

@@ -100,3 +100,37 @@ def test_a_bad_gpus_field_is_named(args: list[str], tmp_path: Path, capsys: pyte
     (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "x", "duration": "1h", "maxDelay": "1h", "gpus": "many"}))
     assert main([*args, "--capacity", "GB=8"]) == 1
     assert '"gpus"' in capsys.readouterr().err
+
+
+def _herd(tmp_path: Path, now: str | None) -> list[str]:
+    """Issue 22's herd: ten 8-GPU one-minute jobs, 6 minutes of slack, one clean minute, 16 GPUs."""
+    rows = "".join(f"2026-03-05 12:{m:02d}:00,{50 if m == 3 else 300}\n" for m in range(60))
+    (tmp_path / "gb.csv").write_text("Time,Carbon Intensity\n" + rows)
+    line = {"duration": "1m", "deadline": "2026-03-05T12:06:00Z", "gpus": 8}
+    if now:
+        line["now"] = now
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps({"id": f"j{i}", **line}) + "\n" for i in range(10)))
+    return ["plan", "--forecast", f"GB={tmp_path / 'gb.csv'}", "--jobs", str(tmp_path / "jobs.jsonl")]
+
+
+def test_each_lines_now_is_the_planning_time_and_jobs_shorter_than_a_step_are_never_late(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No --now: the lines' own `now` (12:00) is the planning time, not the wall clock.
+    assert main([*_herd(tmp_path, "2026-03-05T12:00:00Z"), "--capacity", "GB=16", "-o", "json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(out) == 10
+    assert all(o["lateBySeconds"] == 0 for o in out)
+    starts = sorted(o["start"] for o in out)
+    # Two jobs take the clean minute; the zone is busy every minute from 12:00 to 12:05.
+    assert starts.count("2026-03-05T12:03:00Z") == 2
+    assert sorted(set(starts)) == [f"2026-03-05T12:0{m}:00Z" for m in range(5)]
+
+
+def test_a_forecast_that_does_not_cover_the_planning_time_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _herd(tmp_path, None)
+    assert main([*args, "--capacity", "GB=16", "--now", "2026-03-06T12:00:00Z"]) == 1
+    err = capsys.readouterr().err
+    assert "not the planning time 2026-03-06T12:00:00Z" in err and "Traceback" not in err

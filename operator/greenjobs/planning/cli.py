@@ -330,35 +330,42 @@ def _run_fleet(
     capacity: Capacity,
     out: TextIO,
 ) -> int:
-    """All lines planned jointly at `now`; bad lines and jobs that cannot be placed go to stderr."""
+    """All lines planned jointly; bad lines and jobs that cannot be placed go to stderr (exit 1).
+
+    The planning time is --now, else the earliest `now` of the lines, else the current time; each
+    line's own `now` is its arrival (it starts no earlier). A zone whose forecast does not cover the
+    planning time cannot be planned: that line is an error, never a traceback.
+    """
     source = _open_jobs(args.jobs)
     if source is None:
         return 2
+    with source:
+        lines = [(number, line) for number, line in enumerate(source, start=1) if line.strip()]
+    if not args.now:
+        now = min(_line_nows(lines), default=now)
     failed = 0
     parsed: list[tuple[str, PlanRequest, FleetJob]] = []
-    with source:
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                job_id, request, gpus, priority = _parse_fleet_job(line, number, now, zones, forecasts)
-                if any(job_id == other for other, _, _ in parsed):
-                    raise ValueError(f"duplicate id {job_id!r}")
-                job = FleetJob(
-                    id=job_id,
-                    gpus=gpus,
-                    duration=request.duration,
-                    latest_start=request.latest_start,
-                    zones=request.zones,
-                    arrival=request.now,
-                    priority=priority,
-                    earliest_start=request.now,
-                )
-            except (ValueError, TypeError, KeyError) as e:
-                _error(f"{args.jobs} line {number}: {e}")
-                failed += 1
-                continue
-            parsed.append((job_id, request, job))
+    for number, line in lines:
+        try:
+            job_id, request, gpus, priority = _parse_fleet_job(line, number, now, zones, forecasts)
+            if any(job_id == other for other, _, _ in parsed):
+                raise ValueError(f"duplicate id {job_id!r}")
+            _check_covered(request.zones, forecasts, now)
+            job = FleetJob(
+                id=job_id,
+                gpus=gpus,
+                duration=request.duration,
+                latest_start=request.latest_start,
+                zones=request.zones,
+                arrival=request.now,
+                priority=priority,
+                earliest_start=request.now,
+            )
+        except (ValueError, TypeError, KeyError) as e:
+            _error(f"{args.jobs} line {number}: {e}")
+            failed += 1
+            continue
+        parsed.append((job_id, request, job))
     fleet = plan_fleet([job for _, _, job in parsed], capacity, forecasts, now)
     rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
     for job_id, request, _ in parsed:
@@ -375,6 +382,30 @@ def _run_fleet(
     if args.output == "table" and rows:
         print(render_table(rows), file=out)
     return 1 if failed else 0
+
+
+def _line_nows(lines: Sequence[tuple[int, str]]) -> list[datetime]:
+    """The `now` of every line that gives a readable one (bad lines are reported when parsed)."""
+    nows = []
+    for _, line in lines:
+        try:
+            job = json.loads(line)
+            if isinstance(job, dict) and job.get("now"):
+                nows.append(parse_time(str(job["now"])))
+        except ValueError:
+            continue
+    return nows
+
+
+def _check_covered(zones: Sequence[str], forecasts: Mapping[str, IntensitySeries], now: datetime) -> None:
+    """Every zone of a job needs a forecast that covers the planning time (nothing is extrapolated)."""
+    for zone in zones:
+        series = forecasts[zone]
+        if not series.start <= now < series.horizon:
+            raise CannotPlan(
+                f"the forecast for {zone} covers {format_time(series.start)} to {format_time(series.horizon)},"
+                f" not the planning time {format_time(now)}"
+            )
 
 
 def _as_result(a: Assignment) -> PlanResult:

@@ -48,10 +48,10 @@ A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu
 """
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -182,15 +182,21 @@ def plan_fleet(
             prepared.append(pj)
     rules = _Rules(min_gain_percent, wait_gain_percent)
 
-    carbon_first = base.copy()
-    for pj in sorted(prepared, key=lambda p: _carbon_order(p, base, step.total_seconds())):
-        _place_cleanest(carbon_first, pj, rules)
-    best = carbon_first
-    if carbon_first.late_count(prepared):
+    best = _carbon_first(base, prepared, rules, lambda p: _carbon_order(p, base, step.total_seconds()))
+    small = len(prepared) <= LOCAL_SEARCH_MAX_JOBS
+    if small:
+        # A small batch affords other orders: the smallest runs first pack a clean window that one
+        # big run would fragment, the biggest first suit the opposite; the best plan is kept.
+        for size in (1, -1):
+            tried = _carbon_first(base, prepared, rules, lambda p, s=size: _size_order(p, s))  # type: ignore[misc]
+            _improve(tried, prepared, rules)
+            if tried.quality(prepared) < best.quality(prepared):
+                best = tried
+    if small or best.late_count(prepared):
         deadline_first = _deadline_first(base, prepared)
-        if _lateness(deadline_first, prepared) <= _lateness(carbon_first, prepared):
+        if _lateness(deadline_first, prepared) <= _lateness(best, prepared):
             _improve(deadline_first, prepared, rules)
-            if deadline_first.quality(prepared) < carbon_first.quality(prepared):
+            if deadline_first.quality(prepared) < best.quality(prepared):
                 best = deadline_first
     plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent)
     for pj in prepared:
@@ -345,6 +351,18 @@ def _prepare(state: _State, job: FleetJob) -> "_Job | str":
     shiftable = any(bool(state.scorer.whole(z, at, run)[0]) for z in zones)
     baseline = state.scorer.mean(zones[0], state.now, run)
     return _Job(job, zones, run, earliest, latest, shiftable, baseline)
+
+
+def _carbon_first(base: _State, jobs: Sequence[_Job], rules: _Rules, order: "Callable[[_Job], Any]") -> _State:
+    state = base.copy()
+    for pj in sorted(jobs, key=order):
+        _place_cleanest(state, pj, rules)
+    return state
+
+
+def _size_order(pj: _Job, sign: int) -> tuple[bool, float, float, str]:
+    """Inflexible jobs first, then by GPU-seconds (sign 1: smallest first), then deadline."""
+    return (pj.job.flexible, sign * pj.gpus * pj.run, pj.latest, pj.id)
 
 
 def _carbon_order(pj: _Job, state: _State, step_s: float) -> tuple[int, int, float, float, datetime, str]:
