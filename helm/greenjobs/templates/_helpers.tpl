@@ -62,6 +62,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- default .Chart.AppVersion .Values.image.tag }}
 {{- end }}
 
+{{/*
+The image of one component, "operator" or "agent" (the Kueue check runs the operator image):
+{repo}/greenjobs-<name>@<image.digests.<name>> when that digest is set (what `make push` wrote),
+else {repo}/greenjobs-<name>:<tag>. Call: include "greenjobs.image" (list . "operator").
+*/}}
+{{- define "greenjobs.image" -}}
+{{- $ctx := index . 0 }}{{- $name := index . 1 }}
+{{- $digest := get ($ctx.Values.image.digests | default dict) $name }}
+{{- if $digest }}
+{{- printf "%s/greenjobs-%s@%s" $ctx.Values.image.repo $name $digest }}
+{{- else }}
+{{- printf "%s/greenjobs-%s:%s" $ctx.Values.image.repo $name (include "greenjobs.tag" $ctx) }}
+{{- end }}
+{{- end }}
+
 {{/* Peering is on when asked for, and always with more than one replica. Renders "true" or "". */}}
 {{- define "greenjobs.leaderElection.enabled" -}}
 {{- if or .Values.operator.leaderElection.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
