@@ -64,7 +64,9 @@ def test_watch_events_only_queue_keys(check: tuple[KueueCheck, FakeObjects, Cloc
     assert {c.queue.get(timeout=0), c.queue.get(timeout=0)} == {(CHECK_NS, "carbon"), ("ns", "wl")}
 
 
-def test_a_transient_500_is_retried_with_backoff_until_it_succeeds(check: tuple[KueueCheck, FakeObjects, Clock]) -> None:
+def test_a_transient_500_is_retried_with_backoff_until_it_succeeds(
+    check: tuple[KueueCheck, FakeObjects, Clock],
+) -> None:
     c, objects, clock = check
     objects.fail_with = [500, 500]
     key = (CHECK_NS, "carbon")

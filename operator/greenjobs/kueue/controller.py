@@ -12,17 +12,20 @@ re-checks it.
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from greenjobs.api.constants import GPU_RESOURCE
 from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Placement
 from greenjobs.carbon.providers.base import ForecastProvider
 from greenjobs.config import OperatorConfig
-from greenjobs.planning.decisions import PlanOutcome, decide_plan
+from greenjobs.planning.decisions import NOMINAL_DURATION, AskFleet, PlanOutcome, decide_plan
+from greenjobs.planning.fleet import FleetJob
+from greenjobs.planning.timing import window_of
 from greenjobs.runtime.workqueue import WorkQueue
 from greenjobs.workloads import SUPPORTED, adapter_for
 
@@ -44,6 +47,7 @@ from .decisions import (
 )
 from .hints import read_hints
 from .names import ANN_HELD, CONTROLLER_NAME, FIELD_MANAGER, KUEUE_API, KUEUE_GROUP, KUEUE_VERSION
+from .quota import cohort_of, flavor_zone, free_gpus_by_zone, plan_jointly, workload_gpus
 
 log = logging.getLogger("greenjobs.kueue")
 _MERGE = "application/merge-patch+json"
@@ -80,6 +84,8 @@ class KueueCheck:
         self.workloads: dict[Key, dict[str, Any]] = {}
         self.wake: dict[Key, datetime] = {}
         self.flavors: dict[str, dict[str, str]] = {}  # ResourceFlavor -> its nodeLabels (watched)
+        self.cluster_queues: dict[str, dict[str, Any]] = {}  # name -> body (spec quota, status reservation)
+        self.held: dict[Key, tuple[str, FleetJob]] = {}  # Workloads planned here: (ClusterQueue, as planned)
         self.queue: WorkQueue[Key] = WorkQueue()
         self.failures: dict[Key, int] = {}
         self.active = threading.Event()  # set while this replica may act (always without election)
@@ -104,8 +110,10 @@ class KueueCheck:
             name = body["metadata"]["name"]
             if deleted:
                 self.cq_checks.pop(name, None)
+                self.cluster_queues.pop(name, None)
             else:
                 self.cq_checks[name] = cluster_queue_checks(body)
+                self.cluster_queues[name] = dict(body)
         self.reconcile_all()
 
     def on_local_queue(self, body: Mapping[str, Any], deleted: bool) -> None:
@@ -128,6 +136,8 @@ class KueueCheck:
     def on_workload(self, body: Mapping[str, Any], deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self.lock:
+            if deleted:
+                self.held.pop(key, None)
             if deleted:
                 self.workloads.pop(key, None)
                 self.wake.pop(key, None)
@@ -224,6 +234,7 @@ class KueueCheck:
             checks = self.checks_for(wl)
             if wl.finished or not checks:
                 self.wake.pop(key, None)
+                self.held.pop(key, None)
                 return
         self._reconcile(body, wl, checks)
 
@@ -286,11 +297,74 @@ class KueueCheck:
     def _decide_plan(
         self, wl: WorkloadView, spec: GreenTrainingJobSpec, created: datetime, now: datetime, zones: set[str]
     ) -> PlanOutcome:
-        """The planning call, alone (one Workload planned by itself; the seam for planning held
-        Workloads jointly through the fleet planner)."""
+        """The same planning call as the GreenTrainingJob operator's: with the ClusterQueue's free quota
+        known, planned jointly with the other Workloads the queue holds (the fleet planner)."""
         return decide_plan(
-            spec, created, now, zones, self.provider.forecast, self.provider.current, self.config.default_zone
+            spec,
+            created,
+            now,
+            zones,
+            self.provider.forecast,
+            self.provider.current,
+            self.config.default_zone,
+            fleet=self._fleet(wl, spec, created, now),
         )
+
+    def _fleet(self, wl: WorkloadView, spec: GreenTrainingJobSpec, created: datetime, now: datetime) -> AskFleet | None:
+        """How to ask for this Workload's place among its ClusterQueue's held Workloads (None: the
+        queue is unknown or has no GPU quota in any zone; then it is planned alone)."""
+        key = (wl.namespace, wl.name)
+        with self.lock:
+            cq_name = wl.cluster_queue or self.lq_cq.get((wl.namespace, wl.queue_name or ""))
+            cq = self.cluster_queues.get(cq_name or "")
+            if cq_name is None or cq is None:
+                return None
+            cohort = cohort_of(cq)
+            peers = [b for n, b in self.cluster_queues.items() if n != cq_name and cohort and cohort_of(b) == cohort]
+            flavor_zones = {
+                name: flavor_zone(labels, self.config.zone_label, self.config.zone_map)
+                for name, labels in self.flavors.items()
+            }
+            body = self.workloads.get(key) or {}
+        free = free_gpus_by_zone(cq, peers, flavor_zones, (GPU_RESOURCE,))
+        zones = [z for z in spec.placement.zones if z in free]
+        gpus = workload_gpus(body, (GPU_RESOURCE,))
+        if not zones or gpus == 0:
+            return None
+        window = window_of(spec.timing, created)
+        job = FleetJob(
+            id=f"{wl.namespace}/{wl.name}",
+            gpus=gpus,
+            duration=window.duration or NOMINAL_DURATION,
+            latest_start=window.latest_start,
+            zones=zones,
+            arrival=created,
+            earliest_start=now,
+            flexible=window.shiftable,
+        )
+        with self.lock:
+            self.held[key] = (cq_name, job)
+            others = [j for k, (q, j) in self.held.items() if k != key and q == cq_name and self._waiting(k)]
+
+        def ask() -> Any:
+            until = max((j.latest_start + j.duration for j in (job, *others)), default=now) + timedelta(minutes=1)
+            forecasts = {}
+            for zone in free:
+                try:
+                    forecasts[zone] = self.provider.forecast(zone, now, until).series
+                except Exception as exc:  # planned with the zones that have one
+                    log.warning("joint Kueue planning without a forecast for %s: %s", zone, exc)
+            return plan_jointly(job, others, free, forecasts, now)
+
+        return ask
+
+    def _waiting(self, key: Key) -> bool:
+        """A Workload still waiting for quota (held by us or queued): the ones planned jointly."""
+        body = self.workloads.get(key)
+        if body is None:
+            return False
+        other = view(body)
+        return not other.finished and not other.quota_reserved
 
     # ------------------------------------------------------------ API calls
     def _fence(self) -> None:

@@ -1,0 +1,122 @@
+"""What a ClusterQueue leaves free, per grid zone: the capacity the fleet planner plans held Workloads
+against (pure, on plain dicts).
+
+Kueue, not the nodes, is the limit for a Kueue user: a Workload starts only when its ClusterQueue
+reserves quota for it. The free GPUs of a zone are, over the ClusterQueue's flavors whose nodeLabels
+name that zone, the nominal quota plus what the flavor may borrow from its cohort (its
+borrowingLimit; no limit: whatever the cohort's other queues leave unused of their nominal quota),
+minus what Kueue has reserved (status.flavorsReservation, which includes admitted Workloads).
+"""
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.decisions import FleetPlacement
+from greenjobs.planning.fleet import DEFAULT_STEP, FleetJob, plan_fleet
+
+Obj = Mapping[str, Any]
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(parse_quantity(str(value)))
+    except (ValueError, TypeError):
+        return 0
+
+
+def flavor_zone(labels: Mapping[str, str], zone_label: str, zone_map: Mapping[str, str]) -> str | None:
+    """The grid zone a ResourceFlavor's nodeLabels pin it to (None: not pinned to one zone)."""
+    value = labels.get(zone_label)
+    return zone_map.get(value, value) if value else None
+
+
+def _nominal(cq: Obj, resources: Collection[str]) -> dict[str, tuple[int, int | None]]:
+    """flavor -> (nominal GPUs, borrowing limit or None for unlimited) of one ClusterQueue."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for group in (cq.get("spec") or {}).get("resourceGroups") or []:
+        for flavor in group.get("flavors") or []:
+            nominal, limit = 0, None
+            named = [r for r in flavor.get("resources") or [] if r.get("name") in resources]
+            for r in named:
+                nominal += _quantity(r.get("nominalQuota", 0))
+                if r.get("borrowingLimit") is not None:
+                    limit = (limit or 0) + _quantity(r["borrowingLimit"])
+            if named:
+                out[flavor["name"]] = (nominal, limit)
+    return out
+
+
+def _reserved(cq: Obj, resources: Collection[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for flavor in (cq.get("status") or {}).get("flavorsReservation") or []:
+        total = sum(_quantity(r.get("total", 0)) for r in flavor.get("resources") or [] if r.get("name") in resources)
+        out[flavor["name"]] = out.get(flavor["name"], 0) + total
+    return out
+
+
+def free_gpus_by_zone(
+    cq: Obj,
+    cohort_peers: Collection[Obj],
+    flavor_zones: Mapping[str, str | None],
+    resources: Collection[str],
+) -> dict[str, int]:
+    """Free GPUs per zone of `cq` now; `cohort_peers` are the other ClusterQueues of its cohort."""
+    # What the cohort's other queues leave unused of their own nominal quota, per flavor: the most
+    # this queue could borrow.
+    lendable: dict[str, int] = {}
+    for peer in cohort_peers:
+        reserved = _reserved(peer, resources)
+        for name, (nominal, _) in _nominal(peer, resources).items():
+            lendable[name] = lendable.get(name, 0) + max(nominal - reserved.get(name, 0), 0)
+    reserved = _reserved(cq, resources)
+    free: dict[str, int] = {}
+    for name, (nominal, limit) in _nominal(cq, resources).items():
+        zone = flavor_zones.get(name)
+        if zone is None:
+            continue
+        borrow = lendable.get(name, 0) if limit is None else min(limit, lendable.get(name, 0))
+        free[zone] = free.get(zone, 0) + max(nominal + borrow - reserved.get(name, 0), 0)
+    return free
+
+
+def cohort_of(cq: Obj) -> str | None:
+    spec = cq.get("spec") or {}
+    cohort = spec.get("cohortName") or spec.get("cohort")  # cohortName since Kueue v0.11
+    return str(cohort) if cohort else None
+
+
+def workload_gpus(wl: Obj, resources: Collection[str]) -> int:
+    """GPUs a Workload asks for: every pod of every pod set (requests, else limits)."""
+    total = 0
+    for pod_set in (wl.get("spec") or {}).get("podSets") or []:
+        spec = (pod_set.get("template") or {}).get("spec") or {}
+        per_pod = 0
+        for container in spec.get("containers") or []:
+            res = container.get("resources") or {}
+            amounts = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+            per_pod += sum(_quantity(v) for k, v in amounts.items() if k in resources)
+        total += per_pod * int(pod_set.get("count", 1) or 1)
+    return total
+
+
+def plan_jointly(
+    job: FleetJob,
+    others: Sequence[FleetJob],
+    free: Mapping[str, int],
+    forecasts: Mapping[str, IntensitySeries],
+    now: datetime,
+    step: timedelta = DEFAULT_STEP,
+) -> FleetPlacement | str:
+    """`job`'s place in the fleet plan of every Workload its ClusterQueue holds (the same planner as
+    the GreenTrainingJob operator's), against the queue's free quota; a reason when it has none."""
+    plan = plan_fleet(
+        [job, *(o for o in others if o.id != job.id)], Capacity(base=dict(free)), forecasts, now, step=step
+    )
+    if job.id in plan.unplaced:
+        return plan.unplaced[job.id]
+    return FleetPlacement(plan.assignments[job.id], step)
