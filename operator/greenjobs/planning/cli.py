@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
 from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning import whole_run_cli
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.fleet import Assignment, FleetJob, plan_fleet
 from greenjobs.planning.job import PlanRequest, PlanResult, plan
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="free GPUs of a zone: plan the --jobs batch jointly against capacity; repeatable",
     )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+    whole_run_cli.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = None) -> int:
@@ -78,6 +80,18 @@ def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = 
     except (OSError, ValueError) as e:
         _error(str(e))
         return 2
+    if args.whole_run:
+        if args.jobs or args.capacity or args.start_when_below is not None:
+            _error("--whole-run plans one job: --jobs, --capacity and --start-when-below do not apply")
+            return 2
+        try:
+            return whole_run_cli.run(args, forecasts, zones[0], default_now, out)
+        except whole_run_cli.WholeRunError as e:
+            _error(str(e))
+            return 2
+        except ValueError as e:
+            _error(str(e))
+            return 1
     if args.capacity:
         if not args.jobs:
             _error("--capacity plans a batch: give --jobs FILE")
