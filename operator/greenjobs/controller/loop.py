@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from greenjobs.api import constants as c
 from greenjobs.api.constants import Phase
+from greenjobs.runtime.workqueue import WorkQueue, serve, stop_workers
 from greenjobs.workloads import adapter_for
 
 from .decide import Action, Pacing, Timers, decide
@@ -54,8 +55,6 @@ class Controller:
     fleet_state: FleetState = field(default_factory=FleetState)  # nodes' GPUs, pods holding GPUs
 
     def __post_init__(self) -> None:
-        from greenjobs.runtime.workqueue import WorkQueue  # noqa: PLC0415
-
         self.fleet: FleetCoordinator | None = self.executor.fleet
         self.queue: WorkQueue[str] = WorkQueue()
         self.active = threading.Event()  # set while this replica may act (always, without leader election)
@@ -249,26 +248,10 @@ class Controller:
         return handled
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.active.set()  # wake workers waiting for leadership so they can exit
-        self.queue.close()
-        for t in self._threads:
-            t.join(timeout=10)
+        stop_workers(self.queue, self.active, self._stopping, self._threads)
 
     def _work(self) -> None:
-        while not self._stopping.is_set():
-            if not self.active.wait(timeout=1.0):
-                continue
-            uid = self.queue.get(timeout=1.0)
-            if uid is None:
-                continue
-            try:
-                if self._stopping.is_set() or not self.active.is_set():
-                    self.queue.add(uid, 1.0)  # not ours to act on now: keep it for whoever leads
-                    continue
-                self.reconcile(uid)
-            finally:
-                self.queue.done(uid)
+        serve(self.queue, self.reconcile, self.active, self._stopping)
 
     def reconcile(self, uid: str) -> None:
         with self._lock:

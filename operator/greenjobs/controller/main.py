@@ -4,9 +4,6 @@ import argparse
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable
-from datetime import timedelta
 
 import kopf
 
@@ -16,7 +13,7 @@ from greenjobs.config import load_config
 from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
-from greenjobs.runtime.leader import LeaderElector
+from greenjobs.runtime.leader import add_lease_arguments, elector_from_args, identity
 
 from .events import EventRecorder
 from .executor import Executor
@@ -31,57 +28,13 @@ log = logging.getLogger("greenjobs.operator")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="operator config YAML (default: $GREENJOBS_CONFIG)")
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
-    parser.add_argument(
-        "--leader-elect",
-        "--peering",
-        dest="lease",
-        default=os.environ.get("GREENJOBS_LEASE"),
-        metavar="LEASE",
-        help="replicas elect one active operator through this coordination.k8s.io Lease (in --lease-namespace)",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE", "default"),
-        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
-    )
-    parser.add_argument(
-        "--lease-duration",
-        type=float,
-        default=_env_float("GREENJOBS_LEASE_DURATION"),
-        help="seconds a Lease lives without renewal before a standby takes over (default 15)",
-    )
-    parser.add_argument(
-        "--lease-renew-deadline",
-        type=float,
-        default=_env_float("GREENJOBS_LEASE_RENEW_DEADLINE"),
-        help="seconds the leader tries to renew before it stops acting (less than the duration; default 2/3 of it)",
-    )
-    parser.add_argument(
-        "--lease-retry-period",
-        type=float,
-        default=_env_float("GREENJOBS_LEASE_RETRY_PERIOD"),
-        help="seconds between tries to acquire or renew the Lease (default 2 for a 15 s Lease)",
-    )
+    add_lease_arguments(parser, "operator", "--peering")
     parser.add_argument(
         "--liveness",
         default=os.environ.get("GREENJOBS_LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="kopf liveness endpoint",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
-
-
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value else None
-
-
-def _seconds(value: float | None) -> timedelta | None:
-    return timedelta(seconds=value) if value else None
-
-
-def identity() -> str:
-    """This replica's name in the Lease: the pod's name, else host and process."""
-    return os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
 
 
 class _QuietEvents(logging.Filter):
@@ -119,18 +72,11 @@ def run(args: argparse.Namespace) -> int:
         executor.fleet = controller.fleet = FleetCoordinator(
             fleet, provider, utc_now, config.replan_interval, controller.fleet_snapshot
         )
-    elector: LeaderElector | None = None
-    if args.lease:
-        duration = timedelta(seconds=args.lease_duration) if args.lease_duration else config.lease_duration
-        elector = LeaderElector(
-            api, args.lease_namespace, args.lease, identity(), duration, utc_now, _toggle(controller.active),
-            renew_deadline=_seconds(args.lease_renew_deadline), retry_period=_seconds(args.lease_retry_period),
-        )  # fmt: skip
-        kube.may_write = lambda: elector is not None and elector.leading  # every write re-checks the Lease
+    elector = elector_from_args(api, args, utc_now, controller.active, config.lease_duration)
+    if elector is not None:
+        kube.may_write = lambda: elector.leading  # every write re-checks the Lease
         log.info("leader election through Lease %s/%s as %s", args.lease_namespace, args.lease, identity())
         elector.start()
-    else:
-        controller.active.set()
     registry = kopf.OperatorRegistry()
     register(registry)
     log.info("starting: %d forecast provider(s), namespaces=%s", len(config.providers), args.namespace or "all")
@@ -147,13 +93,3 @@ def run(args: argparse.Namespace) -> int:
         if elector is not None:
             elector.stop()
     return 0
-
-
-def _toggle(flag: threading.Event) -> Callable[[bool], None]:
-    def set_(on: bool) -> None:
-        if on:
-            flag.set()
-        else:
-            flag.clear()
-
-    return set_

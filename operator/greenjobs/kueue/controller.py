@@ -26,7 +26,7 @@ from greenjobs.config import OperatorConfig
 from greenjobs.planning.decisions import NOMINAL_DURATION, AskFleet, PlanOutcome, decide_plan
 from greenjobs.planning.fleet import FleetJob
 from greenjobs.planning.timing import window_of
-from greenjobs.runtime.workqueue import WorkQueue
+from greenjobs.runtime.workqueue import WorkQueue, serve, stop_workers
 from greenjobs.workloads import SUPPORTED, adapter_for
 
 from .decisions import (
@@ -169,26 +169,10 @@ class KueueCheck:
             self._threads.append(t)
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.active.set()
-        self.queue.close()
-        for t in self._threads:
-            t.join(timeout=10)
+        stop_workers(self.queue, self.active, self._stopping, self._threads)
 
     def _work(self) -> None:
-        while not self._stopping.is_set():
-            if not self.active.wait(timeout=1.0):
-                continue
-            key = self.queue.get(timeout=1.0)
-            if key is None:
-                continue
-            try:
-                if not self.active.is_set():
-                    self.queue.add(key, 1.0)
-                    continue
-                self.process(key)
-            finally:
-                self.queue.done(key)
+        serve(self.queue, self.process, self.active, self._stopping)
 
     def process(self, key: Key) -> None:
         """One key from the queue; a failure is retried with backoff (kopf would not retry it)."""

@@ -3,9 +3,6 @@
 import argparse
 import logging
 import os
-import threading
-from collections.abc import Callable
-from datetime import timedelta
 
 import kopf
 
@@ -13,7 +10,7 @@ from greenjobs.carbon.providers.config import build_provider
 from greenjobs.config import load_config
 from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
-from greenjobs.runtime.leader import LeaderElector
+from greenjobs.runtime.leader import add_lease_arguments, elector_from_args
 
 from .controller import KueueCheck
 from .handlers import Memo, register
@@ -34,19 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GREENJOBS_LIVENESS", "http://0.0.0.0:8082/healthz"),
         help="kopf liveness endpoint ('' for none)",
     )
-    parser.add_argument(
-        "--leader-elect",
-        dest="lease",
-        default=os.environ.get("GREENJOBS_LEASE"),
-        metavar="LEASE",
-        help="replicas elect one active controller through this coordination.k8s.io Lease",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE", "default"),
-        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
-    )
-    parser.add_argument("--lease-duration", type=float, default=float(os.environ.get("GREENJOBS_LEASE_DURATION") or 15))
+    add_lease_arguments(parser, "controller")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -56,17 +41,10 @@ def run(args: argparse.Namespace) -> int:
     provider = build_provider(config.providers, utc_now, config.forecast_cache_ttl)
     api = operator_api_client()
     check = KueueCheck(api, config, provider, utc_now, args.controller_name)
-    elector: LeaderElector | None = None
-    if args.lease:
-        identity = os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
-        elector = LeaderElector(
-            api, args.lease_namespace, args.lease, identity, timedelta(seconds=args.lease_duration), utc_now,
-            _toggle(check.active),
-        )  # fmt: skip
-        check.may_write = lambda: elector is not None and elector.leading
+    elector = elector_from_args(api, args, utc_now, check.active)
+    if elector is not None:
+        check.may_write = lambda: elector.leading  # every write re-checks the Lease
         elector.start()
-    else:
-        check.active.set()
     registry = kopf.OperatorRegistry()
     register(registry)
     log.info("carbon admission check %s: %d forecast provider(s)", args.controller_name, len(config.providers))
@@ -82,13 +60,3 @@ def run(args: argparse.Namespace) -> int:
         if elector is not None:
             elector.stop()
     return 0
-
-
-def _toggle(flag: threading.Event) -> Callable[[bool], None]:
-    def set_(on: bool) -> None:
-        if on:
-            flag.set()
-        else:
-            flag.clear()
-
-    return set_

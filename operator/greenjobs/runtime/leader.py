@@ -18,7 +18,9 @@ leaderelection does it:
 Writes of the Lease are conditional on its resourceVersion, so two replicas can never both win.
 """
 
+import argparse
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -246,3 +248,71 @@ def _aware(t: Any) -> datetime:
     if isinstance(t, datetime):
         return t
     return parse_time(str(t))
+
+
+# ---------------------------------------------------------------- command line (operator, Kueue check)
+
+
+def add_lease_arguments(parser: argparse.ArgumentParser, who: str, *aliases: str) -> None:
+    """The leader-election flags both controllers take (environment variables as their defaults)."""
+    parser.add_argument(
+        "--leader-elect",
+        *aliases,
+        dest="lease",
+        default=os.environ.get("GREENJOBS_LEASE"),
+        metavar="LEASE",
+        help=f"replicas elect one active {who} through this coordination.k8s.io Lease (in --lease-namespace)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
+    for flag, env, text in (
+        ("--lease-duration", "GREENJOBS_LEASE_DURATION", "seconds a Lease lives without renewal (default 15)"),
+        (
+            "--lease-renew-deadline",
+            "GREENJOBS_LEASE_RENEW_DEADLINE",
+            "seconds the leader tries to renew before it stops acting (less than the duration; default 2/3 of it)",
+        ),
+        (
+            "--lease-retry-period",
+            "GREENJOBS_LEASE_RETRY_PERIOD",
+            "seconds between tries to acquire or renew the Lease (default 2 for a 15 s Lease)",
+        ),
+    ):
+        value = os.environ.get(env)
+        parser.add_argument(flag, type=float, default=float(value) if value else None, help=text)
+
+
+def identity() -> str:
+    """This replica's name in the Lease: the pod's name, else host and process."""
+    return os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
+
+
+def elector_from_args(
+    api: Any,
+    args: argparse.Namespace,
+    clock: Callable[[], datetime],
+    active: threading.Event,
+    default_duration: timedelta = timedelta(seconds=15),
+) -> "LeaderElector | None":
+    """The elector the flags ask for (None without --leader-elect: then `active` is set for good).
+    `active` is set while this replica leads and cleared when it stops leading."""
+    if not args.lease:
+        active.set()
+        return None
+
+    def toggle(on: bool) -> None:
+        if on:
+            active.set()
+        else:
+            active.clear()
+
+    def seconds(value: float | None) -> timedelta | None:
+        return timedelta(seconds=value) if value else None
+
+    return LeaderElector(
+        api, args.lease_namespace, args.lease, identity(), seconds(args.lease_duration) or default_duration, clock,
+        toggle, renew_deadline=seconds(args.lease_renew_deadline), retry_period=seconds(args.lease_retry_period),
+    )  # fmt: skip

@@ -106,3 +106,33 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         with self._cv:
             return len(self._due)
+
+
+def serve(
+    queue: WorkQueue[K], process: Callable[[K], None], active: threading.Event, stopping: threading.Event
+) -> None:
+    """One worker thread's loop: while this replica may act (`active`), take due keys and process
+    them one at a time; a key taken just as leadership was lost goes back for whoever leads."""
+    while not stopping.is_set():
+        if not active.wait(timeout=1.0):
+            continue
+        key = queue.get(timeout=1.0)
+        if key is None:
+            continue
+        try:
+            if stopping.is_set() or not active.is_set():
+                queue.add(key, 1.0)
+                continue
+            process(key)
+        finally:
+            queue.done(key)
+
+
+def stop_workers(
+    queue: WorkQueue[K], active: threading.Event, stopping: threading.Event, threads: list[threading.Thread]
+) -> None:
+    stopping.set()
+    active.set()  # wake workers waiting for leadership so they can exit
+    queue.close()
+    for t in threads:
+        t.join(timeout=10)
