@@ -148,6 +148,9 @@ class FleetCoordinator:
     _claims: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
     # uid -> when its start failed: it holds no place in the queue order for CLAIM_TTL.
     _failed: dict[str, datetime] = field(default_factory=dict)
+    # Told which jobs a new plan moved earlier (capacity came free sooner than expected): the
+    # controller looks at them at once instead of at their next re-plan interval.
+    on_moved_earlier: Callable[[set[str]], None] | None = None
 
     def invalidate(self, *, debounced: bool = False) -> None:
         """Something the plan rests on changed (capacity, a job ended): plan from scratch next time;
@@ -195,10 +198,14 @@ class FleetCoordinator:
                 {z: capacity.free_at(z, now) for z in capacity.zones()},
             )
             with self._lock:
+                moved = _moved_earlier(self._plan, plan)
                 self._plan, self._at = plan, now
                 # What was invalidated while it was computed still counts: the next question re-plans.
                 self._planned, self._churn_planned = generation, churn
-                return self._answer(uid)
+                answer = self._answer(uid)
+            if moved and self.on_moved_earlier is not None:
+                self.on_moved_earlier(moved - {uid})
+            return answer
 
     def _needs_plan(self, now: datetime) -> bool:
         if self._plan is None or self._at is None or self._planned != self._generation:
@@ -366,6 +373,17 @@ class FleetCoordinator:
             current=current,
             flexible=window.shiftable,
         )
+
+
+def _moved_earlier(old: FleetPlan | None, new: FleetPlan) -> set[str]:
+    """Jobs the new plan starts earlier than the old one did (by more than a second)."""
+    if old is None:
+        return set()
+    return {
+        uid
+        for uid, a in new.assignments.items()
+        if (b := old.assignments.get(uid)) is not None and a.start < b.start - timedelta(seconds=1)
+    }
 
 
 def _grid_step(series: Iterable[IntensitySeries]) -> timedelta:

@@ -11,7 +11,7 @@ months of finished GreenTrainingJobs cost no API call and no memory.
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -165,6 +165,15 @@ class Controller:
     def _invalidate_fleet(self) -> None:
         if self.fleet is not None:
             self.fleet.invalidate()
+
+    def wake_moved_earlier(self, uids: set[str]) -> None:
+        """The fleet plan moved these jobs earlier (GPUs came free sooner): plan them again now rather
+        than at their next re-plan interval, so the zone is not left idle while they wait."""
+        with self._lock:
+            for uid in uids:
+                self.pacing[uid] = replace(self.pacing.get(uid, Pacing()), last_replan=None)
+        for uid in uids:
+            self.queue.add(uid)
 
     def fleet_snapshot(self) -> tuple[list[Mapping[str, Any]], FleetState, set[str]]:
         """What the fleet planner needs, copied under the lock."""

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         executor.fleet = controller.fleet = FleetCoordinator(
             fleet, provider, utc_now, config.replan_interval, controller.fleet_snapshot
         )
+        controller.fleet.on_moved_earlier = controller.wake_moved_earlier
     elector = elector_from_args(api, args, utc_now, controller.active, config.lease_duration)
     if elector is not None:
         kube.may_write = lambda: elector.leading  # every write re-checks the Lease
