@@ -49,7 +49,9 @@ spec:
         "highGPerKWh": 300,
     }
     wide = cluster.kubectl("get", "gtjs", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-7:] == ["DEADLINE", "JOB", "GPU-KWH", "HOST-KWH", "FACILITY-KWH", "OPERATIONAL-G", "EMBODIED-G"]
+    assert wide[-8:] == [
+        "DEADLINE", "JOB", "APPLIED-W", "GPU-KWH", "HOST-KWH", "FACILITY-KWH", "OPERATIONAL-G", "EMBODIED-G"
+    ]  # fmt: skip
 
 
 def test_job_runs_on_a_gpu_node_of_the_chosen_zone_and_completes(cluster: Cluster, namespace: str) -> None:

@@ -219,7 +219,10 @@ def test_all_providers_failing_then_recovering(
             "providers": [
                 {"type": "carbonaware", "url": api.url, "timeoutSeconds": 1, "retries": 1},
                 {"type": "electricitymaps", "url": api.url, "apiKeyFile": str(key), "timeoutSeconds": 1, "retries": 0},
-            ]
+            ],
+            # Recovery is asked for at once below: the negative cache and the circuit breaker (unit
+            # tests: test_providers_breaker.py) would answer the first plan after it from memory.
+            "forecastFetch": {"negativeCacheSeconds": 0, "breakerFailures": 100},
         }
     )
     began = time.monotonic()
