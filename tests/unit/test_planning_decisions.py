@@ -113,6 +113,15 @@ def test_same_plan_ignores_jitter_but_not_a_new_zone_or_start() -> None:
     assert not same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start + H}))
 
 
+def test_an_earlier_start_or_a_new_reason_to_wait_is_never_jitter() -> None:
+    # GPUs came free sooner: 30 s earlier is a change (kept, the zone would idle while the job waits).
+    a = decide_plan(spec(estimatedDuration="2h", maxDelay="4h"), NOW, NOW, {"GB", "FR"}, fetch, no_current).plan
+    assert a is not None and a.scheduled_start is not None
+    assert not same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start - timedelta(seconds=30)}))
+    assert same_plan(a, a.model_copy(update={"scheduled_start": a.scheduled_start - timedelta(milliseconds=500)}))
+    assert not same_plan(a, a.model_copy(update={"waits_for": "Capacity"}))
+
+
 # ------------------------------------------------------------------ the forecast horizon
 
 

@@ -315,16 +315,18 @@ def _figures(result: PlanResult) -> str:
 
 
 def same_plan(a: Plan | None, b: Plan | None, tolerance: timedelta = timedelta(minutes=1)) -> bool:
-    """Whether a re-plan `b` of plan `a` changes anything that matters: the zone, or the start moved
-    later by more than `tolerance` (so forecast noise does not churn the status), or EARLIER at all
-    (beyond a second): an earlier start is room that came free, and a job that kept its later start
-    would leave GPUs idle while it waits (short jobs in a tight zone end past their deadlines)."""
+    """Whether a re-plan `b` of plan `a` changes anything that matters: the zone, what it waits for, the
+    start moved later by more than `tolerance` (so forecast noise does not churn the status), or moved
+    EARLIER at all (beyond a second): an earlier start is room that came free, and a job that kept its
+    later start would leave GPUs idle while it waits (short jobs in a tight zone end past deadlines)."""
     if a is None or b is None:
         return a is b
     if a.zone != b.zone or (a.scheduled_start is None) != (b.scheduled_start is None):
         return False
     if a.scheduled_start is None or b.scheduled_start is None:
         return True
+    if a.waits_for != b.waits_for:
+        return False  # e.g. its clean window was given to another job: it now waits for capacity
     if b.scheduled_start < a.scheduled_start - timedelta(seconds=1):
         return False
     return b.scheduled_start - a.scheduled_start <= tolerance

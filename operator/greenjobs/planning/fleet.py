@@ -47,6 +47,7 @@ is extended flat past the horizon to invent savings.
 A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu_model).
 """
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -146,6 +147,8 @@ DUE_TOLERANCE_S = 1.0
 # bigger ones keep the earliest-deadline-first list.
 LOCAL_SEARCH_MAX_JOBS = 40
 LOCAL_SEARCH_MAX_ROUNDS = 60
+COMPACT_MAX_ROUNDS = 4
+EXHAUSTIVE_MAX_JOBS = 6  # 720 lists at most, only when the local search leaves a job late
 
 
 def plan_fleet(
@@ -198,6 +201,7 @@ def plan_fleet(
             _improve(deadline_first, prepared, rules)
             if deadline_first.quality(prepared) < best.quality(prepared):
                 best = deadline_first
+    _compact(best, prepared)
     plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent)
     for pj in prepared:
         plan.assignments[pj.job.id] = _assignment(best, pj)
@@ -531,6 +535,16 @@ def _deadline_first(base: _State, jobs: Sequence[_Job]) -> _State:
         if better is None:
             break
         order, state, quality = better
+    if quality[0] and len(order) <= EXHAUSTIVE_MAX_JOBS:
+        # The local search can stop in a local optimum; a batch this small is searched exactly: some
+        # list's earliest-start schedule has the least lateness (lateness is a regular measure).
+        for trial in itertools.permutations(order):
+            tried = _serial(fixed, trial)
+            q = _lateness(tried, trial)
+            if q < quality:
+                state, quality = tried, q
+                if quality[0] == 0:
+                    break
     return state
 
 
@@ -542,9 +556,10 @@ def _lateness(state: _State, jobs: Sequence[_Job]) -> tuple[int, float]:
 def _move_a_late_job_ahead(
     base: _State, order: list[_Job], state: _State, quality: tuple[int, float]
 ) -> tuple[list[_Job], _State, tuple[int, float]] | None:
-    for i, pj in enumerate(order):
-        if pj.late_by(state.placed[pj.id][0].start) <= 0:
-            continue
+    # Late jobs first; then any job: an on-time job moved ahead can open the room a late one needs.
+    late_first = sorted(range(len(order)), key=lambda k: order[k].late_by(state.placed[order[k].id][0].start) <= 0)
+    for i in late_first:
+        pj = order[i]
         for to in range(i):
             trial = [*order[:to], pj, *order[to:i], *order[i + 1 :]]
             tried = _serial(base, trial)
@@ -571,6 +586,41 @@ def _improve(state: _State, jobs: Sequence[_Job], rules: _Rules) -> None:
         if present.mean <= chosen.mean + REL_TOLERANCE * abs(chosen.mean) and present.start <= chosen.start:
             chosen = present
         state.take(pj, chosen)
+
+
+def _compact(state: _State, jobs: Sequence[_Job]) -> None:
+    """Left-shift: each job, in start order, moves to the earliest feasible start (any allowed zone)
+    that is no dirtier than its own, the others fixed, until nothing moves. No job gets later or
+    dirtier, so no deadline is lost and the CO2e does not rise; what it removes is GPUs idle while a
+    job waits for nothing (a move made by one job can free an earlier start for the next)."""
+    for _ in range(COMPACT_MAX_ROUNDS):
+        moved = False
+        for pj in sorted(jobs, key=lambda p: (state.placed[p.id][0].start, p.id)):
+            if not pj.job.flexible:
+                continue
+            present = state.remove(pj.id)
+            assert present is not None
+            earlier = _earliest_as_clean(state, pj, present)
+            if earlier is not None:
+                moved = True
+            state.take(pj, earlier or present)
+        if not moved:
+            return
+
+
+def _earliest_as_clean(state: _State, pj: _Job, present: _Option) -> _Option | None:
+    """The earliest feasible start before `present` whose mean is no higher (None: there is none)."""
+    limit = present.mean + REL_TOLERANCE * abs(present.mean) if math.isfinite(present.mean) else math.inf
+    best: _Option | None = None
+    for zone in pj.zones:
+        starts, means, ok = _candidates(state, pj, zone, pj.earliest, present.start)
+        good = np.flatnonzero(ok & (means <= limit) & (starts < present.start - 1e-3))
+        if len(good):
+            i = int(good[0])
+            option = _Option(zone, float(starts[i]), float(means[i]))
+            if best is None or (option.start, option.mean) < (best.start, best.mean):
+                best = option
+    return best
 
 
 def _assignment(state: _State, pj: _Job) -> Assignment:
