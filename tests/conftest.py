@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.kube import CLUSTER_SH, REPO, Cluster
 from tests.kueue import kueue_running
 from tests.operator_proc import OperatorProcess, start_operator
+
+# Property tests: the same generated cases on every run (a CI failure is reproducible, never luck);
+# HYPOTHESIS_PROFILE=explore draws fresh random cases each run, to look for new counterexamples.
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 CRD = REPO / "crds" / "greentrainingjobs.yaml"
 
