@@ -28,7 +28,7 @@ from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
-from greenjobs.planning.decisions import NOMINAL_DURATION, FleetPlacement
+from greenjobs.planning.decisions import NOMINAL_DURATION, START_SLACK, FleetPlacement, fleet_forecasts, fleet_job
 from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.planning.timing import window_of
 from greenjobs.workloads.base import pod_gpus as pod_spec_gpus
@@ -293,18 +293,11 @@ class FleetCoordinator:
         return None
 
     def _forecasts(self, jobs: list[FleetJob], now: datetime) -> dict[str, IntensitySeries]:
-        zones = sorted({z for j in jobs for z in j.zones})
-        # Only as far as the latest job could run: a shorter grid, and no forecast fetched for nothing.
-        until = min(
-            max((max(j.latest_start, now) + j.duration for j in jobs), default=now), now + self.settings.horizon
-        )
-        forecasts: dict[str, IntensitySeries] = {}
-        for zone in zones:
-            try:
-                forecasts[zone] = self.provider.forecast(zone, now, until + timedelta(minutes=1)).series
-            except ProviderError as exc:
-                log.warning("fleet planning without a forecast for %s: %s", zone, exc)
-        return forecasts
+        def warn(zone: str, exc: ProviderError) -> None:
+            log.warning("fleet planning without a forecast for %s: %s", zone, exc)
+
+        zones = [z for j in jobs for z in j.zones]
+        return fleet_forecasts(self.provider.forecast, zones, jobs, now, self.settings.horizon, warn)
 
     def _capacity(
         self, bodies: list[Mapping[str, Any]], state: FleetState, now: datetime, exclude: str | None = None
@@ -362,27 +355,18 @@ class FleetCoordinator:
         if plan.get("zone") and plan.get("scheduledStart"):
             current = Placement(plan["zone"], parse_time(plan["scheduledStart"]))
         raw = body.get("spec") or {}
-        return FleetJob(
-            id=meta["uid"],
-            gpus=adapter_of(raw).gpus(workload_template(raw), self.settings.gpu_resources),
-            duration=window.duration or NOMINAL_DURATION,
-            latest_start=window.latest_start,
-            zones=zones,
-            arrival=parse_time(meta["creationTimestamp"]),
-            earliest_start=now,
-            current=current,
-            flexible=window.shiftable,
-        )
+        gpus = adapter_of(raw).gpus(workload_template(raw), self.settings.gpu_resources)
+        return fleet_job(meta["uid"], gpus, window, zones, parse_time(meta["creationTimestamp"]), now, current)
 
 
 def _moved_earlier(old: FleetPlan | None, new: FleetPlan) -> set[str]:
-    """Jobs the new plan starts earlier than the old one did (by more than a second)."""
+    """Jobs the new plan starts earlier than the old one did (beyond the start slack)."""
     if old is None:
         return set()
     return {
         uid
         for uid, a in new.assignments.items()
-        if (b := old.assignments.get(uid)) is not None and a.start < b.start - timedelta(seconds=1)
+        if (b := old.assignments.get(uid)) is not None and a.start < b.start - START_SLACK
     }
 
 

@@ -12,7 +12,7 @@ re-checks it.
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client
@@ -21,9 +21,9 @@ from kubernetes.client.exceptions import ApiException
 from greenjobs.api.constants import GPU_RESOURCE
 from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Placement
-from greenjobs.carbon.providers.base import ForecastProvider
+from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.config import OperatorConfig
-from greenjobs.planning.decisions import NOMINAL_DURATION, AskFleet, PlanOutcome, decide_plan
+from greenjobs.planning.decisions import AskFleet, PlanOutcome, decide_plan, fleet_forecasts, fleet_job
 from greenjobs.planning.fleet import FleetJob
 from greenjobs.planning.timing import window_of
 from greenjobs.runtime.workqueue import WorkQueue, serve, stop_workers
@@ -315,29 +315,16 @@ class KueueCheck:
         gpus = workload_gpus(body, (GPU_RESOURCE,))
         if not zones or gpus == 0:
             return None
-        window = window_of(spec.timing, created)
-        job = FleetJob(
-            id=f"{wl.namespace}/{wl.name}",
-            gpus=gpus,
-            duration=window.duration or NOMINAL_DURATION,
-            latest_start=window.latest_start,
-            zones=zones,
-            arrival=created,
-            earliest_start=now,
-            flexible=window.shiftable,
-        )
+        job = fleet_job(f"{wl.namespace}/{wl.name}", gpus, window_of(spec.timing, created), zones, created, now)
         with self.lock:
             self.held[key] = (cq_name, job)
             others = [j for k, (q, j) in self.held.items() if k != key and q == cq_name and self._waiting(k)]
 
         def ask() -> Any:
-            until = max((j.latest_start + j.duration for j in (job, *others)), default=now) + timedelta(minutes=1)
-            forecasts = {}
-            for zone in free:
-                try:
-                    forecasts[zone] = self.provider.forecast(zone, now, until).series
-                except Exception as exc:  # planned with the zones that have one
-                    log.warning("joint Kueue planning without a forecast for %s: %s", zone, exc)
+            def warn(zone: str, exc: ProviderError) -> None:
+                log.warning("joint Kueue planning without a forecast for %s: %s", zone, exc)
+
+            forecasts = fleet_forecasts(self.provider.forecast, free, (job, *others), now, on_error=warn)
             return plan_jointly(job, others, free, forecasts, now)
 
         return ask

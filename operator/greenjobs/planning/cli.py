@@ -85,7 +85,9 @@ def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = 
             _error("--whole-run plans one job: --jobs, --capacity and --start-when-below do not apply")
             return 2
         try:
-            return whole_run_cli.run(args, forecasts, zones[0], default_now, out)
+            whole = whole_run_cli.build(args, default_now)
+            check_covered(zones[:1], forecasts, default_now, f"now ({format_time(default_now)})")
+            return whole_run_cli.run(args, whole, forecasts, zones[0], out)
         except whole_run_cli.WholeRunError as e:
             _error(str(e))
             return 2
@@ -199,12 +201,18 @@ def check_plannable(request: PlanRequest, forecasts: Mapping[str, IntensitySerie
             f"the deadline cannot be met: latest start {format_time(request.latest_start)}"
             f" is before now ({format_time(request.now)})"
         )
-    for zone in request.zones:
+    check_covered(request.zones, forecasts, request.now, f"now ({format_time(request.now)})")
+
+
+def check_covered(zones: Sequence[str], forecasts: Mapping[str, IntensitySeries], at: datetime, what: str) -> None:
+    """Raise CannotPlan when a zone's forecast does not cover `at` (`what` names it in the message):
+    nothing is extrapolated."""
+    for zone in zones:
         series = forecasts.get(zone)
-        if series is not None and not series.start <= request.now < series.horizon:
+        if series is not None and not series.start <= at < series.horizon:
             raise CannotPlan(
                 f"the forecast for {zone} covers {format_time(series.start)} to {format_time(series.horizon)},"
-                f" not now ({format_time(request.now)})"
+                f" not {what}"
             )
 
 
@@ -364,7 +372,7 @@ def _run_fleet(
             job_id, request, gpus, priority = _parse_fleet_job(line, number, now, zones, forecasts)
             if any(job_id == other for other, _, _ in parsed):
                 raise ValueError(f"duplicate id {job_id!r}")
-            _check_covered(request.zones, forecasts, now)
+            check_covered(request.zones, forecasts, now, f"the planning time {format_time(now)}")
             job = FleetJob(
                 id=job_id,
                 gpus=gpus,
@@ -409,17 +417,6 @@ def _line_nows(lines: Sequence[tuple[int, str]]) -> list[datetime]:
         except ValueError:
             continue
     return nows
-
-
-def _check_covered(zones: Sequence[str], forecasts: Mapping[str, IntensitySeries], now: datetime) -> None:
-    """Every zone of a job needs a forecast that covers the planning time (nothing is extrapolated)."""
-    for zone in zones:
-        series = forecasts[zone]
-        if not series.start <= now < series.horizon:
-            raise CannotPlan(
-                f"the forecast for {zone} covers {format_time(series.start)} to {format_time(series.horizon)},"
-                f" not the planning time {format_time(now)}"
-            )
 
 
 def _as_result(a: Assignment) -> PlanResult:

@@ -4,7 +4,7 @@ Pure: forecasts come in through callables, so the operator, the tests and `green
 """
 
 import contextlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -14,7 +14,14 @@ from greenjobs.api.durations import format_duration, format_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment
+from greenjobs.planning.fleet import (
+    WAITS_CAPACITY,
+    WAITS_CLEAN_WINDOW,
+    WAITS_START_NOW,
+    Assignment,
+    FleetJob,
+    Placement,
+)
 from greenjobs.planning.job import REASON_BEYOND_HORIZON, PlanRequest, PlanResult, plan
 
 from .timing import Window, window_of
@@ -142,6 +149,52 @@ class FleetPlacement:
 
     assignment: Assignment
     step: timedelta
+
+
+def fleet_job(
+    job_id: str,
+    gpus: int,
+    window: Window,
+    zones: Sequence[str],
+    arrival: datetime,
+    now: datetime,
+    current: Placement | None = None,
+) -> FleetJob:
+    """A job that has not started, as the fleet planner sees it (the operator's and the Kueue check's)."""
+    return FleetJob(
+        id=job_id,
+        gpus=gpus,
+        duration=window.duration or NOMINAL_DURATION,
+        latest_start=window.latest_start,
+        zones=zones,
+        arrival=arrival,
+        earliest_start=now,
+        current=current,
+        flexible=window.shiftable,
+    )
+
+
+def fleet_forecasts(
+    fetch: FetchForecast,
+    zones: Iterable[str],
+    jobs: Iterable[FleetJob],
+    now: datetime,
+    horizon: timedelta | None = None,
+    on_error: Callable[[str, ProviderError], None] | None = None,
+) -> dict[str, IntensitySeries]:
+    """The forecasts a fleet plan needs: each zone's, only as far as the latest job could run (capped
+    at `horizon`); a zone whose providers all fail is left out (`on_error` is told) and planned without."""
+    until = max((max(j.latest_start, now) + j.duration for j in jobs), default=now)
+    if horizon is not None:
+        until = min(until, now + horizon)
+    forecasts: dict[str, IntensitySeries] = {}
+    for zone in sorted(set(zones)):
+        try:
+            forecasts[zone] = fetch(zone, now, until + timedelta(minutes=1)).series
+        except ProviderError as exc:
+            if on_error is not None:
+                on_error(zone, exc)
+    return forecasts
 
 
 def _refine(
@@ -327,6 +380,6 @@ def same_plan(a: Plan | None, b: Plan | None, tolerance: timedelta = timedelta(m
         return True
     if a.waits_for != b.waits_for:
         return False  # e.g. its clean window was given to another job: it now waits for capacity
-    if b.scheduled_start < a.scheduled_start - timedelta(seconds=1):
+    if b.scheduled_start < a.scheduled_start - START_SLACK:
         return False
     return b.scheduled_start - a.scheduled_start <= tolerance

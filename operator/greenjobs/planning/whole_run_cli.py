@@ -83,17 +83,15 @@ def build(args: argparse.Namespace, now: datetime) -> WholeRunRequest:
 
 
 def run(
-    args: argparse.Namespace, forecasts: Mapping[str, IntensitySeries], zone: str, now: datetime, out: TextIO
+    args: argparse.Namespace,
+    request: WholeRunRequest,
+    forecasts: Mapping[str, IntensitySeries],
+    zone: str,
+    out: TextIO,
 ) -> int:
-    """Plan and print; 1 when the forecast does not cover now or the deadline cannot be kept."""
-    request = build(args, now)
-    series = forecasts[zone]
-    if not series.start <= now < series.horizon:
-        raise ValueError(
-            f"the forecast for {zone} covers {format_time(series.start)} to {format_time(series.horizon)},"
-            f" not now ({format_time(now)})"
-        )
-    result = plan_whole_run(request, series)
+    """Plan `request` (from `build`; the caller checked that the forecast covers its now) and print it;
+    1 when the deadline cannot be kept."""
+    result = plan_whole_run(request, forecasts[zone])
     if args.output == "json":
         print(json.dumps(as_json(result, request, zone)), file=out)
     else:
