@@ -124,7 +124,9 @@ def test_more_demand_than_the_clean_window_holds_is_spread_never_oversubscribed(
         window = (clean_start - timedelta(seconds=1), clean_end - timedelta(seconds=15))
         in_window = [n for n, p in plans.items() if p["zone"] == "FR" and window[0] <= starts[n] < window[1]]
         # FR has 8 free GPUs (the other team holds 8): one 8-GPU job fits its clean window, not five.
-        assert len(in_window) == 1, plans
+        # Each status holds the plan as of that job's last look (a later move under the re-plan
+        # tolerance is not written), so the plans show the window taken; the runs below show by whom.
+        assert len(in_window) >= 1, plans
         assert {p.get("waitsFor") for p in plans.values()} >= {"CleanWindow"}
         assert any(p.get("waitsFor") == "Capacity" or p["zone"] == "GB" for p in plans.values()), plans
 
@@ -140,9 +142,16 @@ def test_more_demand_than_the_clean_window_holds_is_spread_never_oversubscribed(
         watcher.join(5)
     assert not over, over[:5]
     assert not stuck, f"pods of ours left pending for lack of room: {sorted(set(stuck))}"
-    for i in range(JOBS):
-        st = gtj(cluster, namespace, f"big-{i}")["status"]
+    done = {f"big-{i}": gtj(cluster, namespace, f"big-{i}")["status"] for i in range(JOBS)}
+    for st in done.values():
         assert parse_time(st["startTime"]) <= parse_time(st["plan"]["latestStart"]) + timedelta(seconds=15), st
+    # What really ran: one job in FR's clean window, not five.
+    ran_in_window = [
+        n
+        for n, st in done.items()
+        if st["plan"]["zone"] == "FR" and window[0] <= parse_time(st["startTime"]) < window[1]
+    ]
+    assert len(ran_in_window) <= 1, done
     assert fr_gpus == 16
 
 
