@@ -37,7 +37,19 @@ spec:
     cluster.kubectl("apply", "-f", "-", input=manifest)
     out = cluster.kubectl("get", "gtj", "-n", namespace).stdout
     header = out.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "ZONE", "START", "CAP-W", "ENERGY-KWH", "CO2E-G", "SAVED-%", "AGE"]
+    assert header == [
+        "NAME",
+        "PHASE",
+        "ZONE",
+        "START",
+        "CAP-W",
+        "ENERGY-KWH",
+        "CO2E-G",
+        "SAVED-%",
+        "WORK-%",
+        "RUNS",
+        "AGE",
+    ]
     assert out.splitlines()[1].startswith("roundtrip")
     obj = cluster.get_json("greentrainingjob", "roundtrip", "-n", namespace)
     assert obj["spec"]["placement"]["zones"] == ["GB", "FR"]

@@ -21,7 +21,7 @@ TIMERS = Timers(
 )
 UID = "u-1"
 TEMPLATE: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
-PHASES = [None, "Pending", "Deferred", "Running", "Suspended", "Succeeded", "Failed"]
+PHASES = [None, "Pending", "Deferred", "Running", "Suspended", "Paused", "Succeeded", "Failed"]
 CREATE = {Action.PLAN, Action.RECREATE}
 
 

@@ -28,6 +28,13 @@ ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 # On the owned Job, written with the change that lets it run: when greenjobs started it. A restart
 # that finds the Job running before its status says so records this, not the moment it looked.
 ANNOTATION_STARTED_AT: Final = f"{GROUP}/started-at"
+# On the owned workload, written with the patch that suspends it for a planned pause: when greenjobs
+# paused it. A restart that finds it suspended while status says Running records the pause, not a
+# suspension by someone else, and counts the work done up to this time.
+ANNOTATION_PAUSED_AT: Final = f"{GROUP}/paused-at"
+# On a GreenTrainingJob, set by the workload (or whoever watches it): the fraction of the whole run's
+# work done, 0 to 1 (e.g. "0.42"). Where present it corrects the operator's own estimate of progress.
+ANNOTATION_PROGRESS: Final = f"{GROUP}/progress"
 NODE_ZONE_LABEL: Final = f"{GROUP}/grid-zone"
 FINALIZER: Final = f"{GROUP}/cleanup"
 
@@ -41,9 +48,10 @@ class Phase:
     SUCCEEDED: Final = "Succeeded"
     FAILED: Final = "Failed"
     SUSPENDED: Final = "Suspended"
+    PAUSED: Final = "Paused"  # a planned pause at a checkpoint: resumes at the plan's next segment
 
     FINISHED: Final = frozenset({"Succeeded", "Failed"})
-    ALL: Final = ("Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended")
+    ALL: Final = ("Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended", "Paused")
 
 
 class Cond:
@@ -60,4 +68,5 @@ class Cond:
     INVALID_TEMPLATE: Final = "InvalidTemplate"
     ZONE_UNAVAILABLE: Final = "ZoneUnavailable"
     SPEC_APPLIED: Final = "SpecApplied"  # whether the last spec change could be applied
+    PAUSED: Final = "Paused"  # paused by its whole-run plan (dirty hours): reason and planned resume
     PODS_READY: Final = "PodsReady"  # started, and its pods run (False: they wait for the scheduler)

@@ -23,6 +23,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Energy-kWh", "type": "number", "jsonPath": ".status.energy.kWh"},
     {"name": "CO2e-g", "type": "number", "jsonPath": ".status.emissions.grams"},
     {"name": "Saved-%", "type": "number", "jsonPath": ".status.plan.expectedSavingsPercent"},
+    # Whole-run jobs: work done across segments, and runs started (first start + resumes).
+    {"name": "Work-%", "type": "integer", "jsonPath": ".status.progress.percent"},
+    {"name": "Runs", "type": "integer", "jsonPath": ".status.progress.segments"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Deadline", "type": "string", "jsonPath": ".status.plan.deadline", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},

@@ -15,9 +15,9 @@ from .durations import DURATION_PATTERN, MAX_DURATION_SECONDS, MAX_DURATION_TEXT
 # Times in status are written as Kubernetes writes them: RFC 3339 UTC, to the second.
 Time = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="json")]
 
-PowerPolicy = Literal["None", "Static", "CarbonAware"]
+PowerPolicy = Literal["None", "Static", "CarbonAware", "DeadlinePaced"]
 BudgetAction = Literal["Warn", "Suspend"]
-PhaseName = Literal["Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended"]
+PhaseName = Literal["Pending", "Deferred", "Running", "Succeeded", "Failed", "Suspended", "Paused"]
 
 ZONE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
 
@@ -181,6 +181,12 @@ class Power(_Model):
                     "FieldValueRequired",
                 ),
                 _cel(
+                    "self.policy != 'DeadlinePaced' || (has(self.minCapWatts) && has(self.maxCapWatts))",
+                    "minCapWatts and maxCapWatts are required when policy is DeadlinePaced",
+                    ".minCapWatts",
+                    "FieldValueRequired",
+                ),
+                _cel(
                     "!has(self.minCapWatts) || !has(self.maxCapWatts) || self.minCapWatts <= self.maxCapWatts",
                     "minCapWatts must be less than or equal to maxCapWatts",
                     ".minCapWatts",
@@ -199,20 +205,25 @@ class Power(_Model):
     policy: PowerPolicy = Field(
         default="None",
         description="None: leave GPU limits alone. Static: cap every GPU at capWatts. "
-        "CarbonAware: minCapWatts at or above highGPerKWh, maxCapWatts at or below lowGPerKWh, linear between.",
+        "CarbonAware: minCapWatts at or above highGPerKWh, maxCapWatts at or below lowGPerKWh, linear between. "
+        "DeadlinePaced: a cap in [minCapWatts, maxCapWatts] per interval of the job's whole-run plan, lowest "
+        "where the grid is dirtiest, so that the work still ends by the deadline (needs timing.deadline or "
+        "maxDelay; estimatedDuration is the run time at maxCapWatts).",
     )
     cap_watts: int | None = Field(default=None, ge=1, le=5000, description="Static: per-GPU power cap in watts.")
     min_cap_watts: int | None = Field(
         default=None,
         ge=1,
         le=5000,
-        description="CarbonAware: per-GPU cap when the grid is at or above highGPerKWh.",
+        description="CarbonAware: per-GPU cap when the grid is at or above highGPerKWh. DeadlinePaced: the lowest"
+        " cap the plan may choose.",
     )
     max_cap_watts: int | None = Field(
         default=None,
         ge=1,
         le=5000,
-        description="CarbonAware: per-GPU cap when the grid is at or below lowGPerKWh.",
+        description="CarbonAware: per-GPU cap when the grid is at or below lowGPerKWh. DeadlinePaced: the highest"
+        " cap, at which the job runs in estimatedDuration.",
     )
     low_g_per_k_wh: float = Field(
         default=100.0, ge=0, alias="lowGPerKWh", description="CarbonAware: clean threshold, gCO2e/kWh."
@@ -220,6 +231,80 @@ class Power(_Model):
     high_g_per_k_wh: float = Field(
         default=300.0, ge=0, alias="highGPerKWh", description="CarbonAware: dirty threshold, gCO2e/kWh."
     )
+
+
+class Interruption(_Model):
+    """Whether and how the job may be paused at a checkpoint and resumed (its whole-run plan)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.resumable || !(has(self.checkpointGracePeriod) || has(self.resumeOverhead)"
+                    " || has(self.minRunDuration) || has(self.maxInterruptions))",
+                    "checkpointGracePeriod, resumeOverhead, minRunDuration and maxInterruptions apply only when"
+                    " resumable is true",
+                    ".resumable",
+                    "FieldValueInvalid",
+                ),
+                _cel_at_most_max_duration("checkpointGracePeriod"),
+                _cel_at_most_max_duration("resumeOverhead"),
+                _cel_at_most_max_duration("minRunDuration"),
+            ]
+        }
+    )
+
+    resumable: bool = Field(
+        default=False,
+        description="The workload resumes from its latest checkpoint when its pods are restarted: greenjobs may"
+        " pause it (suspend it, which deletes its pods) in dirty hours and resume it later, before the deadline."
+        " False (the default): never paused.",
+    )
+    checkpoint_grace_period: str | None = _duration_field(
+        "How long the workload needs to save a checkpoint after SIGTERM, e.g. 2m: its pods'"
+        " terminationGracePeriodSeconds is raised to at least this."
+    )
+    resume_overhead: str | None = _duration_field(
+        "Run time lost at each resume (restart, checkpoint load, warm-up), e.g. 5m: planned as GPUs held at"
+        " full power doing no work. Default 0s."
+    )
+    min_run_duration: str | None = _duration_field(
+        "Shortest run worth a restart, e.g. 1h: a segment is paused only after it ran this long. Default 0s."
+    )
+    max_interruptions: int | None = Field(
+        default=None, ge=0, le=1000, description="At most this many pauses over the job's life (default: no limit)."
+    )
+
+    @field_validator("checkpoint_grace_period", "resume_overhead", "min_run_duration")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _only_when_resumable(self) -> "Interruption":
+        set_ = [
+            self.checkpoint_grace_period,
+            self.resume_overhead,
+            self.min_run_duration,
+            self.max_interruptions,
+        ]
+        if not self.resumable and any(v is not None for v in set_):
+            raise ValueError(
+                "checkpointGracePeriod, resumeOverhead, minRunDuration and maxInterruptions apply only when"
+                " resumable is true"
+            )
+        return self
+
+    def overhead(self) -> timedelta:
+        return parse_duration(self.resume_overhead) if self.resume_overhead else timedelta(0)
+
+    def min_run(self) -> timedelta:
+        return parse_duration(self.min_run_duration) if self.min_run_duration else timedelta(0)
+
+    def grace(self) -> timedelta | None:
+        return parse_duration(self.checkpoint_grace_period) if self.checkpoint_grace_period else None
 
 
 class Budget(_Model):
@@ -309,6 +394,9 @@ class Workload(_Model):
         return self
 
 
+_HAS_SLACK = " || (has(self.timing) && (has(self.timing.deadline) || has(self.timing.maxDelay)))"
+
+
 class GreenTrainingJobSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -318,7 +406,20 @@ class GreenTrainingJobSpec(_Model):
                     "exactly one of jobTemplate and workload must be set",
                     ".workload",
                     "FieldValueInvalid",
-                )
+                ),
+                _cel(
+                    "!has(self.interruption) || !self.interruption.resumable" + _HAS_SLACK,
+                    "interruption.resumable needs timing.deadline or timing.maxDelay: without slack there is no"
+                    " time to pause in",
+                    ".interruption.resumable",
+                    "FieldValueInvalid",
+                ),
+                _cel(
+                    "!has(self.power) || self.power.policy != 'DeadlinePaced'" + _HAS_SLACK,
+                    "power.policy DeadlinePaced needs timing.deadline or timing.maxDelay to pace against",
+                    ".power.policy",
+                    "FieldValueInvalid",
+                ),
             ]
         }
     )
@@ -336,15 +437,40 @@ class GreenTrainingJobSpec(_Model):
     placement: Placement = Field(default_factory=Placement, description="Where the job may run.")
     power: Power = Field(default_factory=Power, description="Per-GPU power capping policy.")
     budget: Budget | None = Field(default=None, description="Optional energy and emissions budget.")
+    interruption: Interruption | None = Field(
+        default=None,
+        description="Whether the job may be paused at a checkpoint around dirty hours and resumed before its"
+        " deadline (its whole run planned as segments). Absent: never paused.",
+    )
 
     @model_validator(mode="after")
     def _one_workload(self) -> "GreenTrainingJobSpec":
         if (self.job_template is None) == (self.workload is None):
             raise ValueError("exactly one of jobTemplate and workload must be set")
+        slack = self.timing.deadline is not None or self.timing.max_delay is not None
+        if self.resumable and not slack:
+            raise ValueError("interruption.resumable needs timing.deadline or timing.maxDelay")
+        if self.power.policy == "DeadlinePaced" and not slack:
+            raise ValueError("power.policy DeadlinePaced needs timing.deadline or timing.maxDelay")
         return self
+
+    @property
+    def resumable(self) -> bool:
+        return self.interruption is not None and self.interruption.resumable
+
+    @property
+    def whole_run(self) -> bool:
+        """Planned as a whole run (segments with pauses and/or paced caps), not only a start."""
+        return self.resumable or self.power.policy == "DeadlinePaced"
 
 
 # ---------------------------------------------------------------- status
+
+
+class PlannedSegment(_Model):
+    start: Time = Field(description="When this segment starts (the job runs, or resumes).")
+    end: Time = Field(description="When it ends: a pause, a cap change, or the end of the run.")
+    cap_watts: int | None = Field(default=None, description="Per-GPU cap in this segment (DeadlinePaced).")
 
 
 class Plan(_Model):
@@ -372,11 +498,40 @@ class Plan(_Model):
         default=None,
         description="Where the forecasts used stop; nothing past it is counted (re-planned as it moves).",
     )
+    segments: list[PlannedSegment] | None = Field(
+        default=None,
+        max_length=512,
+        description="Whole-run plans (interruption.resumable or power DeadlinePaced): the rest of the run as"
+        " segments; a gap between two is a pause. expectedSavingsPercent is then against running straight"
+        " through from the plan's time at maxCapWatts.",
+    )
+    finishes_at: Time | None = Field(default=None, description="Whole-run plans: when the planned run ends.")
 
     def merge_patch(self) -> dict[str, Any]:
         """The JSON form with an explicit null for every unset field, so that a merge patch of status.plan
         clears a figure the previous plan had (e.g. savings a plan beyond the horizon cannot give)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+
+class Progress(_Model):
+    """Work done across a whole-run job's segments (interruption.resumable or power DeadlinePaced)."""
+
+    work_done_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Work done before the present run, in seconds of run time at maxCapWatts (estimatedDuration"
+        " is the whole): run time at each cap through the GPU model, minus resume overheads.",
+    )
+    percent: int | None = Field(default=None, ge=0, le=100, description="Share of the whole run's work done.")
+    segments: int = Field(default=0, ge=0, description="Runs started: the first start and every resume.")
+    interruptions: int = Field(default=0, ge=0, description="Planned pauses so far.")
+    running_since: Time | None = Field(default=None, description="Start of the present run; unset while paused.")
+    paused_at: Time | None = Field(default=None, description="When the last pause began.")
+    source: str | None = Field(
+        default=None,
+        description="model (the GPU model's run time at each cap) or reported (the greenjobs.dev/progress"
+        " annotation, which corrects the model).",
+    )
 
 
 class PowerStatus(_Model):
@@ -390,6 +545,11 @@ class PowerStatus(_Model):
     g_per_k_wh: float | None = Field(
         default=None, alias="gPerKWh", description="Zone intensity the cap was computed from."
     )
+
+
+class UsagePoint(_Model):
+    at: Time = Field(description="A time the agent sampled the job's energy on this node.")
+    joules: float = Field(ge=0, description="The entry's cumulative joules at that time.")
 
 
 class NodeEnergy(_Model):
@@ -414,6 +574,12 @@ class NodeEnergy(_Model):
         default=None,
         max_length=1024,
         description="Why the job's own cap is not the limit some of its GPUs on this node got (shared GPUs).",
+    )
+    usage: list[UsagePoint] | None = Field(
+        default=None,
+        max_length=64,
+        description="When the energy was used, oldest first: the joules between two points were used between "
+        "their times, so energy accounted late is charged at the intensity of then.",
     )
 
 
@@ -504,7 +670,7 @@ class Condition(_Model):
 
 class GreenTrainingJobStatus(_Model):
     phase: PhaseName | None = Field(
-        default=None, description="Pending, Deferred, Running, Succeeded, Failed, Suspended."
+        default=None, description="Pending, Deferred, Running, Paused, Succeeded, Failed, Suspended."
     )
     observed_generation: int | None = Field(default=None, description="Generation of the spec last acted on.")
     job_name: str | None = Field(default=None, description="The batch/v1 Job owned by this resource.")
@@ -516,6 +682,7 @@ class GreenTrainingJobStatus(_Model):
         default=None, description="When the workload ended, as its controller recorded it."
     )
     power: PowerStatus | None = None
+    progress: Progress | None = None
     energy: Energy | None = None
     emissions: Emissions | None = None
     conditions: list[Condition] = Field(

@@ -18,9 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
+from pydantic import ValidationError
+
 from greenjobs.api.constants import Cond, Phase
 from greenjobs.api.durations import format_duration, parse_time
+from greenjobs.api.models import Plan
+from greenjobs.planning import run_plan
 
+from .jobs import kueue_managed
 from .observe import JobState, Observed, template_hash, workload_template
 
 
@@ -42,6 +47,8 @@ class Action(Enum):
     ACCOUNT = "Account"  # finished: fold in energy the agents reported late
     ACK_SPEC = "AckSpec"  # a spec change that cannot apply now: observedGeneration + condition
     SETTLE = "Settle"  # finished and quiet for settleAfter: label it out of the operator's watch
+    PAUSE = "Pause"  # its whole-run plan pauses it now: re-plan the rest; suspend it unless that runs on
+    UNPAUSE = "Unpause"  # paused, and its plan's next segment is due: re-plan the rest, resume it
 
 
 class Effect(Enum):
@@ -82,6 +89,8 @@ EFFECTS: dict[Action, frozenset[Effect]] = {
     Action.ACCOUNT: frozenset({_E.STATUS}),
     Action.ACK_SPEC: frozenset({_E.STATUS}),
     Action.SETTLE: frozenset({_E.SETTLE}),
+    Action.PAUSE: frozenset({_E.SUSPEND, _E.PLAN, _E.STATUS}),
+    Action.UNPAUSE: frozenset({_E.START, _E.PLAN, _E.STATUS}),
 }
 
 
@@ -102,7 +111,7 @@ def _may_suspend(obs: Observed) -> bool:
 # The actions that may touch a workload, derived from their effects (not listed by hand).
 RISKY = frozenset(a for a, e in EFFECTS.items() if e & WORKLOAD)
 
-_NEW, _DEFERRED, _RUNNING, _SUSPENDED, _DONE = "New", "Deferred", "Running", "Suspended", "Done"
+_NEW, _DEFERRED, _RUNNING, _SUSPENDED, _PAUSED, _DONE = "New", "Deferred", "Running", "Suspended", "Paused", "Done"
 S = JobState
 
 # The table. Rows: phase; columns: the owned Job. Refinements (spec changes, due times, budgets) below.
@@ -135,6 +144,14 @@ TABLE: dict[tuple[str, JobState], Action] = {
     (_SUSPENDED, S.FAILED): Action.FINISH,
     (_SUSPENDED, S.DELETING_UNSTARTED): Action.CANCELLED,
     (_SUSPENDED, S.DELETING): Action.CANCELLED,
+    # Paused by its plan: pods gone, progress kept; resumed at its next segment (UNPAUSE, below).
+    (_PAUSED, S.MISSING): Action.LOST,
+    (_PAUSED, S.SUSPENDED): Action.NOTHING,
+    (_PAUSED, S.RUNNING): Action.ADOPT_RUNNING,  # our resume whose status write was lost, or a user's
+    (_PAUSED, S.SUCCEEDED): Action.FINISH,
+    (_PAUSED, S.FAILED): Action.FINISH,
+    (_PAUSED, S.DELETING_UNSTARTED): Action.CANCELLED,
+    (_PAUSED, S.DELETING): Action.CANCELLED,
     # Finished is final: nothing is ever created or started; the Job is only let go.
     (_DONE, S.MISSING): Action.ACCOUNT,
     (_DONE, S.SUSPENDED): Action.RELEASE,
@@ -151,7 +168,12 @@ def phase_row(phase: str | None) -> str:
         return _NEW
     if phase in Phase.FINISHED:
         return _DONE
-    return {Phase.DEFERRED: _DEFERRED, Phase.RUNNING: _RUNNING, Phase.SUSPENDED: _SUSPENDED}[phase]
+    return {
+        Phase.DEFERRED: _DEFERRED,
+        Phase.RUNNING: _RUNNING,
+        Phase.SUSPENDED: _SUSPENDED,
+        Phase.PAUSED: _PAUSED,
+    }[phase]
 
 
 @dataclass(frozen=True)
@@ -218,7 +240,18 @@ def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Dec
     if row == _DEFERRED:
         return _deferred(obs, action, why, now, pacing, timers)
     if row == _RUNNING and action == Action.MONITOR:
-        return Decision(action, why, _monitor_requeue(now, pacing, timers), ack_spec=obs.spec_changed)
+        plan = _plan(obs)
+        if _resumable(obs) and run_plan.pause_due(plan, now):
+            return Decision(Action.PAUSE, "its whole-run plan pauses it now", timers.tick)
+        requeue = min(_monitor_requeue(now, pacing, timers), _until(now, run_plan.next_boundary(plan, now)))
+        return Decision(action, why, max(requeue, timedelta(seconds=1)), ack_spec=obs.spec_changed)
+    if row == _PAUSED and action == Action.NOTHING:
+        if _unaccounted(obs):
+            return Decision(Action.ACCOUNT, "paused: fold in the energy its agents reported for the last run")
+        resume = _scheduled_start(obs)
+        if resume is None or now >= resume:
+            return Decision(Action.UNPAUSE, "its whole-run plan resumes it now", timers.tick)
+        return Decision(Action.ACK_SPEC if obs.spec_changed else Action.NOTHING, why, _until(now, resume))
     if row == _SUSPENDED and action == Action.NOTHING:
         if _unaccounted(obs):
             return Decision(Action.ACCOUNT, "suspended: fold in the energy its agents reported last")
@@ -276,6 +309,21 @@ def suspended_by_budget(obs: Observed) -> bool:
         c_.get("type") == Cond.BUDGET_EXCEEDED and c_.get("status") == "True" and c_.get("reason") == "Suspended"
         for c_ in obs.conditions
     )
+
+
+def _resumable(obs: Observed) -> bool:
+    """The spec (as it is now) lets greenjobs pause it: resumable, and not Kueue-managed (Kueue owns
+    the suspension of those; their plans only pace the cap)."""
+    interruption = obs.spec.get("interruption") if isinstance(obs.spec, Mapping) else None
+    resumable = isinstance(interruption, Mapping) and interruption.get("resumable") is True
+    return resumable and not kueue_managed(obs.spec)
+
+
+def _plan(obs: Observed) -> Plan:
+    try:
+        return Plan.model_validate(obs.status.get("plan") or {})
+    except ValidationError:
+        return Plan()
 
 
 def _scheduled_start(obs: Observed) -> datetime | None:

@@ -17,13 +17,15 @@ from pydantic import ValidationError
 from greenjobs.accounting.energy import check_budget
 from greenjobs.accounting.footprint import FootprintFactors, account_footprint, job_ref
 from greenjobs.accounting.host_energy import HostEnergySource
+from greenjobs.accounting.past import intensity_of_use
 from greenjobs.api.conditions import CondUpdate, apply_conditions
-from greenjobs.api.constants import Cond, Phase
+from greenjobs.api.constants import ANNOTATION_PAUSED_AT, Cond, Phase
 from greenjobs.api.durations import format_time, parse_time
-from greenjobs.api.models import Emissions, GreenTrainingJobSpec, NodeEnergy, Plan, PowerStatus
+from greenjobs.api.models import Emissions, GreenTrainingJobSpec, NodeEnergy, Plan, PowerStatus, Progress
 from greenjobs.carbon.providers.base import Forecast, ForecastProvider, ProviderError
 from greenjobs.config import OperatorConfig
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.planning import run_plan
 from greenjobs.planning.decisions import Event, PlanOutcome, decide_plan, same_plan
 from greenjobs.power import target_cap
 from greenjobs.workloads import QUEUE_LABEL, adapter_for
@@ -33,6 +35,7 @@ from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
+from .pausing import RunPlanner, pause_message, plan_of, plan_patch, progress_of, progress_patch
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ class Executor:
             Action.CANCELLED: self._do_cancelled,
             Action.LOST: self._do_lost,
             Action.ACCOUNT: lambda d, _: self._account(d, spec=None),
+            Action.PAUSE: self._do_pause,
+            Action.UNPAUSE: self._do_unpause,
         }
 
     def _do_plan(self, d: Draft, step: "Step") -> None:
@@ -205,6 +210,13 @@ class Executor:
         # Our own budget suspension whose status write was lost (a conflict with an agent's report)
         # looks the same: account first, and the budget says whose suspension it is.
         self._account(d, spec=step.spec)
+        job = d.obs.job
+        if step.spec is not None and step.spec.whole_run and job is not None and job.paused_at:
+            started = parse_time(job.started_at) if job.started_at else None
+            paused = parse_time(job.paused_at)
+            if started is None or paused >= started:  # our own pause, its status write lost
+                self._record_pause(d, step.spec, plan_of(d.obs), paused)
+                return
         budgets = d.status.get("phase") == Phase.SUSPENDED or suspended_by_budget(d.obs)
         d.conditional = True
         d.status["phase"] = Phase.SUSPENDED
@@ -314,6 +326,27 @@ class Executor:
             fleet=(lambda: fleet.assignment(uid)) if fleet is not None else None,
         )
 
+    def _whole_run(self, d: Draft, spec: GreenTrainingJobSpec, outcome: PlanOutcome) -> PlanOutcome:
+        """A whole-run job's first plan: its segments (pauses, paced caps) from its planned start on.
+        The start-only plan chose the zone; a start that waits for GPUs stays the earliest start."""
+        plan = outcome.plan
+        zone = (plan.zone if plan is not None else None) or self.config.default_zone
+        if plan is None or not spec.whole_run or zone is None:
+            return outcome
+        origin = d.now
+        if plan.waits_for == "Capacity" and plan.scheduled_start is not None:
+            origin = max(plan.scheduled_start, d.now)
+        whole = self._runs.plan(d.obs, spec, zone, origin, progress=Progress(), work_done_s=0.0, running=False)
+        if whole is None:
+            return outcome
+        return replace(outcome, plan=plan_patch(plan, whole, spec))
+
+    @property
+    def _runs(self) -> RunPlanner:
+        resources = tuple(self.fleet.settings.gpu_resources) if self.fleet is not None else ("nvidia.com/gpu",)
+        embodied = self.factors.embodied.g_per_gpu_hour
+        return RunPlanner(self._fetch, self.config.cap_step_watts, embodied, resources)
+
     def _fetch(self, zone: str, start: datetime, end: datetime) -> Forecast:
         return self.provider.forecast(zone, start, end)
 
@@ -339,7 +372,9 @@ class Executor:
                 d.events.extend(outcome.events)
             return None
         d.events.extend(outcome.events)
+        outcome = self._whole_run(d, spec, outcome)
         plan = outcome.plan
+        assert plan is not None
         start_now = (outcome.starts_now(d.now) and self._room_now(d, plan)) or (
             obs.job is not None and not obs.job.suspended
         )
@@ -441,7 +476,7 @@ class Executor:
     def _replan(self, d: Draft, spec: GreenTrainingJobSpec, zones_with_nodes: Collection[str] | None) -> None:
         obs = d.obs
         old = Plan.model_validate(obs.status.get("plan") or {})
-        outcome = self._decide(d, spec, zones_with_nodes)
+        outcome = self._whole_run(d, spec, self._decide(d, spec, zones_with_nodes))
         if obs.spec_changed:
             d.status["observedGeneration"] = obs.generation
         if outcome.plan is None or (same_plan(old, outcome.plan) and not obs.spec_changed):
@@ -494,10 +529,14 @@ class Executor:
         d.conditional = True
         d.status.update({"phase": Phase.RUNNING, "startTime": format_time(d.now), "plan": plan.merge_patch()})
         d.cond(Cond.STARTED, "True", "Started", f"Job started in {plan.zone or 'any zone'}")
+        if spec.whole_run:
+            progress = progress_of(d.obs)
+            progress = progress.model_copy(update={"segments": progress.segments + 1, "running_since": d.now})
+            d.status["progress"] = progress_patch(progress, spec, progress.work_done_seconds, "model")
         if plan.latest_start is not None and d.now > plan.latest_start + self._tick_slack():
             msg = f"started after the latest start {format_time(plan.latest_start)}"
             d.cond(Cond.DEADLINE_AT_RISK, "True", "StartedLate", msg)
-        self._set_power(d, self._power(spec, plan.zone, blocking=False))
+        self._set_power(d, self._power(spec, plan.zone, blocking=False, plan=plan))
 
     def _adopt_running(self, d: Draft, spec: GreenTrainingJobSpec) -> None:
         plan = Plan.model_validate(d.obs.status.get("plan") or {})
@@ -510,7 +549,19 @@ class Executor:
         d.cond(Cond.STARTED, "True", "Started", f"Job running in {plan.zone or 'any zone'}")
         if d.obs.phase == Phase.SUSPENDED:
             d.cond(Cond.BUDGET_EXCEEDED, "False", "Resumed", "the Job runs again")
-        self._set_power(d, self._power(spec, plan.zone, blocking=False))
+        if spec.whole_run:
+            progress = progress_of(d.obs)
+            if d.obs.phase == Phase.PAUSED or progress.running_since is None:
+                # Resumed (by us before a restart, or by hand): the run began when the Job says.
+                job = d.obs.job
+                since = parse_time(job.started_at) if job is not None and job.started_at else d.now
+                progress = progress.model_copy(
+                    update={"segments": progress.segments + 1, "running_since": since, "paused_at": None}
+                )
+                d.status["progress"] = progress_patch(progress, spec, progress.work_done_seconds, "model")
+            if d.obs.phase == Phase.PAUSED:
+                d.cond(Cond.PAUSED, "False", "Resumed", "the Job runs again")
+        self._set_power(d, self._power(spec, plan.zone, blocking=False, plan=plan))
 
     def _tick_slack(self) -> timedelta:
         # A start is only late when it misses latestStart by more than the operator's own pacing.
@@ -518,7 +569,14 @@ class Executor:
 
     # ------------------------------------------------------------------ running: power, energy, end
 
-    def _power(self, spec: GreenTrainingJobSpec, zone: str | None, *, blocking: bool = True) -> PowerStatus:
+    def _power(
+        self, spec: GreenTrainingJobSpec, zone: str | None, *, blocking: bool = True, plan: Plan | None = None
+    ) -> PowerStatus:
+        if spec.power.policy == "DeadlinePaced":
+            # The plan's cap for now; the highest when the plan has none (no forecast, past its end).
+            planned = run_plan.cap_at(plan, self.clock()) if plan is not None else None
+            top = max(spec.power.max_cap_watts or 0, spec.power.min_cap_watts or 0) or None
+            return PowerStatus(target_cap_watts=planned or top, reason="DeadlinePaced")
         intensity: float | None = None
         if zone and spec.power.policy == "CarbonAware":
             intensity = self._intensity(zone, blocking=blocking)
@@ -569,7 +627,7 @@ class Executor:
         self._check_overrun(d, plan)
         if pacing.last_power is None or d.now - pacing.last_power >= self.config.power_interval or d.obs.spec_changed:
             pacing = replace(pacing, last_power=d.now)
-            self._set_power(d, self._power(spec, plan.zone))
+            self._set_power(d, self._power(spec, plan.zone, plan=plan))
         else:
             self._set_power(d, PowerStatus.model_validate(d.obs.status.get("power") or {}))
         if pacing.last_account is None or d.now - pacing.last_account >= self.config.account_interval:
@@ -621,6 +679,118 @@ class Executor:
         d.cond(Cond.STARTED, "True", "Resumed", "the Job runs again")
         d.event("Normal", "Resumed", "budget raised: Job resumed")
 
+    # ------------------------------------------------------------------ whole-run: pause and resume
+
+    def _do_pause(self, d: Draft, step: "Step") -> None:
+        """The plan pauses the job now: plan the rest from here (work done so far, the forecast now);
+        suspend it unless the new plan runs on."""
+        spec, obs = step.spec, d.obs
+        if spec is None:
+            return
+        plan, progress = plan_of(obs), progress_of(obs)
+        done, source = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
+        zone = plan.zone or self.config.default_zone
+        whole = None
+        if zone is not None:
+            whole = self._runs.plan(
+                obs, spec, zone, d.now, progress=progress, work_done_s=done, running=True, previous=plan
+            )
+        d.conditional = True
+        if whole is None or run_plan.starts_now(whole, d.now):
+            # Runs on: nothing left to plan (the estimate is used up), no forecast, or the rest now.
+            new = plan.model_copy(update={"segments": None})
+            if whole is not None:
+                new = plan_patch(plan, whole, spec, keep_start=True)
+            d.status["plan"] = new.merge_patch()
+            d.status["progress"] = progress_patch(progress, spec, done, source)
+            self._set_power(d, self._power(spec, new.zone, plan=new))
+            return
+        d.may(Effect.SUSPEND)
+        kind = adapter_of(obs.spec)
+        obj = self.kube.get_job(obs.namespace, obs.name, kind) or {}
+        patch = kind.suspend_patch(obj)
+        patch.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_PAUSED_AT] = format_time(d.now)
+        self.kube.patch_job(obs.namespace, obs.name, patch, kind)
+        self._record_pause(d, spec, plan_patch(plan, whole, spec), d.now, done=(done, source))
+
+    def _record_pause(
+        self,
+        d: Draft,
+        spec: GreenTrainingJobSpec,
+        plan: Plan,
+        paused: datetime,
+        done: tuple[float, str] | None = None,
+    ) -> None:
+        """Status of a paused job: Paused, the work done until `paused`, the planned resume."""
+        progress = progress_of(d.obs)
+        if done is None:
+            done = run_plan.work_done(spec, plan, progress, paused, None)
+        if plan.scheduled_start is None or plan.scheduled_start < paused:
+            plan = plan.model_copy(update={"scheduled_start": run_plan.next_resume(plan, paused) or d.now})
+        progress = progress.model_copy(
+            update={
+                "work_done_seconds": done[0],
+                "running_since": None,
+                "paused_at": paused,
+                "interruptions": progress.interruptions + 1,
+            }
+        )
+        patch = progress_patch(progress, spec, done[0], done[1])
+        d.conditional = True
+        d.status.update({"phase": Phase.PAUSED, "plan": plan.merge_patch(), "progress": patch})
+        msg = pause_message(plan.scheduled_start, patch.get("percent"))
+        d.cond(Cond.PAUSED, "True", "DirtyHours", msg)
+        if d.obs.condition(Cond.PODS_READY):
+            d.cond(Cond.PODS_READY, "False", "Paused", "its pods were stopped for the pause")
+        d.event("Normal", "Paused", msg)
+
+    def _do_unpause(self, d: Draft, step: "Step") -> None:
+        """The plan's next segment is due: plan the rest again (the forecast may have moved), then
+        resume it when the zone has room, in the plan's order."""
+        spec, obs = step.spec, d.obs
+        if spec is None:
+            return
+        plan, progress = plan_of(obs), progress_of(obs)
+        done, source = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
+        zone = plan.zone or self.config.default_zone
+        whole = None
+        if zone is not None:
+            whole = self._runs.plan(
+                obs, spec, zone, d.now, progress=progress, work_done_s=done, running=False, previous=plan
+            )
+        d.conditional = True
+        if whole is not None and not run_plan.starts_now(whole, d.now):
+            new = plan_patch(plan, whole, spec)
+            d.status["plan"] = new.merge_patch()
+            d.cond(Cond.PAUSED, "True", "DirtyHours", pause_message(new.scheduled_start, run_plan.percent(spec, done)))
+            return
+        new = plan_patch(plan, whole, spec) if whole else plan.model_copy(update={"segments": None})
+        new = new.model_copy(update={"scheduled_start": d.now})
+        if whole is not None and not whole.feasible:
+            msg = f"the rest of the work cannot end by the deadline {format_time(whole.finishes_at)} any more"
+            d.warn(Cond.DEADLINE_AT_RISK, "True", "PausedTooLong", msg)
+        if not self._room_now(d, new):
+            d.cond(Cond.PAUSED, "True", "WaitingForRoom", f"due to resume; waiting for GPUs in {new.zone}")
+            d.retry = True
+            return
+        try:
+            self._patch_start(d, new)
+        except _Retry as exc:
+            self._start_refused(d, new, exc)
+            return
+        progress = progress.model_copy(update={"segments": progress.segments + 1, "running_since": d.now})
+        d.status.update(
+            {
+                "phase": Phase.RUNNING,
+                "plan": new.merge_patch(),
+                "progress": progress_patch(progress, spec, done, source),
+            }
+        )
+        d.cond(Cond.PAUSED, "False", "Resumed", f"resumed in {new.zone or 'any zone'}")
+        d.cond(Cond.STARTED, "True", "Resumed", "the Job runs again from its latest checkpoint")
+        d.event("Normal", "Resumed", f"resumed in {new.zone or 'any zone'} from its latest checkpoint")
+        self._set_power(d, self._power(spec, new.zone, plan=new))
+
     def _end(self, d: Draft, phase: str, reason: str, message: str) -> None:
         d.may(Effect.END)
         self._account(d, spec=None)
@@ -661,9 +831,11 @@ class Executor:
             intensity = self._intensity_now(plan)
         except ProviderError as exc:
             log.warning("%s/%s: %s", d.obs.namespace, d.obs.name, exc)
-            return  # the joules stay unaccounted and are charged at the next known intensity
+            return  # the joules stay unaccounted; charged later, at their time's intensity where known
         obs = d.obs
         host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status)) if self.host_source else None
+        # Energy reported late is charged at the intensity of when it was used, not of now.
+        then = intensity_of_use(nodes, previous.accounted_joules, plan.zone, d.now, self.provider.forecast)
         fp = account_footprint(
             nodes,
             previous,
@@ -672,6 +844,7 @@ class Executor:
             self.factors,
             zone=plan.zone,
             previous_host_method=(energy.get("methods") or {}).get("host"),
+            intensity_of=then,
         )
         k_wh, grams = max(fp.k_wh - (energy.get("kWh") or 0.0), 0.0), max(fp.grams - (previous.grams or 0.0), 0.0)
         parts = fp.increments_since(energy, status.get("emissions"))

@@ -26,7 +26,7 @@ from greenjobs.api.constants import Phase
 from greenjobs.api.durations import parse_duration, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
-from greenjobs.carbon.series import IntensitySeries
+from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
 from greenjobs.planning.decisions import NOMINAL_DURATION, START_SLACK, FleetPlacement, fleet_forecasts, fleet_job
 from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
@@ -320,7 +320,11 @@ class FleetCoordinator:
             if uid not in running and uid not in state.ended and now - claim[2] < CLAIM_TTL
         }
         foreign += [ForeignPod(zone, gpus) for uid, (zone, gpus, _) in self._claims.items() if uid != exclude]
-        return Capacity.build(now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step)
+        capacity = Capacity.build(
+            now, state.nodes.values(), foreign, running.values(), self.settings.reserve, self._step
+        )
+        paused = [r for b in bodies if (r := _paused(b, self.settings)) is not None and r[0] != exclude]
+        return _reserve(capacity, paused, self._step) if paused else capacity
 
     def _jobs(self, bodies: list[Mapping[str, Any]], now: datetime, zones: set[str]) -> dict[str, FleetJob]:
         """Every pending job with zones, parsed once per resourceVersion (and per set of zones); their
@@ -393,6 +397,10 @@ def _running(body: Mapping[str, Any], now: datetime, settings: FleetSettings) ->
         return None
     duration = spec.timing.duration() or NOMINAL_DURATION
     end = max(parse_time(status["startTime"]) + duration, now)
+    finishes = (status.get("plan") or {}).get("finishesAt")
+    if spec.whole_run and finishes:
+        # A whole-run job keeps its GPUs through its pauses in the plan: its resumes must find them.
+        end = max(parse_time(finishes), now)
     gpus = adapter_of(raw).gpus(workload_template(raw), settings.gpu_resources)
     return RunningJob(body["metadata"]["uid"], zone, gpus, end)
 
@@ -414,9 +422,39 @@ def _due(bodies: list[Mapping[str, Any]], now: datetime) -> dict[str, datetime]:
     return due
 
 
+def _paused(body: Mapping[str, Any], settings: FleetSettings) -> tuple[str, str, int, datetime, datetime] | None:
+    """A job paused by its plan: (uid, zone, GPUs, planned resume, planned end). Its GPUs are free
+    now and reserved again from its resume on."""
+    status = body.get("status") or {}
+    plan = status.get("plan") or {}
+    if status.get("phase") != Phase.PAUSED or not plan.get("zone") or not plan.get("scheduledStart"):
+        return None
+    gpus = _resuming_gpus(body, settings)
+    try:
+        resume = parse_time(plan["scheduledStart"])
+        end = parse_time(plan.get("finishesAt") or plan["scheduledStart"])
+    except ValueError:
+        return None
+    if not gpus:
+        return None
+    return (body.get("metadata") or {}).get("uid", ""), plan["zone"], gpus, resume, max(end, resume)
+
+
+def _reserve(capacity: Capacity, paused: list[tuple[str, str, int, datetime, datetime]], step: timedelta) -> Capacity:
+    """`capacity` less the GPUs paused jobs take back from their resume to their planned end. A take
+    is moved one grid step earlier: the grid counts a change inside a step from the next step on,
+    which is right for a release and would overbook for a take."""
+    releases = {z: list(r) for z, r in capacity.releases.items()}
+    for _, zone, gpus, resume, end in paused:
+        releases.setdefault(zone, []).append((to_epoch(resume) - step.total_seconds(), -gpus))
+        releases[zone].append((to_epoch(end) + step.total_seconds(), gpus))
+    return Capacity(base=dict(capacity.base), releases={z: sorted(r) for z, r in releases.items()})
+
+
 def _resuming_gpus(body: Mapping[str, Any] | None, settings: FleetSettings) -> int | None:
-    """The GPUs of a job suspended by its budget that asks to resume (None: not such a job)."""
-    if body is None or (body.get("status") or {}).get("phase") != Phase.SUSPENDED:
+    """The GPUs of a job that asks to resume: suspended by its budget, or paused by its plan (None:
+    not such a job)."""
+    if body is None or (body.get("status") or {}).get("phase") not in (Phase.SUSPENDED, Phase.PAUSED):
         return None
     raw = body.get("spec") or {}
     try:

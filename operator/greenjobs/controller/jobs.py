@@ -28,6 +28,7 @@ __all__ = [
     "adapter_of",
     "adapter_of_object",
     "build_job",
+    "kueue_managed",
     "owned_by",
     "start_patches",
     "template_hash",
@@ -57,6 +58,12 @@ def template_hash(template: Mapping[str, Any]) -> str:
     that never ran, and only such a change does (no diff base kept anywhere)."""
     raw = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def kueue_managed(spec: Mapping[str, Any]) -> bool:
+    """The workload (raw GTJ spec) names a Kueue queue: Kueue admits and suspends it, not greenjobs."""
+    meta = workload_template(spec).get("metadata") or {}
+    return QUEUE_LABEL in (meta.get("labels") or {})
 
 
 def our_labels(name: str, uid: str, zone: str | None) -> dict[str, str]:
@@ -100,6 +107,13 @@ def build_job(
         suspended=not start_now or queue is not None,
         zone_selector=zone_selector if start_now else None,
     )
+    grace = spec.interruption.grace() if spec.interruption is not None else None
+    if grace is not None:  # a pause deletes the pods: they get the time to save their checkpoint
+        for pod in adapter.pod_templates(obj):
+            pod_spec = pod.setdefault("spec", {})
+            default = 30  # the API server's default grace period
+            current = int(pod_spec.get("terminationGracePeriodSeconds") or default)
+            pod_spec["terminationGracePeriodSeconds"] = max(current, int(grace.total_seconds()))
     meta = obj["metadata"]
     meta["annotations"] = {
         **(meta.get("annotations") or {}),

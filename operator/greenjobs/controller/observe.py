@@ -44,6 +44,7 @@ class JobView:
     api_version: str = "batch/v1"
     kind: str = "Job"
     started_at: str | None = None  # when greenjobs let it run (its annotation): the true start on adoption
+    paused_at: str | None = None  # when greenjobs last paused it for its plan (its annotation)
     finished_at: str | None = None  # when it reached its outcome, as its controller recorded it
 
     @property
@@ -78,6 +79,7 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         finalizers=tuple(meta.get("finalizers") or ()),
         template_hash=annotations.get(c.ANNOTATION_TEMPLATE_HASH),
         started_at=annotations.get(c.ANNOTATION_STARTED_AT),
+        paused_at=annotations.get(c.ANNOTATION_PAUSED_AT),
         finished_at=_finished_at(status) if outcome else None,
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
@@ -115,6 +117,7 @@ class Observed:
     status: Mapping[str, Any]
     job: JobView | None  # None: no Job owned by this GTJ exists
     settled: bool = False  # labelled greenjobs.dev/settled: finished and out of the operator's watch
+    reported_progress: str | None = None  # the greenjobs.dev/progress annotation, as written
 
     @property
     def phase(self) -> str | None:
@@ -161,6 +164,7 @@ def observe(body: Mapping[str, Any], job: JobView | None) -> Observed:
         status=body.get("status") or {},
         job=owned,
         settled=(meta.get("labels") or {}).get(c.LABEL_SETTLED) == "true",
+        reported_progress=(meta.get("annotations") or {}).get(c.ANNOTATION_PROGRESS),
     )
 
 
