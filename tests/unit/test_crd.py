@@ -100,7 +100,7 @@ def test_workload_is_an_alternative_to_job_template_with_a_cel_rule_for_exactly_
     workload = spec["properties"]["workload"]
     assert workload["required"] == ["apiVersion", "kind", "spec"]
     assert workload["properties"]["spec"]["x-kubernetes-preserve-unknown-fields"] is True
-    assert [r["rule"] for r in _spec_rules()][0] == "has(self.jobTemplate) != has(self.workload)"
+    assert next(r["rule"] for r in _spec_rules()) == "has(self.jobTemplate) != has(self.workload)"
     kind_rule = workload["x-kubernetes-validations"][0]
     assert kind_rule["fieldPath"] == ".kind" and "workload.kind" in kind_rule["message"]
     for api, kind in WORKLOAD_KINDS:  # every kind with an adapter is allowed by the CEL rule

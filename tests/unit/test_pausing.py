@@ -5,12 +5,13 @@ own annotations. Real planner, real GPU model, the shared stand-in world (tests/
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from greenjobs.api.models import GreenTrainingJobSpec
+from greenjobs.api.models import GreenTrainingJobSpec, Plan, PlannedSegment, Progress
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.controller.decide import Action, Pacing
 from greenjobs.planning import run_plan
@@ -141,7 +142,7 @@ def test_a_kueue_managed_job_is_paced_but_never_paused(env: Env) -> None:
     env.step(job(jobTemplate=template))
     st = env.kube.statuses()[-1]
     segs = st["plan"]["segments"]
-    assert all(a["end"] == b["start"] for a, b in zip(segs, segs[1:], strict=False))  # no gap: no pause
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(segs))  # no gap: no pause
 
 
 def test_deadline_paced_caps_follow_the_plan_lowest_where_dirtiest(env: Env) -> None:
@@ -165,8 +166,6 @@ def test_reported_progress_corrects_the_model() -> None:
     spec = GreenTrainingJobSpec.model_validate(
         {"jobTemplate": {"spec": {"template": {}}}, "timing": TIMING, "interruption": RESUMABLE}
     )
-    from greenjobs.api.models import Plan, Progress
-
     progress = Progress(work_done_seconds=600.0, segments=1, running_since=T0)
     done, source = run_plan.work_done(spec, Plan(), progress, T0 + H, None)
     assert (done, source) == (600.0 + 3600.0, "model")
@@ -177,8 +176,6 @@ def test_reported_progress_corrects_the_model() -> None:
 
 
 def test_a_resume_pays_its_overhead_before_any_work_counts() -> None:
-    from greenjobs.api.models import PlannedSegment
-
     seg = [PlannedSegment(start=T0, end=T0 + H, cap_watts=None)]
     assert run_plan.run_work(seg, T0, T0 + H, 400.0, timedelta(minutes=10)) == pytest.approx(3000.0)
     capped = [PlannedSegment(start=T0, end=T0 + H, cap_watts=200)]
