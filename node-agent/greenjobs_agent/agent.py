@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from greenjobs.api.durations import parse_time
+
 from .devices import DeviceRef, NodeLayout, Slot, slot_of
 from .enforcer import Desired, Enforcer
 from .gpu.base import GpuBackend, GpuError, MigInstance
@@ -81,11 +83,11 @@ class Agent:
         pods = self.view.pods()
         jobs = self.view.jobs()
         self.view.track(self._wanted(pods))
-        plans, busy = self._plan(pods, jobs)
+        plans, busy, since = self._plan(pods, jobs)
         holders = {i: p.shares for i, p in plans.items() if p.shares}
         previous = {j for shares in self.state.holders.values() for j in shares}
         self._seed(holders, jobs)
-        self.meter.sample(now, holders, frozenset(self.enforcer.lost))
+        self.meter.sample(now, holders, frozenset(self.enforcer.lost), since, _released(pods))
         self.plans = plans
         self._note_split()
         if self.power_capping:
@@ -115,8 +117,10 @@ class Agent:
         """SIGTERM: restore the limits greenjobs replaced, final flush, persist."""
         now = self.clock()
         if self.view.synced():
-            plans, _ = self._plan(self.view.pods(), self.view.jobs())
-            self.meter.sample(now, {i: p.shares for i, p in plans.items() if p.shares}, frozenset(self.enforcer.lost))
+            pods = self.view.pods()
+            plans, _, since = self._plan(pods, self.view.jobs())
+            holders = {i: p.shares for i, p in plans.items() if p.shares}
+            self.meter.sample(now, holders, frozenset(self.enforcer.lost), since, _released(pods))
         if self.power_capping:
             self.enforcer.restore_all()
         self.report(now, self._jobs_with_news())
@@ -143,6 +147,7 @@ class Agent:
                 split=tuple(sorted(totals.split)),
                 cap_note=note,
                 clear_cap_note=note is None and job in self._noted,
+                usage=tuple(totals.points),
             )
             try:
                 self.metrics.api_requests.labels(verb="patch", resource="greentrainingjobs/status").inc()
@@ -163,17 +168,25 @@ class Agent:
 
     # ---------------------------------------------------------------- who holds what
 
-    def _plan(self, pods: list[PodInfo], jobs: dict[JobRef, JobInfo | None]) -> tuple[dict[int, GpuPlan], set[int]]:
-        """Each GPU's shares and wanted cap, and the GPUs any running pod keeps busy."""
+    def _plan(
+        self, pods: list[PodInfo], jobs: dict[JobRef, JobInfo | None]
+    ) -> tuple[dict[int, GpuPlan], set[int], dict[int, float]]:
+        """Each GPU's shares and wanted cap, the GPUs any running pod keeps busy, and since when the
+        pods now on each GPU hold it (their latest start, where known)."""
         assignment = self.gpu_source.list()
         known = {j.ref: j for j in self.state.jobs}  # the UID counted under, for pods not resolvable yet
         holdings: list[Holding] = []
         busy: set[int] = set()
+        since: dict[int, float] = {}
         for pod in pods:
             if not pod.running:
                 continue
             slots = [s for s in (self._slot(r) for r in assignment.get(pod.key, [])) if s is not None]
             busy.update(s.gpu for s in slots)
+            started = _epoch(pod.started)
+            if started is not None:
+                for gpu in {s.gpu for s in slots}:
+                    since[gpu] = max(since.get(gpu, started), started)
             job = _job_of(pod, jobs, known)
             if job is ORPHAN:
                 # A pod of a GTJ that was deleted (perhaps applied again under its name): nobody to
@@ -194,7 +207,7 @@ class Agent:
             info = jobs.get(job.ref)  # a key without UID (tests, tools): the object of that name
             if info is not None:
                 targets[job] = info.target_cap_watts
-        return plan_gpus(holdings, targets, self.layout.mig_slices, self._utilisation(holdings)), busy
+        return plan_gpus(holdings, targets, self.layout.mig_slices, self._utilisation(holdings)), busy, since
 
     def _slot(self, ref: DeviceRef) -> Slot | None:
         slot = slot_of(ref, self.layout)
@@ -249,6 +262,8 @@ class Agent:
             log.info("node rebooted since the last run; counting starts afresh", extra={"bootId": boot})
             st.counters_mj.clear()
             st.holders.clear()
+            st.history.clear()
+            st.read_s.clear()
             st.applied.clear()
             st.last_sample_s = None
         st.boot_id = boot
@@ -344,6 +359,26 @@ def _job_of(pod: PodInfo, jobs: dict[JobRef, JobInfo | None], known: dict[JobRef
     # Unlabelled (made before the operator labelled UIDs): the object of its name, unless the pod is
     # older than that object, i.e. an earlier object's pod.
     return ORPHAN if pod.predates(info) else JobKey(ref.namespace, ref.name, info.uid)
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return parse_time(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+def _released(pods: list[PodInfo]) -> dict[JobKey, float]:
+    """When each job (by its pods' job-uid label) with no running pod here ended: its pods' last end."""
+    running = {(p.key.namespace, p.job, p.job_uid) for p in pods if p.running}
+    out: dict[JobKey, float] = {}
+    for p in pods:
+        ended = _epoch(p.ended) if p.finished and p.job and p.job_uid else None
+        if ended is None or (p.key.namespace, p.job, p.job_uid) in running:
+            continue
+        job = JobKey(p.key.namespace, p.job or "", p.job_uid or "")
+        out[job] = max(out.get(job, ended), ended)
+    return out
 
 
 def seed_matches(seen: NodeSeed | None, totals: JobTotals) -> bool:

@@ -45,14 +45,21 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
     for c in spec.get("containers") or []:
         limits = (c.get("resources") or {}).get("limits") or {}
         gpus += _quantity(limits.get(GPU_RESOURCE, 0))
+    status = pod.get("status") or {}
+    ends = [
+        str(((c.get("state") or {}).get("terminated") or {}).get("finishedAt") or "")
+        for c in status.get("containerStatuses") or []
+    ]
     return PodInfo(
         key=PodKey(meta.get("namespace", ""), meta.get("name", "")),
-        phase=(pod.get("status") or {}).get("phase") or "Pending",
+        phase=status.get("phase") or "Pending",
         job=labels.get(LABEL_JOB),
         gpu_limit=gpus,
         job_uid=labels.get(LABEL_JOB_UID) or None,
         uid=meta.get("uid", ""),
         created=meta.get("creationTimestamp") or "",
+        started=status.get("startTime") or "",
+        ended=max(ends, default=""),  # RFC 3339 in UTC compares as text
     )
 
 

@@ -73,6 +73,8 @@ class PodInfo:
     job_uid: str | None = None  # value of the greenjobs.dev/job-uid label (set by the operator)
     uid: str = ""  # the pod's own metadata.uid (its cgroup path names it)
     created: str = ""  # metadata.creationTimestamp (RFC 3339, UTC: compares as text)
+    started: str = ""  # status.startTime: from when it holds its GPUs (RFC 3339)
+    ended: str = ""  # a finished pod's last container end (terminated.finishedAt, RFC 3339)
 
     @property
     def running(self) -> bool:

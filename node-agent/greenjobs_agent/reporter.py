@@ -42,6 +42,9 @@ class NodeEnergyReport:
     split: tuple[str, ...] = ()  # how shared GPUs' energy was split (empty: every GPU its own)
     cap_note: str | None = None  # why the job's cap is not what some of its GPUs got
     clear_cap_note: bool = False  # an earlier note no longer holds: send a null to delete it
+    # (epoch s, cumulative joules), oldest first: when the energy was used, so the operator charges
+    # energy it accounts late at the intensity of that time
+    usage: tuple[tuple[float, float], ...] = ()
 
 
 def rfc3339(t: datetime) -> str:
@@ -62,6 +65,10 @@ def build_patch(node: str, report: NodeEnergyReport, now: datetime, uid: str = "
     if report.split:
         entry["estimated"] = True
         entry["splitRule"] = ",".join(report.split)
+    if report.usage:
+        entry["usage"] = [
+            {"at": rfc3339(datetime.fromtimestamp(t, UTC)), "joules": round(j, 3)} for t, j in report.usage
+        ]
     if report.cap_note is not None or report.clear_cap_note:
         entry["capNotApplied"] = report.cap_note  # a null deletes the earlier reason
     body: dict[str, Any] = {"status": {"energy": {"nodes": {node: entry}}}}

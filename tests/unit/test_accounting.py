@@ -1,11 +1,15 @@
 """Energy/emissions accounting from node-agent entries, and budget verdicts."""
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from greenjobs.accounting.energy import Accounting, account, check_budget, rounded
-from greenjobs.api.models import Budget, Emissions, NodeEnergy
+from greenjobs.accounting.energy import Accounting, Piece, account, check_budget, new_pieces, rounded
+from greenjobs.accounting.past import intensity_of_use
+from greenjobs.api.models import Budget, Emissions, NodeEnergy, UsagePoint
+from greenjobs.carbon.providers.base import Forecast, NoData
+from greenjobs.carbon.series import IntensitySeries
 
 KWH = 3.6e6  # joules
 
@@ -147,3 +151,43 @@ def test_both_limits_message_names_only_the_exceeded_one() -> None:
     both = check_budget(b, 11.0, 2000.0)
     assert "energy" in both.message
     assert "emissions" in both.message
+
+
+T = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def used(*points: tuple[int, float]) -> NodeEnergy:
+    """An entry whose usage says: cumulative joules at T + hours."""
+    return NodeEnergy(joules=points[-1][1], usage=[UsagePoint(at=T + h * H, joules=j) for h, j in points])
+
+
+def test_new_joules_are_cut_at_the_usage_points_and_priced_by_their_interval() -> None:
+    entry = used((0, 0.0), (1, 1 * KWH), (2, 3 * KWH))
+    assert new_pieces(entry, 0.5 * KWH) == [Piece(0.5 * KWH, T, T + H), Piece(2 * KWH, T + H, T + 2 * H)]
+    assert new_pieces(NodeEnergy(joules=KWH), 0.0) == [Piece(KWH)]  # no usage (an older agent): when unknown
+    hourly = {T: 100.0, T + H: 40.0}
+    acc = account({"a": entry}, Emissions(grams=50.0, accounted_joules={"a": 0.5 * KWH}), 999.0, lambda a, b: hourly[a])
+    assert acc.grams == pytest.approx(50.0 + 0.5 * 100.0 + 2 * 40.0)  # not at the 999 g of now
+    assert acc.accounted_joules == {"a": 3 * KWH}
+
+
+def test_late_energy_is_looked_up_for_its_time_and_falls_back_to_now_without_a_series() -> None:
+    now = T + 3 * H
+    entry = used((0, 0.0), (1, 1 * KWH), (3, 2 * KWH))  # the last hour ends now: not late
+    series = IntensitySeries.from_points([(T, 80.0), (T + H, 300.0)], end=now)
+    asked: list[tuple[datetime, datetime]] = []
+
+    def fetch(zone: str, start: datetime, end: datetime) -> Forecast:
+        asked.append((start, end))
+        return Forecast(zone, series, "test", now)
+
+    rate = intensity_of_use({"a": entry}, {}, "FR", now, fetch)
+    assert rate is not None and asked == [(T, T + H)]  # one look-up, for the late hour only
+    assert account({"a": entry}, None, 200.0, rate).grams == pytest.approx(80.0 + 200.0)
+
+    def no_history(zone: str, start: datetime, end: datetime) -> Forecast:
+        raise NoData("test FR: data ends before the requested start")
+
+    assert intensity_of_use({"a": entry}, {}, "FR", now, no_history) is None  # the current value stands in
+    assert intensity_of_use({"a": entry}, {"a": 1 * KWH}, "FR", now, fetch) is None  # nothing late left

@@ -41,6 +41,13 @@ def test_pod_info_sums_gpu_limits_and_reads_the_job_labels() -> None:
     assert info.job_key({JobRef("ml", "llama"): JobInfo("other-uid", 300)}) == JobKey("ml", "llama", "gtj-uid")
 
 
+def test_pod_info_reads_when_the_pod_started_and_when_it_ended() -> None:
+    done = {"state": {"terminated": {"finishedAt": "2026-11-23T12:05:00Z"}}}
+    status = {"phase": "Succeeded", "startTime": "2026-11-23T12:00:00Z", "containerStatuses": [done, {}]}
+    info = pod_info({"metadata": {"namespace": "ml", "name": "p"}, "spec": {}, "status": status})
+    assert (info.started, info.ended) == ("2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z")
+
+
 def test_pod_without_uid_label_takes_the_uid_of_the_gtj_of_that_name() -> None:
     pod = {"metadata": {"namespace": "ml", "name": "p", "labels": {"greenjobs.dev/job": "llama"}}, "spec": {}}
     info = pod_info(pod)

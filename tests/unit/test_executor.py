@@ -395,3 +395,33 @@ def test_a_refused_resume_is_a_condition_and_a_retry_not_a_traceback(env: Env) -
     assert (started["status"], started["reason"]) == ("False", "StartFailed")
     assert "phase" not in st  # still Suspended
     assert [e.reason for e in env.events] == ["StartFailed"]
+
+
+def test_energy_reported_late_is_charged_at_the_intensity_of_when_it_was_used(env: Env) -> None:
+    # Now 17:00. FR's series: 200 g/kWh 13:00-14:00, 50 g 14:00-16:00, 200 g from 16:00; 150 g current.
+    env.clock.now = T0 + 5 * H
+    usage = [("13:00:00", 0.0), ("14:00:00", 3.6e6), ("16:00:00", 10.8e6), ("16:59:30", 14.4e6)]
+    status = {
+        "phase": "Running",
+        "startTime": "2026-11-23T13:00:00Z",
+        "plan": {"zone": "FR"},
+        "power": {"targetCapWatts": 250, "reason": "Static"},
+        "energy": {
+            "nodes": {
+                "gpu-fr-0": {
+                    "joules": 14.4e6,
+                    "gpus": 1,
+                    "usage": [{"at": f"2026-11-23T{t}Z", "joules": j} for t, j in usage],
+                }
+            }
+        },
+        # 13:00-14:00 was accounted in time (1 kWh at 200 g); an agent outage delayed the rest.
+        "emissions": {"accountedJoules": {"gpu-fr-0": 3.6e6}, "gpuGrams": 200.0, "grams": 200.0},
+    }
+    env.step(body(status), view(False))
+    written = env.kube.statuses()[-1]
+    # 2 kWh used at 14:00-16:00 at that time's 50 g; the last, recent kWh at the current 150 g (not 3 x 150).
+    assert written["emissions"]["gpuGrams"] == pytest.approx(200.0 + 2 * 50.0 + 150.0)
+    assert written["emissions"]["accountedJoules"] == {"gpu-fr-0": 14.4e6}  # every joule once
+    env.step(body({**status, **written}), view(False))  # the same entry again adds nothing
+    assert env.kube.statuses()[-1]["emissions"]["gpuGrams"] == pytest.approx(450.0)

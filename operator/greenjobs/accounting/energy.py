@@ -5,7 +5,9 @@ periodically and once at the end; every piece of state it needs comes from its a
 status), so a restarted operator, or the same call made twice, never counts anything twice.
 
 Counter rule: `accounted_joules[node]` is a high-water mark. Only joules above it are new; they are turned
-into grams at the intensity given now, and the mark moves up to the entry's value. When an agent's counter
+into grams, and the mark moves up to the entry's value. Each new joule is charged at the intensity of the
+time it was used where the entry says when (its `usage` points, and an `intensity_of` that knows that
+time), else at the intensity given now. When an agent's counter
 goes backwards (it lost its state and restarted from a lower value) nothing is added and the mark stays
 where it was: grams never go negative and no joule is charged twice. The price is that energy used after
 such a reset is only charged once the counter climbs past its old mark again; agents avoid that by
@@ -13,12 +15,44 @@ resuming from the value they last wrote.
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from greenjobs.api.models import Budget, Emissions, NodeEnergy
 
 JOULES_PER_KWH = 3.6e6
+
+# gCO2e/kWh over [start, end], or None when not known (the intensity now is used instead)
+IntensityOf = Callable[[datetime, datetime], float | None]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """New joules of a node entry and when they were used; start/end None: not known."""
+
+    joules: float
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def new_pieces(entry: NodeEnergy, mark: float) -> list[Piece]:
+    """The joules of `entry` above `mark`, cut at the entry's usage points (cumulative joules at times)."""
+    if entry.joules <= mark:
+        return []
+    out: list[Piece] = []
+    done = mark
+    start: datetime | None = None
+    for point in entry.usage or []:
+        upto = min(point.joules, entry.joules)
+        if upto > done:
+            # Before the first point (a timeline that starts after these joules): when is not known.
+            out.append(Piece(upto - done, start, point.at if start is not None else None))
+            done = upto
+        start = point.at
+    if entry.joules > done:
+        out.append(Piece(entry.joules - done))  # past the last point (no usage, an older agent): not known
+    return out
 
 
 @dataclass(frozen=True)
@@ -36,8 +70,14 @@ class Accounting:
         )
 
 
-def account(nodes: Mapping[str, NodeEnergy], previous: Emissions | None, intensity_g_per_kwh: float) -> Accounting:
-    """Charge the joules each node used since the last accounting at the zone's intensity now.
+def account(
+    nodes: Mapping[str, NodeEnergy],
+    previous: Emissions | None,
+    intensity_g_per_kwh: float,
+    intensity_of: IntensityOf | None = None,
+) -> Accounting:
+    """Charge the joules each node used since the last accounting at the zone's intensity when they were
+    used (`intensity_of` over each piece's interval), or now where that is not known.
 
     Raises ValueError for a non-finite or negative intensity: when it is unknown, skip the call; the new
     joules stay unaccounted and are charged at the next known intensity.
@@ -47,15 +87,14 @@ def account(nodes: Mapping[str, NodeEnergy], previous: Emissions | None, intensi
     marks: dict[str, float] = dict(previous.accounted_joules) if previous else {}
     grams = (previous.grams or 0.0) if previous else 0.0
 
-    new_joules = 0.0
     for node, entry in nodes.items():
         mark = marks.get(node, 0.0)
         if entry.joules > mark:
-            new_joules += entry.joules - mark
+            for piece in new_pieces(entry, mark):
+                grams += piece.joules / JOULES_PER_KWH * _rate(piece, intensity_of, intensity_g_per_kwh)
             marks[node] = entry.joules
         else:
             marks[node] = mark  # counter went backwards or did not move: keep the high-water mark
-    grams += new_joules / JOULES_PER_KWH * intensity_g_per_kwh
 
     # kWh from the marks rather than the raw entries, so a counter reset never shrinks the total and
     # grams / kWh stays a true average.
@@ -63,6 +102,13 @@ def account(nodes: Mapping[str, NodeEnergy], previous: Emissions | None, intensi
     gpu_hours = sum(entry.gpu_seconds or 0.0 for entry in nodes.values()) / 3600.0
     avg = grams / k_wh if k_wh > 0 else None
     return Accounting(k_wh=k_wh, gpu_hours=gpu_hours, grams=grams, avg_g_per_kwh=avg, accounted_joules=marks)
+
+
+def _rate(piece: Piece, intensity_of: IntensityOf | None, now: float) -> float:
+    if intensity_of is None or piece.start is None or piece.end is None:
+        return now
+    then = intensity_of(piece.start, piece.end)
+    return then if then is not None and math.isfinite(then) and then >= 0 else now
 
 
 def rounded(acc: Accounting) -> Accounting:

@@ -32,7 +32,7 @@ from greenjobs.api.durations import parse_time
 from greenjobs.api.models import Emissions, EmissionsMethods, EnergyMethods, NodeEnergy
 from greenjobs.carbon.providers.http import HttpFetcher
 
-from .energy import JOULES_PER_KWH, Accounting, account
+from .energy import JOULES_PER_KWH, Accounting, IntensityOf, account
 from .host_energy import (
     NONE,
     BackgroundHostEnergy,
@@ -314,7 +314,8 @@ class Footprint:
             host_grams=round(self.host_grams, 3),
             facility_grams=round(self.facility_grams, 3),
             methods=EmissionsMethods(
-                operational="energy since the last accounting x the zone's intensity then; facility = (PUE - 1) x IT",
+                operational="energy x the zone's intensity when it was used (GPU energy reported late: "
+                "of its interval of use); facility = (PUE - 1) x IT",
                 embodied=self.embodied_method,
             ),
             accounted_joules=dict(self.gpu.accounted_joules),
@@ -378,15 +379,18 @@ def account_footprint(
     *,
     zone: str | None,
     previous_host_method: str | None = None,
+    intensity_of: IntensityOf | None = None,
 ) -> Footprint:
     """The one call of the reconciler at accounting time, in place of `rounded(account(...))`.
 
     `previous` is `Emissions.model_validate(status["emissions"])`; `host` the job's cumulative host
     energy from `build_host_source(...).job_energy(JobRef(...))`, or None when nothing is known;
     `previous_host_method` is `status.energy.methods.host` (kept while no source answers).
+    `intensity_of` (see `past.intensity_of_use`) prices GPU energy reported late at the intensity of
+    when it was used; host energy has no such times and is charged at `intensity_g_per_kwh`.
     Write `.status_patch()` into the status; check the budget with `.k_wh` and `.grams` (totals).
     """
-    gpu = account(nodes, gpu_state(previous), intensity_g_per_kwh)
+    gpu = account(nodes, gpu_state(previous), intensity_g_per_kwh, intensity_of)
     return footprint(
         gpu,
         host,
