@@ -103,11 +103,11 @@ def whole_run_request(r: RunRequest, step: timedelta) -> WholeRunRequest | None:
 
 
 def forecast_step(series: IntensitySeries) -> timedelta:
-    """The plan's slot: the forecast's own step (its median spacing), within [1 min, 1 h]."""
+    """The plan's slot: the forecast's own step (its median spacing), within [1 s, 1 h]."""
     if len(series.times) < 2:
         return timedelta(minutes=15)
     seconds = float(np.median(np.diff(series.times)))
-    return timedelta(seconds=min(max(seconds, 60.0), 3600.0))
+    return timedelta(seconds=min(max(seconds, 1.0), 3600.0))
 
 
 def status_segments(plan: WholeRunPlan, spec: GreenTrainingJobSpec) -> list[PlannedSegment]:

@@ -1,0 +1,189 @@
+"""Whole-run plans on the real control plane: a resumable job runs through the clean window, is paused
+(its workload suspended: the Job controller deletes the pods) through the dirty one, and resumed (new
+pods of the SAME workload) in the next clean one. The Job is counted once (one success, no failure),
+never created twice, its energy is metered across both segments by a real node agent, and an
+operator killed while it is paused resumes it on time. The same for a JobSet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent_proc import AgentProcess, start_agent
+from tests.kube import Cluster, wait_until
+from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+
+pytestmark = pytest.mark.cluster
+
+STEP = timedelta(seconds=5)
+CLEAN_UNTIL, DIRTY_UNTIL = 10, 16  # steps: clean until +50 s, dirty +50..+80 s, clean after
+INTERRUPTION = {"resumable": True, "resumeOverhead": "0s", "minRunDuration": "5s", "checkpointGracePeriod": "10s"}
+
+
+def _forecast(directory: Path, now: datetime) -> dict[str, Any]:
+    def g(i: int) -> float:
+        return 400.0 if CLEAN_UNTIL <= i < DIRTY_UNTIL else 40.0
+
+    write_forecast(directory, "FR", [(now + i * STEP, g(i)) for i in range(-6, 120)])
+    write_forecast(directory, "GB", [(now + i * STEP, 500.0) for i in range(-6, 120)])
+    return {"providers": [{"type": "file", "path": str(directory)}]}
+
+
+def _pod(run_for: str, node: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [{"name": "train", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 2}}}],
+    }
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {"metadata": {"annotations": {"kwok.greenjobs.dev/run-for": run_for}}, "spec": spec}
+
+
+def _gtj(namespace: str, name: str, now: datetime, workload: dict[str, Any]) -> str:
+    # 55 s of work by +115 s: 47 s or so in the first clean window, the rest after the dirty one.
+    timing = {"estimatedDuration": "55s", "deadline": (now + timedelta(seconds=115)).isoformat()}
+    spec = {**workload, "timing": timing, "placement": {"zones": ["FR"]}, "interruption": INTERRUPTION}
+    return json.dumps(
+        {
+            "apiVersion": "greenjobs.dev/v1alpha1",
+            "kind": "GreenTrainingJob",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def _status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = gtj(cluster, ns, name).get("status", {})
+    return status
+
+
+def _pod_uids(cluster: Cluster, ns: str) -> set[str]:
+    return {
+        p["metadata"]["uid"]
+        for p in cluster.get_json("pods", "-n", ns)["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def _events(cluster: Cluster, ns: str, name: str) -> list[str]:
+    items = cluster.get_json("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
+    return [
+        e["reason"]
+        for e in sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        if e["involvedObject"]["kind"] == "GreenTrainingJob"
+    ]
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop()
+
+
+def test_a_resumable_job_is_paused_through_the_dirty_hours_and_resumed_counted_once(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorProcess],
+    agents: list[AgentProcess],
+) -> None:
+    node = cluster.nodes["FR"][0]
+    agents.append(start_agent(cluster, node, tmp_path / "agent", namespace))
+    now = datetime.now(UTC).replace(microsecond=0)
+    config = _forecast(tmp_path / "fc", now)
+    operator = operator_factory(config)
+    workload = {"jobTemplate": {"spec": {"template": _pod("55s", node)}}}
+    cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "long", now, workload))
+
+    st = wait_until("Running", lambda: (s := _status(cluster, namespace, "long")).get("phase") == "Running" and s)
+    segments = st["plan"]["segments"]
+    assert len(segments) == 2 and segments[0]["end"] < segments[1]["start"]  # a pause is planned
+    job_uid = cluster.get_json("job", "long", "-n", namespace)["metadata"]["uid"]
+    first = wait_until("the first run's pod", lambda: _pod_uids(cluster, namespace))
+    joules_before_pause = wait_until(
+        "energy of the first run",
+        lambda: (_status(cluster, namespace, "long").get("energy", {}).get("nodes", {}).get(node) or {}).get("joules"),
+        timeout=45,
+    )
+    assert joules_before_pause > 0
+
+    st = wait_until(
+        "Paused", lambda: (s := _status(cluster, namespace, "long")).get("phase") == "Paused" and s, timeout=70
+    )
+    pause = condition({"status": st}, "Paused")
+    assert pause is not None and pause["status"] == "True" and st["plan"]["scheduledStart"] in pause["message"]
+    assert st["progress"]["interruptions"] == 1 and 50 <= st["progress"]["percent"] <= 100
+    job = cluster.get_json("job", "long", "-n", namespace)
+    assert job["spec"]["suspend"] is True and job["metadata"]["uid"] == job_uid
+    wait_until("the first run's pods deleted", lambda: not _pod_uids(cluster, namespace), timeout=30)
+
+    # Killed while paused: the next operator resumes the same Job at the planned time.
+    operator.kill()
+    operator_factory(config)
+    st = wait_until(
+        "Running again", lambda: (s := _status(cluster, namespace, "long")).get("phase") == "Running" and s, timeout=60
+    )
+    resumed_at = datetime.now(UTC)
+    assert resumed_at >= datetime.fromisoformat(segments[1]["start"].replace("Z", "+00:00")) - timedelta(seconds=1)
+    assert st["progress"]["segments"] == 2
+    second = wait_until("the second run's pod", lambda: _pod_uids(cluster, namespace))
+    assert not second & first  # new pods, of the same Job
+    assert cluster.get_json("job", "long", "-n", namespace)["metadata"]["uid"] == job_uid
+
+    st = wait_until(
+        "Succeeded", lambda: (s := _status(cluster, namespace, "long")).get("phase") == "Succeeded" and s, timeout=90
+    )
+    job = cluster.get_json("job", "long", "-n", namespace)
+    # The pods deleted by the pause count as neither failures nor a second success.
+    assert job["status"].get("succeeded") == 1 and not job["status"].get("failed")
+    joules = wait_until(
+        "energy of both runs",
+        lambda: (
+            (j := (_status(cluster, namespace, "long")["energy"]["nodes"].get(node) or {}).get("joules") or 0)
+            > joules_before_pause
+            and j
+        ),
+        timeout=30,
+    )
+    assert joules > joules_before_pause
+    assert _status(cluster, namespace, "long")["emissions"]["grams"] > 0
+    reasons = _events(cluster, namespace, "long")
+    assert reasons.count("Paused") == 1 and reasons.count("Resumed") == 1 and reasons.count("Completed") == 1
+
+
+def test_a_resumable_jobset_is_paused_and_resumed_as_the_same_jobset(
+    kueue: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    operator_factory(_forecast(tmp_path / "fc", now))
+    workload = {
+        "workload": {
+            "apiVersion": "jobset.x-k8s.io/v1alpha2",
+            "kind": "JobSet",
+            "spec": {
+                "replicatedJobs": [{"name": "trainer", "replicas": 1, "template": {"spec": {"template": _pod("55s")}}}]
+            },
+        }
+    }
+    cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "js", now, workload))
+    wait_until("Running", lambda: _status(cluster, namespace, "js").get("phase") == "Running", timeout=30)
+    uid = cluster.get_json("jobset", "js", "-n", namespace)["metadata"]["uid"]
+    first = wait_until("the first run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    wait_until("Paused", lambda: _status(cluster, namespace, "js").get("phase") == "Paused", timeout=70)
+    assert cluster.get_json("jobset", "js", "-n", namespace)["spec"]["suspend"] is True
+    wait_until("pods deleted", lambda: not _pod_uids(cluster, namespace), timeout=30)
+    wait_until("Running again", lambda: _status(cluster, namespace, "js").get("phase") == "Running", timeout=60)
+    second = wait_until("the second run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    assert not second & first
+    wait_until("Succeeded", lambda: _status(cluster, namespace, "js").get("phase") == "Succeeded", timeout=90)
+    js = cluster.get_json("jobset", "js", "-n", namespace)
+    assert js["metadata"]["uid"] == uid and _status(cluster, namespace, "js")["progress"]["segments"] == 2
