@@ -82,6 +82,10 @@ class RecordingKube:
         if self.fail_patch is not None:
             raise self.fail_patch
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        self.calls.append(("workload", {"job_uid": job_uid, "active": active}))
+        return True
+
     def delete_job(self, namespace: str, name: str, kind: Any = None) -> None:
         self.calls.append(("delete", name))
 

@@ -2,7 +2,8 @@
 (its workload suspended: the Job controller deletes the pods) through the dirty one, and resumed (new
 pods of the SAME workload) in the next clean one. The Job is counted once (one success, no failure),
 never created twice, its energy is metered across both segments by a real node agent, and an
-operator killed while it is paused resumes it on time. The same for a JobSet."""
+operator killed while it is paused resumes it on time. The same for a JobSet, and for a Kueue-managed
+Job, paused by deactivating its Workload (quota released) and resumed by activating the same one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 
 from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import Cluster, wait_until
+from tests.kueue import condition as kueue_condition
+from tests.kueue import cq_usage, queues, workload_of
 from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
 
 pytestmark = pytest.mark.cluster
@@ -187,3 +190,45 @@ def test_a_resumable_jobset_is_paused_and_resumed_as_the_same_jobset(
     wait_until("Succeeded", lambda: _status(cluster, namespace, "js").get("phase") == "Succeeded", timeout=90)
     js = cluster.get_json("jobset", "js", "-n", namespace)
     assert js["metadata"]["uid"] == uid and _status(cluster, namespace, "js")["progress"]["segments"] == 2
+
+
+def test_a_resumable_kueue_managed_job_releases_its_quota_while_paused_and_keeps_its_workload(
+    kueue: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    cluster = kueue
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8, check=False))
+    cq = f"cq-{namespace}"
+    wait_until(
+        "the ClusterQueue active", lambda: kueue_condition(cluster.get_json("clusterqueue", cq), "Active") == "True"
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    operator_factory(_forecast(tmp_path / "fc", now))
+    template = {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "lq"}}, "spec": {"template": _pod("55s")}}
+    cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "queued", now, {"jobTemplate": template}))
+    job_uid = wait_until(
+        "its Job",
+        lambda: (cluster.get_json("jobs", "-n", namespace)["items"] or [{}])[0].get("metadata", {}).get("uid"),
+    )
+
+    def admitted() -> dict[str, Any] | None:
+        wl = workload_of(cluster, namespace, job_uid)
+        return wl if wl and kueue_condition(wl, "Admitted") == "True" else None
+
+    wl = wait_until("Kueue to admit it", admitted, timeout=30)
+    first = wait_until("the first run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    wait_until("its quota in use", lambda: cq_usage(cluster, cq)[0] == 2, timeout=30)
+    wait_until("Paused", lambda: _status(cluster, namespace, "queued").get("phase") == "Paused", timeout=70)
+    # Deactivated: Kueue evicts it, suspends the Job (its pods go) and releases the quota.
+    wait_until("the quota released", lambda: cq_usage(cluster, cq) == (0, 0), timeout=30)
+    wait_until("pods deleted", lambda: not _pod_uids(cluster, namespace), timeout=30)
+    assert workload_of(cluster, namespace, job_uid)["spec"]["active"] is False
+    assert cluster.get_json("job", "queued", "-n", namespace)["spec"]["suspend"] is True
+    # Resumed: the SAME Workload (its creation time is its place in the queue) is admitted again.
+    again = wait_until("admitted again", lambda: (w := admitted()) and w["spec"].get("active", True) and w, timeout=60)
+    assert again["metadata"]["uid"] == wl["metadata"]["uid"]
+    second = wait_until("the second run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    assert not second & first
+    wait_until("Succeeded", lambda: _status(cluster, namespace, "queued").get("phase") == "Succeeded", timeout=90)
+    job = cluster.get_json("job", "queued", "-n", namespace)
+    assert job["metadata"]["uid"] == job_uid and job["status"].get("succeeded") == 1 and not job["status"].get("failed")
+    assert _status(cluster, namespace, "queued")["progress"]["segments"] == 2

@@ -330,6 +330,7 @@ OPERATOR_RULES = {
         ]
         for v in ("get", "list", "watch", "create", "patch", "delete")
     },
+    *{("kueue.x-k8s.io", "workloads", v) for v in ("list", "patch")},
     *{("", "nodes", v) for v in ("get", "list", "watch")},
     *{("", "pods", v) for v in ("get", "list", "watch")},
     ("", "events", "create"),

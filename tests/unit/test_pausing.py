@@ -134,15 +134,45 @@ def test_a_job_made_non_resumable_while_running_is_never_paused(env: Env) -> Non
     assert not [c for c in env.kube.calls if c[0] == "patch"]
 
 
-def test_a_kueue_managed_job_is_paced_but_never_paused(env: Env) -> None:
-    template = {
-        "metadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}},
-        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
-    }
-    env.step(job(jobTemplate=template))
+KUEUE_TEMPLATE = {
+    "metadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}},
+    "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
+}
+
+
+def test_a_kueue_managed_job_is_paused_and_resumed_through_its_workload(env: Env) -> None:
+    """Kueue owns its suspension: the pause deactivates its Workload (quota released, the same
+    Workload keeps its place in the queue) and the resume activates it again."""
+    env.step(job(jobTemplate=KUEUE_TEMPLATE))
     st = env.kube.statuses()[-1]
-    segs = st["plan"]["segments"]
-    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(segs))  # no gap: no pause
+    assert len(st["plan"]["segments"]) == 2
+    env.kube.calls.clear()
+    env.clock.now = T0 + H
+    action, _ = env.step(job(st, jobTemplate=KUEUE_TEMPLATE), view(suspended=False, started_at="2026-11-23T12:00:00Z"))
+    assert action == Action.PAUSE
+    patches = [c[1] for c in env.kube.calls if c[0] == "patch"]
+    assert all("suspend" not in (p.get("spec") or {}) for p in patches)  # never suspended by greenjobs
+    assert patches[0]["metadata"]["annotations"]["greenjobs.dev/paused-at"] == "2026-11-23T13:00:00Z"
+    assert ("workload", {"job_uid": "j1", "active": False}) in env.kube.calls
+    paused = {**st, **env.kube.statuses()[-1]}
+    assert paused["phase"] == "Paused"
+    # Kueue has not stopped it yet: no adoption as Running, no second pause.
+    still = view(suspended=False, started_at="2026-11-23T12:00:00Z", paused_at="2026-11-23T13:00:00Z")
+    action, _ = env.step(job(paused, jobTemplate=KUEUE_TEMPLATE), still)
+    assert action == Action.NOTHING
+    env.kube.calls.clear()
+    env.clock.now = T0 + 3 * H
+    stopped = view(suspended=True, started_at="2026-11-23T12:00:00Z", paused_at="2026-11-23T13:00:00Z")
+    action, _ = env.step(job(paused, jobTemplate=KUEUE_TEMPLATE), stopped)
+    assert action == Action.UNPAUSE
+    assert ("workload", {"job_uid": "j1", "active": True}) in env.kube.calls
+    resumed = {**paused, **env.kube.statuses()[-1]}
+    assert resumed["phase"] == "Running"
+    # Queued in Kueue until it is admitted again: neither "suspended outside greenjobs" nor paused.
+    env.kube.calls.clear()
+    queued = view(suspended=True, started_at="2026-11-23T15:00:00Z", paused_at="2026-11-23T13:00:00Z")
+    action, _ = env.step(job(resumed, jobTemplate=KUEUE_TEMPLATE), queued)
+    assert action == Action.NOTHING and not env.kube.writes()
 
 
 def test_deadline_paced_caps_follow_the_plan_lowest_where_dirtiest(env: Env) -> None:

@@ -239,6 +239,12 @@ def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Dec
         return Decision(action, why, timers.tick if action == Action.PLAN else None)
     if row == _DEFERRED:
         return _deferred(obs, action, why, now, pacing, timers)
+    if row == _RUNNING and action == Action.RECORD_SUSPENDED and _queued_in_kueue(obs):
+        # Started (or resumed) and handed to Kueue, which unsuspends it when it admits it.
+        return Decision(Action.NOTHING, "started: queued in Kueue until it is admitted", timers.replan)
+    if row == _PAUSED and action == Action.ADOPT_RUNNING and obs.job is not None and obs.job.pause_in_force:
+        # Our pause of a Kueue-managed workload: Kueue stops it once its Workload is deactivated.
+        return Decision(Action.NOTHING, "pausing: waiting for Kueue to stop the workload", timers.tick)
     if row == _RUNNING and action == Action.MONITOR:
         plan = _plan(obs)
         if _resumable(obs) and run_plan.pause_due(plan, now):
@@ -312,11 +318,14 @@ def suspended_by_budget(obs: Observed) -> bool:
 
 
 def _resumable(obs: Observed) -> bool:
-    """The spec (as it is now) lets greenjobs pause it: resumable, and not Kueue-managed (Kueue owns
-    the suspension of those; their plans only pace the cap)."""
+    """The spec (as it is now) lets greenjobs pause it."""
     interruption = obs.spec.get("interruption") if isinstance(obs.spec, Mapping) else None
-    resumable = isinstance(interruption, Mapping) and interruption.get("resumable") is True
-    return resumable and not kueue_managed(obs.spec)
+    return isinstance(interruption, Mapping) and interruption.get("resumable") is True
+
+
+def _queued_in_kueue(obs: Observed) -> bool:
+    """A Kueue-managed workload greenjobs started (or resumed) that Kueue has not admitted (yet)."""
+    return kueue_managed(obs.spec) and obs.job is not None and not obs.job.pause_in_force
 
 
 def _plan(obs: Observed) -> Plan:

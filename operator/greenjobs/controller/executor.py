@@ -32,7 +32,7 @@ from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
 from .decide import Action, Decision, Effect, Pacing, suspended_by_budget
 from .fleet import FleetCoordinator
-from .jobs import adapter_of, build_job, start_patches, template_hash, workload_template
+from .jobs import adapter_of, build_job, kueue_managed, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
 from .pausing import RunPlanner, pause_message, plan_of, plan_patch, progress_of, progress_patch
@@ -707,10 +707,14 @@ class Executor:
             return
         d.may(Effect.SUSPEND)
         kind = adapter_of(obs.spec)
-        obj = self.kube.get_job(obs.namespace, obs.name, kind) or {}
-        patch = kind.suspend_patch(obj)
-        patch.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_PAUSED_AT] = format_time(d.now)
-        self.kube.patch_job(obs.namespace, obs.name, patch, kind)
+        paused_at = {"metadata": {"annotations": {ANNOTATION_PAUSED_AT: format_time(d.now)}}}
+        if kueue_managed(obs.spec) and obs.job is not None:
+            # Kueue owns its suspension: deactivating its Workload releases the quota and stops it.
+            self.kube.patch_job(obs.namespace, obs.name, paused_at, kind)
+            self.kube.set_workload_active(obs.namespace, obs.job.uid, False)
+        else:
+            patch = kind.suspend_patch(self.kube.get_job(obs.namespace, obs.name, kind) or {})
+            self.kube.patch_job(obs.namespace, obs.name, {**patch, **paused_at}, kind)
         self._record_pause(d, spec, plan_patch(plan, whole, spec), d.now, done=(done, source))
 
     def _record_pause(
@@ -775,6 +779,8 @@ class Executor:
             return
         try:
             self._patch_start(d, new)
+            if kueue_managed(obs.spec) and obs.job is not None:
+                self.kube.set_workload_active(obs.namespace, obs.job.uid, True)  # queued again, same place
         except _Retry as exc:
             self._start_refused(d, new, exc)
             return

@@ -139,6 +139,25 @@ class Kube:
         self._write("patch_job")
         self.objects.patch_namespaced_custom_object(*_at(kind, namespace), name, patch, _content_type=_MERGE)
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        """Deactivate (a pause) or activate (its resume) the Kueue Workload of a Kueue-managed workload.
+        Deactivated, Kueue evicts it, releases its quota and suspends the workload; activated, the SAME
+        Workload is queued again, so its place in the queue (its creation time) is kept. False when it
+        has no Workload (Kueue has not seen it yet)."""
+        listed = self.objects.list_namespaced_custom_object(
+            *_WORKLOADS[:2], namespace, _WORKLOADS[2], label_selector=f"{_KUEUE_JOB_UID}={job_uid}"
+        )
+        items = listed.get("items") or []
+        for wl in items:
+            if (wl.get("spec") or {}).get("active", True) != active:
+                self._write("workload")
+                body = {"spec": {"active": active}}
+                name = wl["metadata"]["name"]
+                self.objects.patch_namespaced_custom_object(
+                    *_WORKLOADS[:2], namespace, _WORKLOADS[2], name, body, _content_type=_MERGE
+                )
+        return bool(items)
+
     def delete_job(self, namespace: str, name: str, kind: WorkloadAdapter = BATCH) -> None:
         self._write("delete_job")
         try:
@@ -146,6 +165,11 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# Kueue's Workloads (the version greenjobs.kueue serves), found by the job-uid label Kueue puts on them.
+_WORKLOADS = ("kueue.x-k8s.io", "v1beta2", "workloads")
+_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
 
 
 @contextmanager

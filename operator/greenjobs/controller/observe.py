@@ -12,6 +12,7 @@ from typing import Any
 from greenjobs.api import constants as c
 from greenjobs.api.conditions import condition_status
 from greenjobs.api.constants import Cond
+from greenjobs.api.durations import parse_time
 
 from .jobs import adapter_of_object, template_hash, workload_template
 
@@ -46,6 +47,13 @@ class JobView:
     started_at: str | None = None  # when greenjobs let it run (its annotation): the true start on adoption
     paused_at: str | None = None  # when greenjobs last paused it for its plan (its annotation)
     finished_at: str | None = None  # when it reached its outcome, as its controller recorded it
+
+    @property
+    def pause_in_force(self) -> bool:
+        """greenjobs paused it last (its paused-at annotation is not older than its started-at)."""
+        if not self.paused_at:
+            return False
+        return not self.started_at or parse_time(self.paused_at) >= parse_time(self.started_at)
 
     @property
     def finalizer(self) -> bool:

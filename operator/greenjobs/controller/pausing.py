@@ -18,7 +18,7 @@ from greenjobs.planning import run_plan
 from greenjobs.planning.timing import window_of
 from greenjobs.planning.whole_run import Segment, WholeRunPlan, plan_whole_run, replan
 
-from .jobs import adapter_of, kueue_managed, workload_template
+from .jobs import adapter_of, workload_template
 from .observe import Observed
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class RunPlanner:
                 running=running,
                 segments_started=progress.segments,
                 interruptions_used=progress.interruptions,
-                may_pause=not kueue_managed(raw),
+                may_pause=True,
                 step_w=self.step_w,
                 embodied_g_per_gpu_hour=self.embodied_g_per_gpu_hour,
             ),
