@@ -5,7 +5,6 @@ own annotations. Real planner, real GPU model, the shared stand-in world (tests/
 
 from __future__ import annotations
 
-import itertools
 from datetime import timedelta
 from typing import Any
 
