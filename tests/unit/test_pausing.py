@@ -209,3 +209,69 @@ def test_a_resume_pays_its_overhead_before_any_work_counts() -> None:
     assert run_plan.run_work(seg, T0, T0 + H, 400.0, timedelta(minutes=10)) == pytest.approx(3000.0)
     capped = [PlannedSegment(start=T0, end=T0 + H, cap_watts=200)]
     assert run_plan.run_work(capped, T0, T0 + H, 400.0, timedelta(0)) < 3600.0
+
+
+def test_a_long_paced_plan_is_kept_within_the_status_limit_and_planned_again_at_its_end(env: Env) -> None:
+    # A week paced in 15-minute slots against an alternating forecast: more segments than status holds.
+    week = [(T0 + i * timedelta(minutes=15), 50.0 if i % 2 else 400.0) for i in range(4 * 24 * 9)]
+    env.ex.provider.series["FR"] = IntensitySeries.from_points(week)  # type: ignore[attr-defined]
+    power = {"policy": "DeadlinePaced", "minCapWatts": 200, "maxCapWatts": 400}
+    timing = {"estimatedDuration": "150h", "deadline": "2026-11-30T12:00:00Z"}
+    env.step(job(power=power, timing=timing, interruption=None))
+    st = env.kube.statuses()[-1]
+    segs = st["plan"]["segments"]
+    assert len(segs) == run_plan.MAX_STATUS_SEGMENTS < 512
+    assert st["plan"]["finishesAt"] > segs[-1]["end"]
+    plan = Plan.model_validate(st["plan"])
+    end = plan.segments[-1].end  # type: ignore[index]
+    assert not run_plan.listed_end_reached(plan, end - timedelta(seconds=1))
+    assert run_plan.listed_end_reached(plan, end)
+    # There it is planned again (never paused: it is not resumable) and runs on with the next segments.
+    env.clock.now = end
+    running = {**st, "phase": "Running", "startTime": segs[0]["start"]}
+    gtj = job(running, power=power, timing=timing, interruption=None)
+    action, _ = env.step(gtj, view(suspended=False), Pacing(last_power=end, last_account=end))
+    assert action == Action.PAUSE
+    assert not [c for c in env.kube.calls if c[0] == "patch" and c[1].get("spec", {}).get("suspend")]
+    replanned = env.kube.statuses()[-1]
+    assert replanned["plan"]["segments"][0]["start"] >= segs[-1]["end"] and "phase" not in replanned
+
+
+def test_a_job_over_budget_while_paused_is_not_resumed_but_suspended_by_its_budget(env: Env) -> None:
+    st = _paused(env)
+    budget = {"maxEnergyKWh": 0.5, "action": "Suspend"}
+    over = {**st, "energy": {"kWh": 0.8}, "emissions": {"grams": 10.0}}
+    env.clock.now = T0 + 3 * H
+    action, _ = env.step(job(over, budget=budget), view())
+    assert action == Action.UNPAUSE
+    assert not [c for c in env.kube.calls if c[0] == "patch"]  # not resumed
+    rec = env.kube.statuses()[-1]
+    assert rec["phase"] == "Suspended" and conds(rec)["BudgetExceeded"]["reason"] == "Suspended"
+    # Raised: the budget's resume runs it again and counts the run.
+    env.kube.calls.clear()
+    action, _ = env.step(job({**over, **rec}, budget={"maxEnergyKWh": 5, "action": "Suspend"}), view())
+    assert action == Action.RESUME
+    resumed = env.kube.statuses()[-1]
+    assert resumed["phase"] == "Running" and resumed["progress"]["segments"] == 2
+
+
+def test_a_workload_deleted_while_paused_ends_the_job_and_is_never_created_again(env: Env) -> None:
+    st = _paused(env)
+    env.clock.now = T0 + 2 * H
+    action, _ = env.step(job(st), view(suspended=True, deleting=True))
+    assert action == Action.CANCELLED
+    rec = env.kube.statuses()[-1]
+    assert rec["phase"] == "Failed" and conds(rec)["Failed"]["reason"] == "JobDeleted"
+    assert "create" not in env.kube.writes()
+
+
+def test_a_template_edit_while_paused_is_acknowledged_not_applied(env: Env) -> None:
+    st = _paused(env)
+    env.clock.now = T0 + 2 * H
+    edited = job(st, jobTemplate={"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "y"}]}}}})
+    edited["metadata"]["generation"] = 2
+    action, _ = env.step(edited, view())
+    assert action == Action.ACK_SPEC
+    rec = env.kube.statuses()[-1]
+    assert conds(rec)["SpecApplied"]["reason"] == "TemplateChangedAfterStart"
+    assert set(env.kube.writes()) == {"status"}  # no delete, no create: the paused Job stays the Job

@@ -249,6 +249,8 @@ def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Dec
         plan = _plan(obs)
         if _resumable(obs) and run_plan.pause_due(plan, now):
             return Decision(Action.PAUSE, "its whole-run plan pauses it now", timers.tick)
+        if run_plan.listed_end_reached(plan, now):  # PAUSE plans the rest; it runs on unless that pauses
+            return Decision(Action.PAUSE, "the segments in status end here: plan the rest", timers.tick)
         requeue = min(_monitor_requeue(now, pacing, timers), _until(now, run_plan.next_boundary(plan, now)))
         return Decision(action, why, max(requeue, timedelta(seconds=1)), ack_spec=obs.spec_changed)
     if row == _PAUSED and action == Action.NOTHING:

@@ -675,6 +675,13 @@ class Executor:
             return
         d.conditional = True
         d.status["phase"] = Phase.RUNNING
+        if spec.whole_run:
+            progress = progress_of(d.obs)
+            if progress.running_since is None:
+                progress = progress.model_copy(
+                    update={"segments": progress.segments + 1, "running_since": d.now, "paused_at": None}
+                )
+                d.status["progress"] = progress_patch(progress, spec, progress.work_done_seconds, "model")
         d.cond(Cond.BUDGET_EXCEEDED, "False", "BudgetRaised", "within budget again")
         d.cond(Cond.STARTED, "True", "Resumed", "the Job runs again")
         d.event("Normal", "Resumed", "budget raised: Job resumed")
@@ -753,6 +760,17 @@ class Executor:
         resume it when the zone has room, in the plan's order."""
         spec, obs = step.spec, d.obs
         if spec is None:
+            return
+        energy = obs.status.get("energy") or {}
+        grams = (obs.status.get("emissions") or {}).get("grams") or 0.0
+        verdict = check_budget(spec.budget, energy.get("kWh") or 0.0, grams)
+        if verdict.exceeded and verdict.suspend and not kueue_managed(obs.spec):
+            # Over budget while paused (late energy): it stays suspended, now by its budget.
+            d.conditional = True
+            d.status["phase"] = Phase.SUSPENDED
+            d.cond(Cond.BUDGET_EXCEEDED, "True", "Suspended", verdict.message)
+            d.cond(Cond.PAUSED, "False", "BudgetExceeded", "over budget: not resumed until the budget allows")
+            d.event("Warning", "BudgetExceeded", verdict.message)
             return
         plan, progress = plan_of(obs), progress_of(obs)
         done, source = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))

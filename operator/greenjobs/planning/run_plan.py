@@ -27,6 +27,9 @@ MAX_CAP_LEVELS = 5
 # Energy figures of a job whose caps are unknown (resumable only): any value gives the same plan, as
 # every grams figure scales with it, except against embodied emissions; a common training GPU's TDP.
 NOMINAL_WATTS = 400.0
+# Segments kept in status (the CRD allows 512): a paced week in 15-minute slots may have more; the job
+# is planned again when it reaches the end of the ones listed (`pause_due`).
+MAX_STATUS_SEGMENTS = 200
 # A plan's start within this of now is a start now (the operator's own pacing).
 NOW_SLACK = timedelta(seconds=5)
 
@@ -122,7 +125,7 @@ def status_segments(plan: WholeRunPlan, spec: GreenTrainingJobSpec) -> list[Plan
             out[-1] = out[-1].model_copy(update={"end": s.end})
         else:
             out.append(PlannedSegment(start=s.start, end=s.end, cap_watts=cap))
-    return out
+    return out[:MAX_STATUS_SEGMENTS]
 
 
 def segments_of(plan: Plan) -> list[PlannedSegment]:
@@ -145,6 +148,15 @@ def pause_due(plan: Plan, now: datetime) -> bool:
     """A running job's plan has it paused now: no segment covers now and a later one resumes it."""
     segs = segments_of(plan)
     return bool(segs) and not in_segment(plan, now) and any(s.start > now for s in segs)
+
+
+def listed_end_reached(plan: Plan, now: datetime) -> bool:
+    """The job has reached the end of the segments status could hold while its plan goes on: time to
+    plan the rest."""
+    segs = segments_of(plan)
+    if not segs or plan.finishes_at is None or plan.finishes_at <= segs[-1].end:
+        return False
+    return segs[-1].end <= now < plan.finishes_at
 
 
 def next_resume(plan: Plan, now: datetime) -> datetime | None:
