@@ -275,3 +275,22 @@ def test_a_template_edit_while_paused_is_acknowledged_not_applied(env: Env) -> N
     rec = env.kube.statuses()[-1]
     assert conds(rec)["SpecApplied"]["reason"] == "TemplateChangedAfterStart"
     assert set(env.kube.writes()) == {"status"}  # no delete, no create: the paused Job stays the Job
+
+
+def test_a_paced_cap_changes_at_the_plans_boundary_not_a_power_interval_later(env: Env) -> None:
+    power = {"policy": "DeadlinePaced", "minCapWatts": 200, "maxCapWatts": 400}
+    timing = {"estimatedDuration": "2h", "deadline": "2026-11-23T15:00:00Z"}
+    env.step(job(power=power, timing=timing, interruption=None))
+    st = env.kube.statuses()[-1]
+    segs = st["plan"]["segments"]
+    boundary = next(s for s in segs if s["capWatts"] != segs[0]["capWatts"])
+    at = Plan.model_validate(st["plan"]).segments[segs.index(boundary)].start  # type: ignore[index]
+    # The monitor's look is requeued to the boundary...
+    env.clock.now = at - timedelta(minutes=10)
+    gtj = job(st, power=power, timing=timing, interruption=None)
+    _, done = env.step(gtj, view(suspended=False), Pacing(last_power=env.clock.now, last_account=env.clock.now))
+    assert done.requeue_after is not None and done.requeue_after <= timedelta(minutes=10)
+    # ...and there the agents are asked for the next cap, though the power interval has not passed.
+    env.clock.now = at
+    env.step(gtj, view(suspended=False), Pacing(last_power=at - timedelta(seconds=30), last_account=at))
+    assert env.kube.statuses()[-1]["power"]["targetCapWatts"] == boundary["capWatts"]

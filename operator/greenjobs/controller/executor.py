@@ -625,7 +625,10 @@ class Executor:
     def _monitor(self, d: Draft, spec: GreenTrainingJobSpec, pacing: Pacing) -> Pacing:
         plan = Plan.model_validate(d.obs.status.get("plan") or {})
         self._check_overrun(d, plan)
-        if pacing.last_power is None or d.now - pacing.last_power >= self.config.power_interval or d.obs.spec_changed:
+        # A paced cap is the plan's (no provider call): it changes exactly at the plan's boundaries.
+        paced = spec.power.policy == "DeadlinePaced"
+        due = pacing.last_power is None or d.now - pacing.last_power >= self.config.power_interval
+        if paced or due or d.obs.spec_changed:
             pacing = replace(pacing, last_power=d.now)
             self._set_power(d, self._power(spec, plan.zone, plan=plan))
         else:
