@@ -9,6 +9,7 @@ seconds rounded to the millisecond, so that a run that ends where another starts
 import math
 from bisect import bisect_right
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ from .capacity import Capacity, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
 EPS_S = 1e-3
+WALK_CHUNKS = (32, 512)  # steps walked as lists, then numpy
 
 
 def snap(x: float) -> float:
@@ -69,15 +71,41 @@ class FreeProfile:
         i = int(np.searchsorted(self.times, x, side="left"))
         if i < len(self.times) and self.times[i] == x:
             return i
-        self.times = np.insert(self.times, i, x)
-        self.free = np.insert(self.free, i, self.free[max(i - 1, 0)])
+        # concatenate: np.insert costs several times more per call, and runs are placed one by one
+        self.times = np.concatenate((self.times[:i], (x,), self.times[i:]))
+        self.free = np.concatenate((self.free[:i], self.free[max(i - 1, 0) : max(i, 1)], self.free[i:]))
         return i
 
     def add(self, start: float, end: float, gpus: int) -> None:
         """`gpus` more free (negative: taken) on [start, end)."""
-        i = self._split(snap(start))
-        j = self._split(snap(end))
-        self.free[i:j] += gpus
+        s, e = snap(start), snap(end)
+        if not s < e:
+            i = self._split(s)
+            j = self._split(e)
+            self.free[i:j] += gpus
+            return
+        # Both breakpoints in one pass (a placement is this and a search: the copying counts).
+        times, free = self.times, self.free
+        n = len(times)
+        i, j = (int(k) for k in times.searchsorted((s, e)))
+        new_s = not (i < n and times[i] == s)
+        new_e = not (j < n and times[j] == e)
+        if new_s or new_e:
+            ts: list[Any] = [times[:i]]
+            fs: list[Any] = [free[:i]]
+            if new_s:
+                ts.append((s,))
+                fs.append(free[max(i - 1, 0) : max(i, 1)])
+            ts.append(times[i:j])
+            fs.append(free[i:j])
+            if new_e:
+                ts.append((e,))
+                fs.append(free[max(j - 1, 0) : max(j, 1)])
+            ts.append(times[j:])
+            fs.append(free[j:])
+            self.times = np.concatenate(ts)
+            self.free = np.concatenate(fs)
+        self.free[i : j + new_s] += gpus
 
     def fits(self, starts: FloatArray, run: float, gpus: int) -> BoolArray:
         """For each start, whether `gpus` are free throughout [start, start + run)."""
@@ -89,6 +117,20 @@ class FreeProfile:
         short = np.concatenate(([0], np.cumsum(self.free[lo:hi] < gpus)))
         ok: BoolArray = (short[i1 - lo] - short[i0 - lo]) == 0
         return ok
+
+    def longest_room(self, a: float, b: float, gpus: int) -> float:
+        """The longest stretch with `gpus` free throughout that overlaps [a, b) (inf: one lasts for
+        ever; 0: none): no run longer than that can overlap [a, b)."""
+        times, free = self.times, self.free
+        i0 = max(int(np.searchsorted(times, a, side="right")) - 1, 0)
+        i1 = max(int(np.searchsorted(times, b, side="left")), i0 + 1)  # steps i0..i1-1 overlap it
+        steps = np.flatnonzero(free[i0:i1] >= gpus) + i0
+        if not len(steps):
+            return 0.0
+        bad = np.concatenate(([-1], np.flatnonzero(free < gpus), [len(times)]))
+        p = np.searchsorted(bad, steps)
+        ends = np.append(times, math.inf)[bad[p]]
+        return float((ends - times[bad[p - 1] + 1]).max())
 
     def edges(self, lo: float, hi: float, run: float, gpus: int) -> FloatArray:
         """The starts in [lo, hi] where feasibility can begin or end: a breakpoint where `gpus` become
@@ -107,14 +149,60 @@ class FreeProfile:
         result: FloatArray = out[(out >= lo) & (out <= hi)]
         return result
 
-    def earliest_fit(self, after: float, run: float, gpus: int) -> float:
+    def earliest_fit(self, after: float, run: float, gpus: int, give_up: float = math.inf) -> float:
         """The earliest start at or after `after` where `gpus` are free for the whole run; inf if the
-        zone never has that many."""
+        zone never has that many. The candidates are `after` and each breakpoint where `gpus` become
+        free (a start between two is no better than the one before it). Once it is sure to be past
+        `give_up`, it returns an instant past `give_up` before which nothing fits, without looking on."""
         if gpus > self.final:
             return math.inf
+        if after > give_up:
+            return after
+        times, free = self.times, self.free
+        n = len(times)
+        i = max(int(np.searchsorted(times, after, side="right")) - 1, 0)  # the step `after` is in
+        start, searching = after, False
+        # A walk over the steps, as `fits` reads them, while it is short (the usual case: a queue
+        # built one job at a time rarely has far to look), on lists (numpy's per-element reads are
+        # slow), a short piece first; the vectorised search beyond that.
+        for size in WALK_CHUNKS:
+            ts: list[float] = times[i : i + size].tolist()
+            fs: list[int] = free[i : i + size].tolist()
+            m, last, k = len(ts), i + size >= n, 0
+            while True:
+                if searching:  # for the next step with room: the next candidate (the last step has room)
+                    while k < m and fs[k] < gpus:
+                        k += 1
+                    if k == m:
+                        i += m  # search on from the next piece
+                        break
+                    start, searching = ts[k], False
+                    if start > give_up:
+                        return start
+                if fs[k] < gpus:  # no room in the step `start` is in
+                    searching, k = True, k + 1
+                    continue
+                end = start + run - EPS_S / 2
+                q = k + 1
+                while q < m and fs[q] >= gpus and ts[q] < end:
+                    q += 1
+                if q == m:
+                    if last:
+                        return start  # room to the last step, which lasts for ever
+                    i += k  # check again from the step `start` is in, in a longer piece
+                    break
+                if not ts[q] < end:
+                    return start  # room in every step of the run
+                searching, k = True, q + 1  # no room in step q: look past it
+        return self._earliest_fit(start, run, gpus)  # nothing fits before `start`
+
+    def _earliest_fit(self, after: float, run: float, gpus: int) -> float:
         k = int(np.searchsorted(self.times, after, side="right"))
-        ok = self.free >= gpus
-        rises = np.flatnonzero(ok[k:] & ~ok[k - 1 : -1]) + k if k >= 1 else np.flatnonzero(ok[k:]) + k
+        if k >= 1:
+            ok = self.free[k - 1 :] >= gpus  # from the step `after` is in: only the steps after it count
+            rises = np.flatnonzero(ok[1:] & ~ok[:-1]) + k
+        else:
+            rises = np.flatnonzero(self.free >= gpus)
         candidates = np.concatenate(([after], self.times[rises]))
         fit = self.fits(candidates, run, gpus)
         return float(candidates[int(np.argmax(fit))])  # the last rise is free for ever: one fits
