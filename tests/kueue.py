@@ -70,15 +70,22 @@ spec: {{clusterQueue: {cq}}}
 """
 
 
-def start_check(cluster: Cluster, workdir: Path, config: dict[str, Any], name: str = "kueue-check") -> ManagedProcess:
-    """`greenjobs kueue-check` as a process (cluster-wide: Kueue's objects are cluster-scoped)."""
+def start_check(
+    cluster: Cluster,
+    workdir: Path,
+    config: dict[str, Any],
+    name: str = "kueue-check",
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """`greenjobs kueue-check` as a process (cluster-wide: Kueue's objects are cluster-scoped); `env`
+    adds to its environment (e.g. another KUBECONFIG)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / f"{name}-config.yaml"
     cfg.write_text(yaml.safe_dump({**FAST_SETTINGS, **config}))
     log_path = workdir / f"{name}.log"
     cmd = [sys.executable, "-m", "greenjobs.cli", "kueue-check", "--config", str(cfg), "--liveness", ""]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster.env(), start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster.env(env), start_new_session=True)
     p = ManagedProcess(proc, log_path)
     wait_until("kueue-check to log in", lambda: not p.alive() or "Activity 'login' succeeded" in p.logs(), timeout=30)
     if not p.alive():

@@ -310,7 +310,11 @@ def test_kill_9_restart_restores_freed_gpus_keeps_caps_and_counts_no_joule_twice
     entry = _await_end_and_restore(cluster, agent, namespace, "long", node, timeout=45)
     t1 = datetime.now(UTC)
     counters1 = agent.counters_mj(t1)
-    time.sleep(1.5)
+    wait_until(
+        "the recorder to sample the final entry",
+        lambda: bool(recorder.values) and recorder.values[-1] == pytest.approx(entry["joules"]),
+        timeout=10,
+    )
     values = recorder.stop()
 
     # Reported joules never go down, and the restart did not start over from a lower value.

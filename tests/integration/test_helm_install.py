@@ -193,7 +193,7 @@ CANNOT_OPERATOR = [
     ("get", "configmaps", ()),  # forecast ConfigMaps are mounted files
     ("get", "namespaces", ()),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
-    ("update", "leases.coordination.k8s.io", ()),  # leader election is off with one replica
+    ("update", "leases.coordination.k8s.io", ()),  # only its own Lease, by name (see the next tests)
     ("create", "clusterroles.rbac.authorization.k8s.io", ()),
     ("impersonate", "serviceaccounts", ()),
 ]
@@ -242,9 +242,9 @@ def test_two_replicas_install_leader_election(cluster: Cluster, namespace: str) 
 
 
 def test_policies_are_installed_and_act(cluster: Cluster, release: Release) -> None:
-    """After `helm install` the three admission policies and the aggregated roles are live."""
+    """After `helm install` the four admission policies and the aggregated roles are live."""
     ns = release.namespace
-    for suffix in ("-workload-rights", "-placement", "-agent-own-node"):
+    for suffix in ("-workload-rights", "-placement", "-settled-label", "-agent-own-node"):
         cluster.get_json("validatingadmissionpolicy", f"{release.fullname}{suffix}")
         binding = cluster.get_json("validatingadmissionpolicybinding", f"{release.fullname}{suffix}")
         assert binding["spec"]["validationActions"] == ["Deny"]

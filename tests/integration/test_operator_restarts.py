@@ -183,7 +183,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         assert any(c.get("type") == "Complete" and c.get("status") == "True" for c in job["status"]["conditions"])
 
     # Over the whole run: one Job UID per name, never deleted and re-created.
-    time.sleep(1)  # the watch trails the API server a little
+    wait_until("the Job watch to have seen every Job", lambda: set(job_watch.uids()) >= set(names), timeout=10)
     uids = job_watch.uids()
     assert {n: len(u) for n, u in uids.items() if len(u) != 1} == {}
     assert {n: {jobs[n]["metadata"]["uid"]} for n in names} == {n: uids[n] for n in names}
@@ -225,6 +225,11 @@ def _handled(op: OperatorProcess) -> int:
     return len(re.findall(r": Plan \(", op.logs()))
 
 
+def _looked_at(op: OperatorProcess, namespace: str) -> list[str]:
+    """The reconciler's lines about this namespace's jobs (it logs every look that may change something)."""
+    return [line for line in op.logs().splitlines() if "greenjobs.controller.loop" in line and f"{namespace}/" in line]
+
+
 def test_two_replicas_one_leads_and_the_other_takes_over(
     cluster: Cluster,
     namespace: str,
@@ -240,7 +245,13 @@ def test_two_replicas_one_leads_and_the_other_takes_over(
     wait_until("one replica to lead", lambda: _leading(a) or _leading(b), timeout=30)
     active, standby = (a, b) if _leading(a) else (b, a)
     lease = cluster.get_json("lease", LEASE, "-n", namespace)
-    time.sleep(LEASE_S / 2)  # a full renewal period: the standby has tried and must still wait
+
+    def renewed_twice() -> bool:  # two retry periods: the standby (same period) has tried and still waits
+        renewals.add(cluster.get_json("lease", LEASE, "-n", namespace)["spec"]["renewTime"])
+        return len(renewals) >= 3
+
+    renewals = {lease["spec"]["renewTime"]}
+    wait_until("the leader to renew its Lease twice", renewed_twice, timeout=LEASE_S, interval=0.2)
     assert _leading(active) and not _leading(standby)
     assert (
         cluster.get_json("lease", LEASE, "-n", namespace)["spec"]["holderIdentity"] == lease["spec"]["holderIdentity"]
@@ -294,3 +305,76 @@ def test_two_replicas_one_leads_and_the_other_takes_over(
     assert events["peer-late"]["Started"] == 1
     assert _handled(standby) >= 1
     print(f"\nleader election: standby took over {takeover_s} s after SIGKILL of the leader (lease {LEASE_S} s)")
+
+
+def test_a_rolling_upgrade_hands_over_and_every_job_starts_once(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorProcess],
+    job_watch: JobWatch,
+) -> None:
+    """`helm upgrade` with the chart's defaults (leader election on, RollingUpdate): the new pod starts
+    while the old one still runs and leads, and the old one is then stopped with SIGTERM. Two operators
+    run at once, but only the old acts until it lets the Lease go on its way out; the new one takes over
+    at once (well within a Lease duration) and starts the deferred jobs at their time: each job is
+    started once, by one of them (one Job, one Started Event)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    _forecasts(tmp_path / "fc", now)
+    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    old = _replica(operator_factory, config, namespace)
+    wait_until("the old pod to lead", lambda: _leading(old), timeout=30)
+    # Four start at once in GB (due now), six wait for FR's falling intensity (latest start ~20-35 s).
+    items = [_gtj(namespace, f"now-{i}", zones=["GB"], timing=None, gpus=1, run_for="4s") for i in range(4)]
+    items += [
+        _gtj(namespace, f"later-{i}", zones=["FR"], timing={"estimatedDuration": "10s", "maxDelay": f"{20 + 3 * i}s"},
+             gpus=1, run_for="4s")
+        for i in range(6)
+    ]  # fmt: skip
+    names = sorted(i["metadata"]["name"] for i in items)
+    _apply(cluster, items)
+    new = _replica(operator_factory, config, namespace)  # the rollout's new pod: a standby
+    wait_until(
+        "every job planned by the old pod",
+        lambda: sum(bool((g.get("status") or {}).get("plan")) for g in _items(cluster, "gtj", namespace)) == len(items),
+        timeout=30,
+    )
+    # Both run while the first deferred job comes due: the old pod starts it, the new one does nothing
+    # at all (an unfenced second operator would look at every job it lists at once: plan, re-plan, start).
+    wait_until("the old pod to start a deferred job", lambda: "/later-0: Start (" in old.logs(), timeout=60)
+    assert _leading(old) and not _leading(new)
+    assert _looked_at(new, namespace) == [], "the new pod must not act while the old one leads"
+    # Those due well after the handover (not those the old pod may be starting right now).
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    deferred = [
+        g["metadata"]["name"]
+        for g in _items(cluster, "gtj", namespace)
+        if (g.get("status") or {}).get("phase") == "Deferred"
+        and parse_time(g["status"]["plan"]["scheduledStart"]) > soon
+    ]
+    assert deferred, "some jobs must still wait when the old pod goes"
+
+    stopped = time.monotonic()
+    old.stop()  # SIGTERM, as the Deployment stops the old pod once the new one is ready
+    assert "released the lease" in old.logs()
+    wait_until("the new pod to lead", lambda: _leading(new), timeout=LEASE_S / 2)  # no Lease expiry awaited
+    takeover_s = round(time.monotonic() - stopped, 1)
+
+    def all_succeeded() -> bool:
+        gs = _items(cluster, "gtj", namespace)
+        return len(gs) == len(items) and all((g.get("status") or {}).get("phase") == "Succeeded" for g in gs)
+
+    wait_until("every job to succeed", all_succeeded, timeout=120, interval=2)
+    gtjs = {g["metadata"]["name"]: g for g in _items(cluster, "gtj", namespace)}
+    for name in deferred:  # started by the new pod, by their latest start
+        st = gtjs[name]["status"]
+        started, latest = parse_time(st["startTime"]), parse_time(st["plan"]["latestStart"])
+        assert started <= latest + START_TOLERANCE, (name, started, latest, _said_of(tmp_path, name))
+        assert f"{name}: Start (" in new.logs() and f"{name}: Start (" not in old.logs(), _said_of(tmp_path, name)
+    assert sorted(j["metadata"]["name"] for j in _items(cluster, "jobs", namespace)) == names
+    wait_until("the watch to see every Job", lambda: sorted(job_watch.uids()) == names, timeout=10)
+    assert {n: len(u) for n, u in job_watch.uids().items() if len(u) != 1} == {}
+    assert job_watch.of_type("DELETED") == []
+    events = _gtj_events(cluster, namespace)
+    assert {n: events[n]["Started"] for n in names} == dict.fromkeys(names, 1), events
+    print(f"\nrolling upgrade: the new pod led {takeover_s} s after SIGTERM of the old (lease {LEASE_S} s)")
