@@ -17,6 +17,7 @@ import pytest
 
 from greenjobs.api.durations import parse_time
 from greenjobs.kueue.decisions import START_SLACK
+from tests.fault_proxy import Fault, fault_proxy
 from tests.kube import Cluster, ManagedProcess, wait_until
 from tests.kueue import ZONE_LABEL, condition, cq_usage, queues, start_check, workload_of
 from tests.operator_proc import write_forecast
@@ -317,3 +318,105 @@ def test_a_suspended_job_without_the_queue_label_holds_nothing_until_the_label_c
     assert wl is not None
     (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
     assert state["podSetUpdates"] == [{"name": "main", "nodeSelector": {ZONE_LABEL: "FR"}}]
+
+
+def test_a_tight_cluster_queue_keeps_every_feasible_deadline_and_is_never_idle_while_jobs_wait(
+    kueue: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Issue 22's herd through Kueue: a ClusterQueue of 16 GPUs (its quota is the limit, pinned to GB),
+    ten 8-GPU Jobs of 20 s with 100 s of slack, one clean 20 s window. Only two fit the window; the
+    check plans the held Workloads jointly so that the others run before and after it, two at a time:
+    every deadline holds and the quota is never idle while a Job waits, nor ever exceeded."""
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    fc = tmp_path / "fc"
+    write_forecast(fc, "GB", [(now + i * STEP, 40.0 if 6 <= i < 8 else 300.0) for i in range(-6, 180)])
+    started = start_check(kueue, tmp_path, {"providers": [{"type": "file", "path": str(fc)}]})
+    try:
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=16, pinned_zone="GB"))
+        cq = f"cq-{namespace}"
+        wait_until("ClusterQueue active", lambda: condition(cluster.get_json("clusterqueue", cq), "Active") == "True")
+        hints = {
+            "greenjobs.dev/estimated-duration": "20s",
+            "greenjobs.dev/max-delay": "100s",
+            "greenjobs.dev/zones": "GB",
+        }
+        names = [f"herd-{i}" for i in range(10)]
+        items = [json.loads(_job(namespace, n, 8, hints=hints, run_for="20s")) for n in names]
+        cluster.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        peak = 0
+
+        def all_done() -> bool:
+            nonlocal peak
+            used, _ = cq_usage(cluster, cq)
+            assert used <= 16, used
+            peak = max(peak, used)
+            jobs = cluster.get_json("jobs", "-n", namespace)["items"]
+            return len(jobs) == len(names) and all(condition(j, "Complete") == "True" for j in jobs)
+
+        wait_until("every Job to complete", all_done, timeout=300, interval=2)
+        jobs = {j["metadata"]["name"]: j for j in cluster.get_json("jobs", "-n", namespace)["items"]}
+        slack = timedelta(seconds=15)  # Kueue's admission, kwok's pod start and the Job controller's lag
+        late = {
+            n: j["status"]["completionTime"]
+            for n, j in jobs.items()
+            if parse_time(j["status"]["completionTime"])
+            > parse_time(j["metadata"]["creationTimestamp"]) + timedelta(seconds=120) + slack
+        }
+        assert not late, f"late although a schedule keeping every deadline exists: {late}"
+        first = min(parse_time(j["status"]["startTime"]) for j in jobs.values())
+        last = max(parse_time(j["status"]["completionTime"]) for j in jobs.values())
+        assert last - first <= timedelta(seconds=5 * 20 + 5 * 10), (first, last)
+        assert peak == 16
+    finally:
+        started.stop()
+
+
+def test_a_transient_500_on_the_ready_answer_is_retried(kueue: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The check's write of its Ready state fails with a 500 (a fault proxy between the check and the API
+    server answers it, tests/fault_proxy.py): the first write, and any other within 3 s, which Kueue's own
+    follow-up writes to the Workload may prompt (once those are done, no event comes while the Workload
+    holds quota and waits for the check). The write is retried with backoff from the check's work queue
+    (kopf does not retry event handlers), so the job is admitted and runs, once, in the planned zone."""
+    cluster = kueue
+    now = datetime.now(UTC).replace(microsecond=0)
+    fc = tmp_path / "fc"
+    write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in range(-6, 180)])
+    write_forecast(fc, "FR", [(now + i * STEP, 40.0) for i in range(-6, 180)])  # clean: no deferral
+    status_write = rf"^/apis/kueue\.x-k8s\.io/[^/]+/namespaces/{namespace}/workloads/[^/]+/status$"
+    fault = Fault(methods=("PATCH", "PUT"), path=status_write, status=500, for_seconds=3.0)
+    with fault_proxy(cluster, tmp_path / "proxy", [fault]) as proxy:
+        p = start_check(
+            cluster,
+            tmp_path,
+            {"providers": [{"type": "file", "path": str(fc)}]},
+            env={"KUBECONFIG": str(proxy.kubeconfig(tmp_path))},
+        )
+        try:
+            cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=8))
+            cq = f"cq-{namespace}"
+            wait_until(
+                "ClusterQueue active", lambda: condition(cluster.get_json("clusterqueue", cq), "Active") == "True"
+            )
+            cluster.kubectl(
+                "create", "-f", "-", input=_job(namespace, "flaky", 4, hints={"greenjobs.dev/zones": "GB,FR"})
+            )
+            uid = _uid(cluster, "job", namespace, "flaky")
+            suspends = _watch_until_complete(cluster, namespace, "flaky", timeout=90)
+            assert fault.injected >= 1, proxy.seen
+            answers = [s for m in ("PATCH", "PUT") for s in proxy.requests(m, status_write)]
+            assert answers[: fault.injected] == [500] * fault.injected and set(answers[fault.injected :]) == {200}, (
+                answers
+            )
+            assert "Ready" in p.logs() and "API error 500" in p.logs() and "retrying in" in p.logs()
+            assert p.alive()
+        finally:
+            p.stop()
+    wl = workload_of(cluster, namespace, uid)
+    assert wl is not None
+    (state,) = [s for s in wl["status"]["admissionChecks"] if s["name"] == "greenjobs-carbon"]
+    assert state["state"] == "Ready"
+    assert state["podSetUpdates"] == [{"name": "main", "nodeSelector": {ZONE_LABEL: "FR"}}]
+    first_run = suspends.index(False)
+    assert all(not s for s in suspends[first_run:]), suspends
+    assert len(cluster.get_json("pods", "-n", namespace, "-l", "job-name=flaky")["items"]) == 1

@@ -14,12 +14,11 @@ answers each job's planning call from it, so no zone is ever planned over capaci
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greenjobs.api.constants import Phase
@@ -28,7 +27,14 @@ from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
-from greenjobs.planning.decisions import NOMINAL_DURATION, START_SLACK, FleetPlacement, fleet_forecasts, fleet_job
+from greenjobs.planning.decisions import (
+    NOMINAL_DURATION,
+    START_SLACK,
+    FleetPlacement,
+    fleet_forecasts,
+    fleet_job,
+    grid_step,
+)
 from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.planning.timing import window_of
 from greenjobs.workloads.base import pod_gpus as pod_spec_gpus
@@ -183,7 +189,7 @@ class FleetCoordinator:
                 pending = [replace(j, earliest_start=now) for j in jobs.values()]
             # Outside the state lock: forecasts (I/O) and the planner (CPU).
             forecasts = self._forecasts(pending, now)
-            step = self.settings.step or _grid_step(forecasts.values())
+            step = self.settings.step or grid_step(forecasts.values())
             with self._lock:
                 self._step = step
                 capacity = self._capacity(bodies, state, now)
@@ -372,14 +378,6 @@ def _moved_earlier(old: FleetPlan | None, new: FleetPlan) -> set[str]:
         for uid, a in new.assignments.items()
         if (b := old.assignments.get(uid)) is not None and a.start < b.start - START_SLACK
     }
-
-
-def _grid_step(series: Iterable[IntensitySeries]) -> timedelta:
-    """The finest of the forecasts' own steps (their median spacing), within [1 s, 1 h]: a grid
-    coarser than the forecast would blur the very windows the plan is about."""
-    steps = [float(np.median(np.diff(s.times))) for s in series if len(s.times) > 1]
-    seconds = min(steps) if steps else 900.0
-    return timedelta(seconds=min(max(seconds, 1.0), 3600.0))
 
 
 def _running(body: Mapping[str, Any], now: datetime, settings: FleetSettings) -> RunningJob | None:

@@ -12,7 +12,8 @@ re-checks it.
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import replace as dc_replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes import client
@@ -23,8 +24,16 @@ from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Placement
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.config import OperatorConfig
-from greenjobs.planning.decisions import AskFleet, PlanOutcome, decide_plan, fleet_forecasts, fleet_job
-from greenjobs.planning.fleet import FleetJob
+from greenjobs.planning.decisions import (
+    START_SLACK,
+    AskFleet,
+    PlanOutcome,
+    decide_plan,
+    fleet_forecasts,
+    fleet_job,
+    grid_step,
+)
+from greenjobs.planning.fleet import FleetJob, FleetPlan
 from greenjobs.planning.timing import window_of
 from greenjobs.runtime.workqueue import WorkQueue, serve, stop_workers
 from greenjobs.workloads import SUPPORTED, adapter_for
@@ -47,7 +56,7 @@ from .decisions import (
 )
 from .hints import read_hints
 from .names import ANN_HELD, CONTROLLER_NAME, FIELD_MANAGER, KUEUE_API, KUEUE_GROUP, KUEUE_VERSION
-from .quota import cohort_of, flavor_zone, free_gpus_by_zone, plan_jointly, workload_gpus
+from .quota import cohort_of, flavor_zone, free_gpus_by_zone, joint_plan, placement_of, queue_capacity, workload_gpus
 
 log = logging.getLogger("greenjobs.kueue")
 _MERGE = "application/merge-patch+json"
@@ -56,6 +65,8 @@ Key = tuple[str, str]
 # Keys of the work queue: a Workload (namespace, name), or an AdmissionCheck to mark Active.
 CHECK_NS = "\x00admissioncheck"
 BACKOFF = (1, 2, 5, 10, 30, 60)
+NO_ROOM_RETRY = timedelta(seconds=10)
+CLAIM_TTL = timedelta(seconds=30)
 
 
 class NotLeader(Exception):
@@ -86,6 +97,11 @@ class KueueCheck:
         self.flavors: dict[str, dict[str, str]] = {}  # ResourceFlavor -> its nodeLabels (watched)
         self.cluster_queues: dict[str, dict[str, Any]] = {}  # name -> body (spec quota, status reservation)
         self.held: dict[Key, tuple[str, FleetJob]] = {}  # Workloads planned here: (ClusterQueue, as planned)
+        self.replan_now: set[Key] = set()  # held Workloads a newer joint plan starts earlier: plan again now
+        # Workloads a joint plan starts now, until their release shows in the cache: they hold their
+        # quota in every later plan (two workers must not both fill the same free GPUs).
+        self.claims: dict[Key, datetime] = {}
+        self.plan_lock = threading.Lock()  # one joint plan at a time: each sees the claims before it
         self.queue: WorkQueue[Key] = WorkQueue()
         self.failures: dict[Key, int] = {}
         self.active = threading.Event()  # set while this replica may act (always without election)
@@ -138,7 +154,7 @@ class KueueCheck:
         with self.lock:
             if deleted:
                 self.held.pop(key, None)
-            if deleted:
+                self.replan_now.discard(key)
                 self.workloads.pop(key, None)
                 self.wake.pop(key, None)
                 return
@@ -229,7 +245,7 @@ class KueueCheck:
             plan = self._plan(body, wl)
             self._patch_workload(wl, {"metadata": {"annotations": plan_annotations(plan)}})
             self._event(body, "Normal", "Planned", plan.message or f"start {format_time(plan.start)}")
-        elif needs_replan(wl, plan, self.clock(), self.config.replan_interval):
+        elif self._replan_due(key, wl, plan):
             new = self._plan(body, wl)
             held = {ANN_HELD: format_time(new.start)}
             self._patch_workload(wl, {"metadata": {"annotations": {**plan_annotations(new), **held}}})
@@ -261,6 +277,18 @@ class KueueCheck:
             elif isinstance(action, Warn):
                 self._event(body, "Warning", action.reason, action.message)
 
+    def _replan_due(self, key: Key, wl: WorkloadView, plan: Planned) -> bool:
+        """Plan a held Workload again: on the re-plan interval, when a newer joint plan starts it
+        earlier, and at its planned start (the queue's plan may have given its slot to another since:
+        every release follows the latest joint plan, never a stale one)."""
+        now = self.clock()
+        with self.lock:
+            moved = key in self.replan_now
+            self.replan_now.discard(key)
+        held = not wl.active and ANN_HELD in wl.annotations
+        due = held and now + START_SLACK >= plan.start
+        return moved or due or needs_replan(wl, plan, now, self.config.replan_interval)
+
     def _plan(self, body: Mapping[str, Any], wl: WorkloadView) -> Planned:
         owner = self._owner(wl)
         meta = (owner or body).get("metadata") or {}
@@ -273,6 +301,11 @@ class KueueCheck:
         created = _created(meta) or _created(body.get("metadata") or {}) or self.clock()
         now = self.clock()
         outcome = self._decide_plan(wl, spec, created, now, zones_with_nodes)
+        no_room = next((c.message for c in outcome.conditions if c.reason == "NoCapacity"), None)
+        if no_room is not None:
+            # The queue's quota cannot take it in any plan now: held, and planned again shortly (an
+            # admitted Workload's end, seen late, frees quota), never released to a FIFO pile-up.
+            return Planned(None, now + NO_ROOM_RETRY, f"held: {no_room}", now)
         if outcome.plan is None or outcome.plan.scheduled_start is None:
             return Planned(None, now, "no zone with nodes among the allowed ones: left to Kueue", now)
         message = next((c.message for c in outcome.conditions if c.type == "Planned"), "")
@@ -318,24 +351,91 @@ class KueueCheck:
         job = fleet_job(f"{wl.namespace}/{wl.name}", gpus, window_of(spec.timing, created), zones, created, now)
         with self.lock:
             self.held[key] = (cq_name, job)
-            others = [j for k, (q, j) in self.held.items() if k != key and q == cq_name and self._waiting(k)]
 
         def ask() -> Any:
             def warn(zone: str, exc: ProviderError) -> None:
                 log.warning("joint Kueue planning without a forecast for %s: %s", zone, exc)
 
-            forecasts = fleet_forecasts(self.provider.forecast, free, (job, *others), now, on_error=warn)
-            return plan_jointly(job, others, free, forecasts, now)
+            with self.plan_lock:
+                with self.lock:
+                    others, started, pending = self._queue_state(key, cq_name, flavor_zones, now)
+                # Quota Kueue reserved for Workloads still waiting on this check is ours to plan.
+                unreserved = {z: free.get(z, 0) + pending.get(z, 0) for z in {*free, *pending}}
+                forecasts = fleet_forecasts(self.provider.forecast, unreserved, (job, *others), now, on_error=warn)
+                capacity = queue_capacity(unreserved, started, now, grid_step(forecasts.values()))
+                plan, step = joint_plan([job, *others], capacity, forecasts, now)
+                mine = plan.assignments.get(job.id)
+                if mine is not None and mine.start <= now + START_SLACK:
+                    with self.lock:
+                        self.claims[key] = now
+                self._wake_moved_earlier(plan, now, skip=key)
+            return placement_of(plan, job.id, step)
 
         return ask
 
-    def _waiting(self, key: Key) -> bool:
-        """A Workload still waiting for quota (held by us or queued): the ones planned jointly."""
-        body = self.workloads.get(key)
-        if body is None:
+    def _queue_state(
+        self, key: Key, cq_name: str, flavor_zones: Mapping[str, str | None], now: datetime
+    ) -> tuple[list[FleetJob], list[tuple[str, int, datetime]], dict[str, int]]:
+        """The Workloads planned here in `cq_name`, other than `key`, as the joint plan sees them:
+        those still to plan; those started (answered Ready, or given a start a moment ago) as
+        (zone, GPUs, expected end); and per zone, the quota Kueue reserved for the ones still waiting
+        on this check (`key` included): Kueue reserves quota BEFORE it asks the checks."""
+        waiting: list[FleetJob] = []
+        started: list[tuple[str, int, datetime]] = []
+        pending: dict[str, int] = {}
+        for k, (q, job) in self.held.items():
+            body = self.workloads.get(k)
+            if q != cq_name or body is None:
+                continue
+            wl = view(body)
+            if wl.finished:
+                continue
+            if _released(wl) or self._claimed(k, wl):
+                if k == key:
+                    continue
+                recorded = recorded_plan(wl)
+                zone = (recorded.zone if recorded else None) or (job.zones[0] if job.zones else None)
+                if zone is not None:
+                    since = (_reserved_at(body) if wl.quota_reserved else None) or self.clock()
+                    started.append((zone, job.gpus, since + job.duration))
+                continue
+            if k != key:
+                waiting.append(replace_start(job, now))
+            if wl.quota_reserved:
+                zones = {flavor_zones.get(f) for fs in wl.flavors.values() for f in fs}
+                for zone in {z for z in zones if z}:
+                    pending[zone] = pending.get(zone, 0) + job.gpus
+        return waiting, started, pending
+
+    def _wake_moved_earlier(self, plan: FleetPlan, now: datetime, skip: Key) -> None:
+        """Held Workloads the new joint plan starts earlier than their recorded plan: planned again now
+        (their recorded start would otherwise leave the quota idle while they wait for nothing)."""
+        moved: list[Key] = []
+        with self.lock:
+            for job_id, a in plan.assignments.items():
+                ns, _, name = job_id.partition("/")
+                body = self.workloads.get((ns, name))
+                if body is None or (ns, name) == skip:
+                    continue
+                wl = view(body)
+                recorded = recorded_plan(wl)
+                held = not wl.active and ANN_HELD in wl.annotations
+                if held and recorded is not None and max(a.start, now) < recorded.start - START_SLACK:
+                    self.replan_now.add((ns, name))
+                    moved.append((ns, name))
+        for key in moved:
+            self.queue.add(key)
+
+    def _claimed(self, key: Key, wl: WorkloadView) -> bool:
+        """A start a joint plan gave it that the cache does not show yet (dropped once it shows, or
+        after CLAIM_TTL: a start that never came)."""
+        since = self.claims.get(key)
+        if since is None:
             return False
-        other = view(body)
-        return not other.finished and not other.quota_reserved
+        if wl.finished or wl.quota_reserved or _released(wl) or self.clock() - since > CLAIM_TTL:
+            self.claims.pop(key, None)
+            return False
+        return True
 
     # ------------------------------------------------------------ API calls
     def _fence(self) -> None:
@@ -481,6 +581,27 @@ def _newer(body: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
     if str(new).isdigit() and str(old).isdigit():
         return int(new) >= int(old)
     return True
+
+
+def _released(wl: WorkloadView) -> bool:
+    """Answered Ready by us and queued in Kueue (active): it starts as soon as Kueue admits it."""
+    return wl.active and "Ready" in wl.check_states.values()
+
+
+def _reserved_at(body: Mapping[str, Any]) -> datetime | None:
+    """When Kueue reserved the Workload's quota (its QuotaReserved condition's transition)."""
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "QuotaReserved" and cond.get("status") == "True" and cond.get("lastTransitionTime"):
+            try:
+                return parse_time(cond["lastTransitionTime"])
+            except ValueError:
+                return None
+    return None
+
+
+def replace_start(job: FleetJob, now: datetime) -> FleetJob:
+    """A held job as planned at an earlier look, planned from now."""
+    return dc_replace(job, earliest_start=max(job.earliest_start or now, now))
 
 
 def _created(meta: Mapping[str, Any]) -> datetime | None:

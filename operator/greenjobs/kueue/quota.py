@@ -8,16 +8,16 @@ borrowingLimit; no limit: whatever the cohort's other queues leave unused of the
 minus what Kueue has reserved (status.flavorsReservation, which includes admitted Workloads).
 """
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from greenjobs.carbon.series import IntensitySeries
+from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning.capacity import Capacity
-from greenjobs.planning.decisions import FleetPlacement
-from greenjobs.planning.fleet import DEFAULT_STEP, FleetJob, plan_fleet
+from greenjobs.planning.decisions import FleetPlacement, grid_step
+from greenjobs.planning.fleet import FleetJob, FleetPlan, plan_fleet
 
 Obj = Mapping[str, Any]
 
@@ -104,19 +104,50 @@ def workload_gpus(wl: Obj, resources: Collection[str]) -> int:
     return total
 
 
+def queue_capacity(
+    free: Mapping[str, int], admitted: Iterable[tuple[str, int, datetime]], now: datetime, step: timedelta
+) -> Capacity:
+    """The queue's free quota per zone over time: `free` now, plus the GPUs of each admitted Workload
+    (zone, GPUs, expected end) back at its end. One still running past its end holds them one more
+    step: it really ends when it ends, and its end brings a re-plan."""
+    floor = to_epoch(now) + step.total_seconds()
+    releases: dict[str, list[tuple[float, int]]] = {}
+    for zone, gpus, end in admitted:
+        releases.setdefault(zone, []).append((max(to_epoch(end), floor), max(gpus, 0)))
+    return Capacity(base=dict(free), releases={z: sorted(r) for z, r in releases.items()})
+
+
+def joint_plan(
+    jobs: Sequence[FleetJob],
+    capacity: Capacity | Mapping[str, int],
+    forecasts: Mapping[str, IntensitySeries],
+    now: datetime,
+    step: timedelta | None = None,
+) -> tuple[FleetPlan, timedelta]:
+    """The fleet plan of every Workload a ClusterQueue holds (the same planner as the GreenTrainingJob
+    operator's), against the queue's quota, on the forecasts' own grid: no job is late because of a
+    step size."""
+    cap = capacity if isinstance(capacity, Capacity) else Capacity(base=dict(capacity))
+    step = step or grid_step(forecasts.values())
+    unique = list({j.id: j for j in jobs}.values())
+    return plan_fleet(unique, cap, forecasts, now, step=step), step
+
+
+def placement_of(plan: FleetPlan, job_id: str, step: timedelta) -> FleetPlacement | str:
+    """One job's place in a joint plan, or the reason it has none."""
+    if job_id in plan.unplaced:
+        return plan.unplaced[job_id]
+    return FleetPlacement(plan.assignments[job_id], step)
+
+
 def plan_jointly(
     job: FleetJob,
     others: Sequence[FleetJob],
-    free: Mapping[str, int],
+    capacity: Capacity | Mapping[str, int],
     forecasts: Mapping[str, IntensitySeries],
     now: datetime,
-    step: timedelta = DEFAULT_STEP,
+    step: timedelta | None = None,
 ) -> FleetPlacement | str:
-    """`job`'s place in the fleet plan of every Workload its ClusterQueue holds (the same planner as
-    the GreenTrainingJob operator's), against the queue's free quota; a reason when it has none."""
-    plan = plan_fleet(
-        [job, *(o for o in others if o.id != job.id)], Capacity(base=dict(free)), forecasts, now, step=step
-    )
-    if job.id in plan.unplaced:
-        return plan.unplaced[job.id]
-    return FleetPlacement(plan.assignments[job.id], step)
+    """`job`'s place in the joint plan of the Workloads its ClusterQueue holds; a reason when it has none."""
+    plan, step = joint_plan([job, *others], capacity, forecasts, now, step)
+    return placement_of(plan, job.id, step)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from greenjobs.api.conditions import CondUpdate
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import format_duration, format_time
@@ -172,6 +174,14 @@ def fleet_job(
         current=current,
         flexible=window.shiftable,
     )
+
+
+def grid_step(series: Iterable[IntensitySeries]) -> timedelta:
+    """The finest of the forecasts' own steps (their median spacing), within [1 s, 1 h]: a grid
+    coarser than the forecast would blur the very windows the plan is about."""
+    steps = [float(np.median(np.diff(s.times))) for s in series if len(s.times) > 1]
+    seconds = min(steps) if steps else 900.0
+    return timedelta(seconds=min(max(seconds, 1.0), 3600.0))
 
 
 def fleet_forecasts(
