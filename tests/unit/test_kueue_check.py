@@ -1,7 +1,8 @@
 """KueueCheck on the operator's runtime: handlers only queue, failures are retried with backoff (kopf
 would not retry them), only the Lease holder writes, ResourceFlavors come from the watch's cache."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -10,6 +11,12 @@ from kubernetes.client.rest import ApiException
 
 from greenjobs.config import OperatorConfig
 from greenjobs.kueue.controller import BACKOFF, CHECK_NS, KueueCheck
+from greenjobs.kueue.decisions import recorded_plan, view
+from greenjobs.kueue.names import ANN_HELD, ANN_PLANNED_START, ANN_PLANNED_ZONE
+from greenjobs.kueue.quota import queue_capacity
+from greenjobs.planning.decisions import fleet_job
+from greenjobs.planning.fleet import FleetJob
+from greenjobs.planning.timing import Window
 from greenjobs.runtime.workqueue import WorkQueue
 
 NOW = datetime(2026, 3, 5, 12, tzinfo=UTC)
@@ -112,3 +119,78 @@ def test_resource_flavors_come_from_the_watch_cache(check: tuple[KueueCheck, Fak
     assert [args[-1] for name, args in objects.calls if name == "get_cluster"] == ["fr"]
     c.on_resource_flavor({"metadata": {"name": "gb"}}, deleted=True)
     assert "gb" not in c.flavors
+
+
+# ---------------------------------------------------------------- the queue as the joint plan sees it
+
+H20 = timedelta(seconds=20)
+
+
+def _wl(name: str, *, active: bool = True, reserved_at: str | None = None, check: str | None = None,
+        finished: bool = False, annotations: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    conditions = []
+    if reserved_at:
+        conditions.append({"type": "QuotaReserved", "status": "True", "lastTransitionTime": reserved_at})
+    if finished:
+        conditions.append({"type": "Finished", "status": "True"})
+    status: dict[str, Any] = {
+        "conditions": conditions,
+        "admission": {
+            "clusterQueue": "cq",
+            "podSetAssignments": [{"name": "main", "flavors": {"nvidia.com/gpu": "gb"}}],
+        },
+    }
+    if check:
+        status["admissionChecks"] = [{"name": "carbon", "state": check}]
+    meta = {"namespace": "ns", "name": name, "resourceVersion": "1", "annotations": annotations or {}}
+    return {"metadata": meta, "spec": {"active": active}, "status": status}
+
+
+def _job(name: str) -> FleetJob:
+    window = Window(H20, NOW + timedelta(minutes=2), NOW + timedelta(minutes=2) + H20, True)
+    return fleet_job(f"ns/{name}", 8, window, ["GB"], NOW, NOW)
+
+
+def test_the_joint_plan_counts_started_workloads_until_their_end_and_plans_the_ones_kueue_holds_quota_for(
+    check: tuple[KueueCheck, FakeObjects, Clock],
+) -> None:
+    c, _, _ = check
+    bodies = {
+        "me": _wl("me", reserved_at="2026-03-05T11:59:59Z", check="Pending"),
+        # Kueue reserves quota BEFORE it asks the checks: that quota is still the plan's to place.
+        "waiting": _wl("waiting", reserved_at="2026-03-05T11:59:58Z", check="Pending"),
+        "running": _wl("running", reserved_at="2026-03-05T11:59:50Z", check="Ready"),
+        "released": _wl("released", check="Ready"),  # answered Ready, Kueue admits it next
+        "given": _wl("given", check="Pending"),  # a plan gave it a start a moment ago
+        "done": _wl("done", reserved_at="2026-03-05T11:50:00Z", check="Ready", finished=True),
+    }
+    for name, body in bodies.items():
+        c.workloads[("ns", name)] = body
+        c.held[("ns", name)] = ("cq", _job(name))
+    c.claims[("ns", "given")] = NOW
+    waiting, started, pending = c._queue_state(("ns", "me"), "cq", {"gb": "GB"}, NOW)
+    assert [j.id for j in waiting] == ["ns/waiting"]
+    assert sorted(started) == sorted(
+        [("GB", 8, NOW - timedelta(seconds=10) + H20), ("GB", 8, NOW + H20), ("GB", 8, NOW + H20)]
+    )
+    assert pending == {"GB": 16}  # "me" and "waiting"
+    # Each started one gives its GPUs back at its end (one grid step on at the earliest).
+    cap = queue_capacity({"GB": 0}, started, NOW, timedelta(seconds=10))
+    assert cap.free_at("GB", NOW + timedelta(seconds=10)) == 8 and cap.free_at("GB", NOW + H20) == 24
+
+
+def test_a_held_workload_a_newer_plan_starts_earlier_is_planned_again_at_once(
+    check: tuple[KueueCheck, FakeObjects, Clock],
+) -> None:
+    c, _, _ = check
+    later = {ANN_PLANNED_START: "2026-03-05T12:05:00Z", ANN_PLANNED_ZONE: "GB", ANN_HELD: "2026-03-05T12:05:00Z"}
+    c.workloads[("ns", "held")] = _wl("held", active=False, annotations=later)
+    c.workloads[("ns", "me")] = _wl("me", active=False, annotations=later)
+    # Only the assignments' starts matter here.
+    plan = SimpleNamespace(assignments={"ns/held": SimpleNamespace(start=NOW), "ns/me": SimpleNamespace(start=NOW)})
+    c._wake_moved_earlier(plan, NOW, skip=("ns", "me"))  # type: ignore[arg-type]
+    assert c.replan_now == {("ns", "held")}  # not the one being planned: its own answer follows
+    assert c.queue.get(timeout=0) == ("ns", "held")
+    at_start = recorded_plan(view(c.workloads[("ns", "held")]))
+    assert at_start is not None and c._replan_due(("ns", "held"), view(c.workloads[("ns", "held")]), at_start)
+    assert c.replan_now == set()
