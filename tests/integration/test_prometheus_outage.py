@@ -260,11 +260,6 @@ def test_due_starts_do_not_wait_on_a_hanging_prometheus_and_host_energy_is_count
     assert op.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21 (accounting): a finished job is accounted again only when an agent reports new GPU"
-    " joules (decide._unaccounted), so a host figure that comes after its last accounting is never counted",
-)
 def test_a_job_that_finished_during_the_outage_gets_its_host_energy_once_prometheus_answers(
     cluster: Cluster,
     namespace: str,

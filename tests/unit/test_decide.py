@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -210,3 +211,29 @@ def test_a_job_owned_by_another_uid_counts_as_missing() -> None:
 def test_actions_that_touch_workloads_are_risky() -> None:
     assert {Action.PLAN, Action.RECREATE, Action.START, Action.RESUME, Action.REPLACE} <= RISKY
     assert Action.MONITOR not in RISKY and Action.NOTHING not in RISKY
+
+
+def test_a_finished_job_whose_host_energy_is_an_estimate_looks_for_the_measured_figure_until_it_settles() -> None:
+    """Prometheus down while the job ran: its host energy is the watts-per-GPU estimate. With a measured
+    source configured, the finished job is accounted again (the executor folds in Kepler's figure when
+    it comes) every host_retry, and only until it settles."""
+    timers = Timers(
+        TIMERS.tick,
+        TIMERS.replan,
+        TIMERS.power,
+        TIMERS.account,
+        settle=timedelta(minutes=10),
+        host_retry=timedelta(seconds=30),
+    )
+    energy = {"nodes": {"n1": {"joules": 10}}, "methods": {"host": "watts-per-gpu"}}
+    emissions = {"accountedJoules": {"n1": 10}}
+    done = gtj("Succeeded", completionTime="2026-11-23T11:55:00Z", energy=energy, emissions=emissions)
+    d = decide(observe(done, None), T0, Pacing(), timers)
+    assert (d.action, d.requeue_after) == (Action.ACCOUNT, timedelta(seconds=30))
+    # Measured already, or no measured source configured: nothing to look for.
+    measured = {**energy, "methods": {"host": "kepler"}}
+    body = gtj("Succeeded", completionTime="2026-11-23T11:55:00Z", energy=measured, emissions=emissions)
+    assert decide(observe(body, None), T0, Pacing(), timers).action == Action.NOTHING
+    assert decide(observe(done, None), T0, Pacing(), replace(timers, host_retry=None)).action == Action.NOTHING
+    # Bounded: once due to settle, it settles with the estimate.
+    assert decide(observe(done, None), T0 + timedelta(minutes=6), Pacing(), timers).action == Action.SETTLE

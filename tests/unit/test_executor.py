@@ -425,3 +425,34 @@ def test_energy_reported_late_is_charged_at_the_intensity_of_when_it_was_used(en
     assert written["emissions"]["accountedJoules"] == {"gpu-fr-0": 14.4e6}  # every joule once
     env.step(body({**status, **written}), view(False))  # the same entry again adds nothing
     assert env.kube.statuses()[-1]["emissions"]["gpuGrams"] == pytest.approx(450.0)
+
+
+def test_a_measured_host_figure_that_comes_after_the_job_finished_replaces_the_estimate(env: Env) -> None:
+    from dataclasses import replace as dc_replace
+
+    from greenjobs.accounting.host_energy import HostEnergy
+
+    class Kepler:
+        name = "kepler"
+
+        def job_energy(self, job: object) -> HostEnergy:
+            return HostEnergy(method="kepler", cpu_joules=3.0e6, dram_joules=0.6e6)
+
+    env.ex.host_source = Kepler()  # type: ignore[assignment]
+    status = {
+        "phase": "Succeeded",
+        "startTime": "2026-11-23T11:00:00Z",
+        "completionTime": "2026-11-23T11:55:00Z",
+        "plan": {"zone": "FR"},
+        "energy": {"kWh": 1.0, "nodes": {"n1": {"joules": 3.6e6, "gpus": 1}}, "methods": {"host": "watts-per-gpu"}},
+        "emissions": {"grams": 150.0, "accountedJoules": {"n1": 3.6e6}, "accountedHostJoules": 0.0},
+    }
+    obs = observe(body(status), None)
+    timers = dc_replace(TIMERS, settle=timedelta(minutes=10), host_retry=timedelta(seconds=30))
+    decision = decide(obs, T0, Pacing(), timers)
+    assert decision.action == Action.ACCOUNT
+    env.ex.execute(obs, decision, Pacing(), {"GB", "FR"})
+    st = env.kube.statuses()[-1]
+    assert st["energy"]["methods"]["host"] == "kepler"
+    assert st["energy"]["hostKWh"] == pytest.approx(1.0)  # 3.6 MJ, no longer the estimate
+    assert st["emissions"]["accountedJoules"] == {"n1": 3.6e6}  # GPU joules not counted again

@@ -146,6 +146,11 @@ class HostConfig(_Config):
     )
     timeout_seconds: float = Field(10.0, gt=0, alias="timeoutSeconds")
 
+    @property
+    def measured(self) -> bool:
+        """A measured source (Kepler, RAPL) is configured, beyond the watts-per-GPU estimate."""
+        return self.kepler is not None or self.rapl is not None
+
 
 class FootprintFactors(_Config):
     """The `footprint` section of the operator configuration. Every field has a cited default."""

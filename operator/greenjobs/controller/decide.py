@@ -192,6 +192,9 @@ class Timers:
     power: timedelta
     account: timedelta
     settle: timedelta | None = None  # how long a finished job stays watched; None: for ever
+    # With a measured host-energy source (Kepler, RAPL): how often a finished job whose host energy is
+    # still a fallback estimate looks for the measured figure, until it settles. None: no such source.
+    host_retry: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,14 @@ def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Dec
         if action == Action.NOTHING and obs.spec_changed:
             action = Action.ACK_SPEC
         if action == Action.NOTHING:
-            return _settle(obs, now, timers)
+            settle = _settle(obs, now, timers)
+            if timers.host_retry is not None and settle.action == Action.NOTHING and _host_estimated(obs):
+                # Its host energy is still the fallback estimate: look for the measured one (a
+                # Prometheus outage may have outlasted the job) until it settles.
+                wait = min(timers.host_retry, settle.requeue_after or timers.host_retry)
+                if not obs.settled:
+                    return Decision(Action.ACCOUNT, "finished: its host energy is still an estimate", wait)
+            return settle
         return Decision(action, why)
     if action in (Action.ADOPT_RUNNING, Action.RECORD_SUSPENDED) or obs.spec_changed:
         return Decision(action, why, timers.tick, ack_spec=obs.spec_changed)
@@ -365,6 +375,13 @@ def _finished_at(obs: Observed) -> datetime | None:
         return parse_time(obs.status["completionTime"])
     times = [parse_time(c_["lastTransitionTime"]) for c_ in obs.conditions if c_.get("lastTransitionTime")]
     return max(times, default=None)
+
+
+def _host_estimated(obs: Observed) -> bool:
+    """GPU energy was accounted but its host part is the fallback estimate (or none), not measured."""
+    energy = obs.status.get("energy") or {}
+    method = (energy.get("methods") or {}).get("host")
+    return bool(energy.get("nodes")) and method in (None, "none", "watts-per-gpu")
 
 
 def _unaccounted(obs: Observed) -> bool:

@@ -851,7 +851,18 @@ class Executor:
         energy = status.get("energy") or {}
         nodes = {n: NodeEnergy.model_validate(v) for n, v in (energy.get("nodes") or {}).items() if _reported(v)}
         previous = Emissions.model_validate(status.get("emissions") or {})
-        if not nodes or all(previous.accounted_joules.get(n, -1) >= e.joules for n, e in nodes.items()):
+        obs = d.obs
+        host = None
+        if self.host_source is not None and nodes:
+            host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status))
+        gpu_new = any(previous.accounted_joules.get(n, -1) < e.joules for n, e in nodes.items())
+        # A measured host figure that came after the last GPU report (Prometheus back from an outage,
+        # the job finished meanwhile) is news too: the fallback estimate it replaces is corrected.
+        host_new = host is not None and (
+            host.joules > (previous.accounted_host_joules or 0.0)
+            or host.method != (energy.get("methods") or {}).get("host")
+        )
+        if not gpu_new and not host_new:
             return  # nothing new since the last accounting: no write
         plan = Plan.model_validate(status.get("plan") or {})
         try:
@@ -859,8 +870,6 @@ class Executor:
         except ProviderError as exc:
             log.warning("%s/%s: %s", d.obs.namespace, d.obs.name, exc)
             return  # the joules stay unaccounted; charged later, at their time's intensity where known
-        obs = d.obs
-        host = self.host_source.job_energy(job_ref(obs.namespace, obs.name, status)) if self.host_source else None
         # Energy reported late is charged at the intensity of when it was used, not of now.
         then = intensity_of_use(nodes, previous.accounted_joules, plan.zone, d.now, self.provider.forecast)
         fp = account_footprint(

@@ -68,6 +68,7 @@ class Controller:
             power=cfg.power_interval,
             account=cfg.account_interval,
             settle=cfg.settle_after,
+            host_retry=cfg.account_interval if self.executor.factors.host.measured else None,
         )
         self.resync = cfg.resync_interval
 
