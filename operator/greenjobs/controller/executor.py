@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from greenjobs.accounting.energy import check_budget
+from greenjobs.accounting.energy import BudgetVerdict, check_budget
 from greenjobs.accounting.footprint import FootprintFactors, account_footprint, job_ref
 from greenjobs.accounting.host_energy import HostEnergySource
 from greenjobs.accounting.past import intensity_of_use
@@ -27,6 +27,7 @@ from greenjobs.config import OperatorConfig
 from greenjobs.metrics import OperatorMetrics
 from greenjobs.planning import run_plan
 from greenjobs.planning.decisions import Event, PlanOutcome, decide_plan, same_plan
+from greenjobs.planning.whole_run import WholeRunPlan
 from greenjobs.power import target_cap
 from greenjobs.workloads import QUEUE_LABEL, adapter_for
 
@@ -661,9 +662,7 @@ class Executor:
     def _resume(self, d: Draft, spec: GreenTrainingJobSpec | None) -> None:
         if spec is None:
             return
-        energy = d.obs.status.get("energy") or {}
-        grams = (d.obs.status.get("emissions") or {}).get("grams") or 0.0
-        if check_budget(spec.budget, energy.get("kWh") or 0.0, grams).exceeded:
+        if self._budget(d, spec).exceeded:
             return
         plan = Plan.model_validate(d.obs.status.get("plan") or {})
         if not self._room_now(d, plan):
@@ -697,14 +696,7 @@ class Executor:
         spec, obs = step.spec, d.obs
         if spec is None:
             return
-        plan, progress = plan_of(obs), progress_of(obs)
-        done, source = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
-        zone = plan.zone or self.config.default_zone
-        whole = None
-        if zone is not None:
-            whole = self._runs.plan(
-                obs, spec, zone, d.now, progress=progress, work_done_s=done, running=True, previous=plan
-            )
+        plan, progress, (done, source), whole = self._plan_rest(d, spec, running=True)
         d.conditional = True
         if whole is None or run_plan.starts_now(whole, d.now):
             # Runs on: nothing left to plan (the estimate is used up), no forecast, or the rest now.
@@ -726,6 +718,22 @@ class Executor:
             patch = kind.suspend_patch(self.kube.get_job(obs.namespace, obs.name, kind) or {})
             self.kube.patch_job(obs.namespace, obs.name, {**patch, **paused_at}, kind)
         self._record_pause(d, spec, plan_patch(plan, whole, spec), d.now, done=(done, source))
+
+    def _plan_rest(
+        self, d: Draft, spec: GreenTrainingJobSpec, *, running: bool
+    ) -> tuple[Plan, Progress, tuple[float, str], WholeRunPlan | None]:
+        """The job's plan and progress as recorded, the work done by now, and the rest planned from
+        now (None: nothing left to plan, or no forecast)."""
+        obs = d.obs
+        plan, progress = plan_of(obs), progress_of(obs)
+        done = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
+        zone = plan.zone or self.config.default_zone
+        whole = None
+        if zone is not None:
+            whole = self._runs.plan(
+                obs, spec, zone, d.now, progress=progress, work_done_s=done[0], running=running, previous=plan
+            )
+        return plan, progress, done, whole
 
     def _record_pause(
         self,
@@ -764,9 +772,7 @@ class Executor:
         spec, obs = step.spec, d.obs
         if spec is None:
             return
-        energy = obs.status.get("energy") or {}
-        grams = (obs.status.get("emissions") or {}).get("grams") or 0.0
-        verdict = check_budget(spec.budget, energy.get("kWh") or 0.0, grams)
+        verdict = self._budget(d, spec)
         if verdict.exceeded and verdict.suspend and not kueue_managed(obs.spec):
             # Over budget while paused (late energy): it stays suspended, now by its budget.
             d.conditional = True
@@ -775,14 +781,7 @@ class Executor:
             d.cond(Cond.PAUSED, "False", "BudgetExceeded", "over budget: not resumed until the budget allows")
             d.event("Warning", "BudgetExceeded", verdict.message)
             return
-        plan, progress = plan_of(obs), progress_of(obs)
-        done, source = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
-        zone = plan.zone or self.config.default_zone
-        whole = None
-        if zone is not None:
-            whole = self._runs.plan(
-                obs, spec, zone, d.now, progress=progress, work_done_s=done, running=False, previous=plan
-            )
+        plan, progress, (done, source), whole = self._plan_rest(d, spec, running=False)
         d.conditional = True
         if whole is not None and not run_plan.starts_now(whole, d.now):
             new = plan_patch(plan, whole, spec)
@@ -817,6 +816,13 @@ class Executor:
         d.cond(Cond.STARTED, "True", "Resumed", "the Job runs again from its latest checkpoint")
         d.event("Normal", "Resumed", f"resumed in {new.zone or 'any zone'} from its latest checkpoint")
         self._set_power(d, self._power(spec, new.zone, plan=new))
+
+    @staticmethod
+    def _budget(d: Draft, spec: GreenTrainingJobSpec) -> BudgetVerdict:
+        """The budget against the totals accounted so far (status)."""
+        energy = d.obs.status.get("energy") or {}
+        grams = (d.obs.status.get("emissions") or {}).get("grams") or 0.0
+        return check_budget(spec.budget, energy.get("kWh") or 0.0, grams)
 
     def _end(self, d: Draft, phase: str, reason: str, message: str) -> None:
         d.may(Effect.END)
