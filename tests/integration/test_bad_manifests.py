@@ -181,6 +181,35 @@ CASES = [
     Case("budget-co2-negative", _set("budget.maxCO2eKg", -0.5), "spec.budget.maxCO2eKg"),
     Case("budget-energy-string", _set("budget.maxEnergyKWh", "lots"), "spec.budget.maxEnergyKWh"),
     Case("budget-not-an-object", _set("budget", ["Warn"]), "spec.budget"),
+    # interruption and deadline-paced caps (whole-run plans)
+    Case(
+        "interruption-fields-without-resumable",
+        _set("interruption", {"resumable": False, "resumeOverhead": "5m"}),
+        "spec.interruption.resumable",
+    ),
+    Case(
+        "resumable-without-slack",
+        _all(_drop("timing.maxDelay"), _set("interruption", {"resumable": True})),
+        "spec.interruption.resumable",
+    ),
+    Case(
+        "resumeOverhead-unparsable",
+        _set("interruption", {"resumable": True, "resumeOverhead": "soon"}),
+        "spec.interruption.resumeOverhead",
+    ),
+    Case(
+        "maxInterruptions-negative",
+        _set("interruption", {"resumable": True, "maxInterruptions": -1}),
+        "spec.interruption.maxInterruptions",
+    ),
+    Case("DeadlinePaced-without-caps", _set("power", {"policy": "DeadlinePaced"}), "spec.power.minCapWatts"),
+    Case(
+        "DeadlinePaced-without-slack",
+        _all(
+            _drop("timing.maxDelay"), _set("power", {"policy": "DeadlinePaced", "minCapWatts": 200, "maxCapWatts": 400})
+        ),
+        "spec.power.policy",
+    ),
 ]
 
 
@@ -222,6 +251,17 @@ def test_a_workload_instead_of_a_job_template_is_accepted(cluster: Cluster, bad_
     proc = _apply(cluster, bad_ns, "valid-workload", spec)
     assert proc.returncode == 0, proc.stderr
     assert cluster.get_json("greentrainingjob", "valid-workload", "-n", bad_ns)["spec"]["workload"]["kind"] == "JobSet"
+
+
+def test_a_resumable_deadline_paced_job_is_accepted(cluster: Cluster, bad_ns: str) -> None:
+    spec = _valid_spec()
+    spec["interruption"] = {"resumable": True, "checkpointGracePeriod": "2m", "resumeOverhead": "5m",
+                            "minRunDuration": "1h", "maxInterruptions": 10}  # fmt: skip
+    spec["power"] = {"policy": "DeadlinePaced", "minCapWatts": 200, "maxCapWatts": 400}
+    proc = _apply(cluster, bad_ns, "valid-whole-run", spec)
+    assert proc.returncode == 0, proc.stderr
+    stored = cluster.get_json("greentrainingjob", "valid-whole-run", "-n", bad_ns)["spec"]
+    assert stored["interruption"]["maxInterruptions"] == 10 and stored["power"]["policy"] == "DeadlinePaced"
 
 
 def test_there_are_at_least_25_cases() -> None:

@@ -232,3 +232,40 @@ def test_a_resumable_kueue_managed_job_releases_its_quota_while_paused_and_keeps
     job = cluster.get_json("job", "queued", "-n", namespace)
     assert job["metadata"]["uid"] == job_uid and job["status"].get("succeeded") == 1 and not job["status"].get("failed")
     assert _status(cluster, namespace, "queued")["progress"]["segments"] == 2
+
+
+def test_an_operator_killed_while_pausing_records_the_pause_and_resumes_once(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """Killed between the suspension of the workload and the status write: the next operator finds the
+    Job suspended with our paused-at annotation while status says Running. It records the pause (not
+    a suspension by someone else), resumes the same Job at the plan's next segment, and it succeeds once."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    config = _forecast(tmp_path / "fc", now)
+    operator = operator_factory(config)
+    workload = {"jobTemplate": {"spec": {"template": _pod("55s")}}}
+    cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "cut", now, workload))
+    st = wait_until("Running", lambda: (s := _status(cluster, namespace, "cut")).get("phase") == "Running" and s)
+    resume = st["plan"]["segments"][1]["start"]
+    first = wait_until("the first run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    end = datetime.fromisoformat(st["plan"]["segments"][0]["end"].replace("Z", "+00:00"))
+    wait_until("just before the planned pause", lambda: datetime.now(UTC) >= end - timedelta(seconds=4), timeout=60)
+    operator.kill()
+    wait_until("the planned pause", lambda: datetime.now(UTC) >= end, timeout=10)
+    # What the killed operator's pause had written to the Job, and nothing to the GreenTrainingJob.
+    paused_at = st["plan"]["segments"][0]["end"]
+    patch = {"spec": {"suspend": True}, "metadata": {"annotations": {"greenjobs.dev/paused-at": paused_at}}}
+    cluster.kubectl("patch", "job", "cut", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    wait_until("the first run's pods deleted", lambda: not _pod_uids(cluster, namespace), timeout=30)
+    operator_factory(config)
+    st = wait_until(
+        "Paused", lambda: (s := _status(cluster, namespace, "cut")).get("phase") == "Paused" and s, timeout=30
+    )
+    assert st["plan"]["scheduledStart"] == resume and st["progress"]["interruptions"] == 1
+    assert "JobSuspended" not in _events(cluster, namespace, "cut")  # not taken for someone else's
+    wait_until("Running again", lambda: _status(cluster, namespace, "cut").get("phase") == "Running", timeout=70)
+    second = wait_until("the second run's pod", lambda: _pod_uids(cluster, namespace), timeout=30)
+    assert not second & first
+    wait_until("Succeeded", lambda: _status(cluster, namespace, "cut").get("phase") == "Succeeded", timeout=90)
+    job = cluster.get_json("job", "cut", "-n", namespace)
+    assert job["status"].get("succeeded") == 1 and not job["status"].get("failed")
