@@ -18,11 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
-from pydantic import ValidationError
-
 from greenjobs.api.constants import Cond, Phase
 from greenjobs.api.durations import format_duration, parse_time
-from greenjobs.api.models import Plan
 from greenjobs.planning import run_plan
 
 from .jobs import kueue_managed
@@ -249,7 +246,7 @@ def _decide(obs: Observed, now: datetime, pacing: Pacing, timers: Timers) -> Dec
         # Our pause of a Kueue-managed workload: Kueue stops it once its Workload is deactivated.
         return Decision(Action.NOTHING, "pausing: waiting for Kueue to stop the workload", timers.tick)
     if row == _RUNNING and action == Action.MONITOR:
-        plan = _plan(obs)
+        plan = obs.plan
         if _resumable(obs) and run_plan.pause_due(plan, now):
             return Decision(Action.PAUSE, "its whole-run plan pauses it now", timers.tick)
         if run_plan.listed_end_reached(plan, now):  # PAUSE plans the rest; it runs on unless that pauses
@@ -338,13 +335,6 @@ def _resumable(obs: Observed) -> bool:
 def _queued_in_kueue(obs: Observed) -> bool:
     """A Kueue-managed workload greenjobs started (or resumed) that Kueue has not admitted (yet)."""
     return kueue_managed(obs.spec) and obs.job is not None and not obs.job.pause_in_force
-
-
-def _plan(obs: Observed) -> Plan:
-    try:
-        return Plan.model_validate(obs.status.get("plan") or {})
-    except ValidationError:
-        return Plan()
 
 
 def _scheduled_start(obs: Observed) -> datetime | None:

@@ -29,14 +29,14 @@ from greenjobs.planning import run_plan
 from greenjobs.planning.decisions import Event, PlanOutcome, decide_plan, same_plan
 from greenjobs.planning.whole_run import WholeRunPlan
 from greenjobs.power import target_cap
-from greenjobs.workloads import QUEUE_LABEL, adapter_for
+from greenjobs.workloads import adapter_for
 
 from .decide import Action, Decision, Effect, Pacing, suspended_by_budget
 from .fleet import FleetCoordinator
 from .jobs import adapter_of, build_job, kueue_managed, start_patches, template_hash, workload_template
 from .kube import Kube, api_error_message
 from .observe import Observed
-from .pausing import RunPlanner, pause_message, plan_of, plan_patch, progress_of, progress_patch
+from .pausing import RunPlanner, pause_message, plan_patch, progress_of, progress_patch
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,10 @@ class Executor:
         # looks the same: account first, and the budget says whose suspension it is.
         self._account(d, spec=step.spec)
         job = d.obs.job
-        if step.spec is not None and step.spec.whole_run and job is not None and job.paused_at:
-            started = parse_time(job.started_at) if job.started_at else None
-            paused = parse_time(job.paused_at)
-            if started is None or paused >= started:  # our own pause, its status write lost
-                self._record_pause(d, step.spec, plan_of(d.obs), paused)
-                return
+        if step.spec is not None and step.spec.whole_run and job is not None and job.pause_in_force:
+            # Our own pause, its status write lost: the workload's annotation says when.
+            self._record_pause(d, step.spec, d.obs.plan, parse_time(job.paused_at or ""))
+            return
         budgets = d.status.get("phase") == Phase.SUSPENDED or suspended_by_budget(d.obs)
         d.conditional = True
         d.status["phase"] = Phase.SUSPENDED
@@ -725,7 +723,7 @@ class Executor:
         """The job's plan and progress as recorded, the work done by now, and the rest planned from
         now (None: nothing left to plan, or no forecast)."""
         obs = d.obs
-        plan, progress = plan_of(obs), progress_of(obs)
+        plan, progress = obs.plan, progress_of(obs)
         done = run_plan.work_done(spec, plan, progress, d.now, run_plan.parse_reported(obs.reported_progress))
         zone = plan.zone or self.config.default_zone
         whole = None
@@ -904,7 +902,7 @@ class Executor:
         if verdict.exceeded and d.obs.condition(Cond.BUDGET_EXCEEDED) != "True":
             d.cond(Cond.BUDGET_EXCEEDED, "True", "Suspended" if verdict.suspend else "Warn", verdict.message)
             d.event("Warning", "BudgetExceeded", verdict.message)
-            if verdict.suspend and self._kueue_managed(d):
+            if verdict.suspend and kueue_managed(d.obs.spec):
                 msg = "the workload is Kueue-managed: Kueue owns its suspension, so the budget only warns"
                 d.event("Warning", "BudgetNotEnforced", msg)
             elif verdict.suspend:
@@ -914,11 +912,6 @@ class Executor:
                 self.kube.patch_job(d.obs.namespace, d.obs.name, kind.suspend_patch(obj), kind)
                 d.conditional = True
                 d.status["phase"] = Phase.SUSPENDED
-
-    @staticmethod
-    def _kueue_managed(d: Draft) -> bool:
-        meta = workload_template(d.obs.spec).get("metadata") or {}
-        return QUEUE_LABEL in (meta.get("labels") or {})
 
     def _intensity_now(self, plan: Plan) -> float:
         if plan.zone:

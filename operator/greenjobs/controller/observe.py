@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pydantic import ValidationError
+
 from greenjobs.api import constants as c
 from greenjobs.api.conditions import condition_status
 from greenjobs.api.constants import Cond
 from greenjobs.api.durations import parse_time
+from greenjobs.api.models import Plan
 
 from .jobs import adapter_of_object, template_hash, workload_template
 
@@ -130,6 +133,14 @@ class Observed:
     @property
     def phase(self) -> str | None:
         return self.status.get("phase")
+
+    @property
+    def plan(self) -> Plan:
+        """status.plan as the model (an empty plan where it does not parse)."""
+        try:
+            return Plan.model_validate(self.status.get("plan") or {})
+        except ValidationError:
+            return Plan()
 
     @property
     def job_state(self) -> JobState:

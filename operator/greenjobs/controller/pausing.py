@@ -15,7 +15,6 @@ from greenjobs.api.durations import format_time, parse_time
 from greenjobs.api.models import GreenTrainingJobSpec, Plan, Progress
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.planning import run_plan
-from greenjobs.planning.timing import window_of
 from greenjobs.planning.whole_run import Segment, WholeRunPlan, plan_whole_run, replan
 
 from .jobs import adapter_of, workload_template
@@ -58,7 +57,6 @@ class RunPlanner:
                 running=running,
                 segments_started=progress.segments,
                 interruptions_used=progress.interruptions,
-                may_pause=True,
                 step_w=self.step_w,
                 embodied_g_per_gpu_hour=self.embodied_g_per_gpu_hour,
             ),
@@ -103,21 +101,10 @@ def progress_of(obs: Observed) -> Progress:
         return Progress()
 
 
-def plan_of(obs: Observed) -> Plan:
-    try:
-        return Plan.model_validate(obs.status.get("plan") or {})
-    except ValueError:
-        return Plan()
-
-
 def pause_message(resume: datetime | None, percent: int | None) -> str:
     done = f"; {percent}% of the work done" if percent is not None else ""
     when = f"resumes at {format_time(resume)}" if resume is not None else "resumes when its plan says"
     return f"paused at a checkpoint through dirtier hours: {when}{done}"
-
-
-def deadline_of(spec: GreenTrainingJobSpec, obs: Observed) -> datetime | None:
-    return window_of(spec.timing, _created(obs)).deadline
 
 
 def _created(obs: Observed) -> datetime:

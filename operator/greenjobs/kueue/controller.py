@@ -400,7 +400,7 @@ class KueueCheck:
                     started.append((zone, job.gpus, since + job.duration))
                 continue
             if k != key:
-                waiting.append(replace_start(job, now))
+                waiting.append(_from_now(job, now))
             if wl.quota_reserved:
                 zones = {flavor_zones.get(f) for fs in wl.flavors.values() for f in fs}
                 for zone in {z for z in zones if z}:
@@ -599,7 +599,7 @@ def _reserved_at(body: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def replace_start(job: FleetJob, now: datetime) -> FleetJob:
+def _from_now(job: FleetJob, now: datetime) -> FleetJob:
     """A held job as planned at an earlier look, planned from now."""
     return dc_replace(job, earliest_start=max(job.earliest_start or now, now))
 

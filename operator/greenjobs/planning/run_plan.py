@@ -68,7 +68,6 @@ class RunRequest:
     running: bool  # its pods run now (continuing costs no overhead)
     segments_started: int  # 0: never started
     interruptions_used: int
-    may_pause: bool  # False for Kueue-managed workloads: Kueue owns their suspension
     step_w: int
     embodied_g_per_gpu_hour: float = 0.0
 
@@ -87,7 +86,7 @@ def whole_run_request(r: RunRequest, step: timedelta) -> WholeRunRequest | None:
     caps = tuple(w / ref for w in levels) if levels else (1.0,)
     interruption = r.spec.interruption
     interruptible = None
-    if interruption is not None and interruption.resumable and r.may_pause:
+    if interruption is not None and interruption.resumable:
         interruptible = Interruptible(interruption.overhead(), interruption.min_run(), interruption.max_interruptions)
     return WholeRunRequest(
         now=r.now,
