@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenjobs.carbon.series import IntensitySeries
+from greenjobs.planning import fleet
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.fleet import FleetJob, FleetPlan, plan_fleet
 from tests.unit.fleet_checks import assert_within_capacity
-from tests.unit.fleet_oracle import Run, fifo_co2, least_lateness, milp_least_co2
+from tests.unit.fleet_oracle import Run, fifo_co2, least_lateness, milp_fewest_late, milp_least_co2
 
 T0 = datetime(2026, 3, 5, 12, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -215,3 +216,37 @@ def test_never_over_capacity_and_never_late_where_every_deadline_can_hold(
         # schedule keeps them all (faster than the brute force on five jobs in two zones).
         assert milp_least_co2(runs, rows, intensity) is None, "late although a schedule keeping every deadline exists"
     assert_nothing_waits_for_nothing(result, runs, rows, intensity)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 40)), min_size=7, max_size=10))
+def test_an_overloaded_zone_misses_the_fewest_deadlines(jobs: list[tuple[int, int]]) -> None:
+    # Every job needs the whole zone (one machine), all ready now: past brute force (7-10 jobs), where
+    # Moore-Hodgson's rule is exact; the MILP says how few deadlines can be missed.
+    runs = [Run(f"j{i}", 8, minutes, 0, latest, ("GB",)) for i, (minutes, latest) in enumerate(jobs)]
+    rows = {"GB": [8]}
+    result = plan(runs, rows, {"GB": [100.0] * 400})
+    assert late(result)[0] == milp_fewest_late(runs, rows, horizon=sum(m for m, _ in jobs))
+
+
+def test_an_overloaded_batch_is_searched_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 40 jobs of 8 GPUs, one minute of slack each, on 16 GPUs: nearly all late, where the local search
+    # would try O(n^2) lists per move; the placements it makes are bounded, and it still finds a
+    # list with fewer late jobs than earliest deadline first.
+    runs = [Run(f"j{i}", 8, 5 + (7 * i) % 23, 0, 1 + i % 5, ("GB",)) for i in range(40)]
+    placements = 0
+    take = fleet._State.take
+
+    def counted(self: fleet._State, *args: object, **kwargs: bool) -> None:
+        nonlocal placements
+        placements += 1
+        take(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fleet._State, "take", counted)
+    result = plan(runs, {"GB": [16]}, {"GB": [100.0] * 2000})
+    # the deadline-first search within its budget, plus the carbon-first builds, improvement and compaction
+    assert placements <= fleet.SEARCH_BUDGET_PLACEMENTS + 20 * len(runs)
+    monkeypatch.setattr(fleet, "OTHER_LISTS_MAX_JOBS", 0)
+    monkeypatch.setattr(fleet, "LOCAL_SEARCH_MAX_JOBS", 0)
+    edf = plan(runs, {"GB": [16]}, {"GB": [100.0] * 2000})
+    assert late(result) < late(edf)

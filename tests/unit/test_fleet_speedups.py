@@ -109,6 +109,7 @@ def test_plans_are_the_same_without_the_shortcuts(
         fleet._State, "first_fit", lambda self, zone, pj, floor, give_up=0: first_fit(self, zone, pj, floor)
     )
     monkeypatch.setattr(fleet, "_still_certified", lambda state, pj, present: False)
+    monkeypatch.setattr(fleet, "_still_earliest", lambda state, pj, present: False)
     plain = plan_fleet(jobs, cap, forecasts, T0)
     assert fast.assignments == plain.assignments
     assert fast.unplaced == plain.unplaced

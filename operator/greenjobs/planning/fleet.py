@@ -25,12 +25,15 @@ expected CO2e, then earliest starts):
      then by priority, regret = GPU-hours x the gap between their cleanest and second-cleanest zone,
      latest start, arrival, id), each at its cleanest feasible start within its window, or where none
      fits, its earliest feasible start (least lateness).
-  B. deadlines first, only when A leaves a job late: earliest deadline first, each job at its earliest
-     feasible start (serial schedule generation); while a job is late and the batch is small, a late
-     job is moved ahead of earlier-listed ones (local search over the list: the earliest-start
-     schedules of all lists contain a least-lateness one); then an improvement pass moves one job at
-     a time to its cleanest feasible start in its window, the others fixed (an on-time job stays on
-     time, a late job only moves earlier), so CO2e falls and no deadline is lost.
+  B. deadlines first, only when A leaves a job late: each job in a list at its earliest feasible start
+     (serial schedule generation); the list is the best of earliest deadline first, smallest first
+     (least total lateness when all are late) and Moore-Hodgson's (the fewest late jobs on one
+     machine); while a job is late and the batch is small, a late job is moved ahead of earlier-listed
+     ones (local search over the list: the earliest-start schedules of all lists contain a
+     least-lateness one), within a budget of placements, and a batch of up to six is searched
+     exhaustively; then an improvement pass moves one job at a time to its cleanest feasible start in
+     its window, the others fixed (an on-time job stays on time, a late job only moves earlier), so
+     CO2e falls and no deadline is lost.
 Stability: a job whose current plan is still feasible keeps it unless the best start is more than
 `min_gain_percent` cleaner, or as clean and earlier. With `wait_gain_percent` > 0 a job takes the
 earliest start within that share of its baseline intensity of the cleanest one (0: off).
@@ -55,6 +58,7 @@ is extended flat past the horizon to invent savings.
 A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu_model).
 """
 
+import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,7 +158,11 @@ DUE_TOLERANCE_S = 1.0
 # Local search over the deadline-first list runs on batches up to this size (it is quadratic in it);
 # bigger ones keep the earliest-deadline-first list.
 LOCAL_SEARCH_MAX_JOBS = 40
-LOCAL_SEARCH_MAX_ROUNDS = 60
+# Placements the deadline-first search may make (each list tried costs one per job): about 0.5 s.
+SEARCH_BUDGET_PLACEMENTS = 20_000
+# Batches up to this size try the smallest-first and Moore-Hodgson lists too (bigger ones: the
+# improvement pass over a reordered schedule would take the re-plan past its 2 s at 10,000 jobs).
+OTHER_LISTS_MAX_JOBS = 2_000
 COMPACT_MAX_ROUNDS = 4
 EXHAUSTIVE_MAX_JOBS = 6  # 720 lists at most, only when the local search leaves a job late
 # _State.floors: runs in FLOOR_RUN_S buckets (the longest in the last one).
@@ -309,6 +317,9 @@ class _State:
         # id -> len(freed) when the job was known to have no earlier start as clean as its own (the
         # others where they were then): until a freed run nears it, `_compact` need not look again.
         self.certs: dict[str, int] = {}
+        # id -> len(freed) when the job was placed at its earliest feasible start: nothing earlier fit
+        # at all, so it can start earlier only where a run freed since overlaps (what _improve asks).
+        self.at_earliest: dict[str, int] = {}
         # zone -> g -> [run bucket] -> the latest start that a search for g GPUs and a run in an earlier
         # bucket from `now` found (see first_fit); valid while the zone only loses GPUs: a removal drops it.
         self.floors: dict[str, dict[int, FloatArray]] = {}
@@ -321,6 +332,7 @@ class _State:
         if certs:
             other.freed = [(z, a, b, dict(room)) for z, a, b, room in self.freed]
             other.certs = dict(self.certs)
+            other.at_earliest = dict(self.at_earliest)
         return other
 
     def profile(self, zone: str) -> FreeProfile:
@@ -329,14 +341,19 @@ class _State:
             p = self.profiles[zone] = FreeProfile.of(self.capacity, zone, self.now)
         return p
 
-    def take(self, pj: _Job, option: _Option, *, certified: bool = False) -> None:
-        """Place `pj` at `option`; `certified`: no feasible start before it is as clean (see certs)."""
+    def take(self, pj: _Job, option: _Option, *, certified: bool = False, earliest: bool = False) -> None:
+        """Place `pj` at `option`; `certified`: no feasible start before it is as clean (see certs);
+        `earliest`: none before it at all (certified too)."""
         self.profile(option.zone).add(option.start, option.start + pj.run, -pj.gpus)
         self.placed[pj.id] = (option, pj.run, pj.gpus)
-        if certified:
+        if certified or earliest:
             self.certs[pj.id] = len(self.freed)
         else:
             self.certs.pop(pj.id, None)
+        if earliest:
+            self.at_earliest[pj.id] = len(self.freed)
+        else:
+            self.at_earliest.pop(pj.id, None)
 
     def remove(self, job_id: str) -> _Option | None:
         """Take a job out; the caller logs its run in `freed` if it does not go back where it was."""
@@ -346,6 +363,7 @@ class _State:
         option, run, gpus = held
         self.profile(option.zone).add(option.start, option.start + run, gpus)
         self.certs.pop(job_id, None)
+        self.at_earliest.pop(job_id, None)
         self.floors.pop(option.zone, None)
         return option
 
@@ -377,11 +395,13 @@ class _State:
             np.maximum(longer, t, out=longer)
         return t
 
-    def move(self, pj: _Job, present: _Option, chosen: _Option, *, certified: bool = False) -> None:
+    def move(
+        self, pj: _Job, present: _Option, chosen: _Option, *, certified: bool = False, earliest: bool = False
+    ) -> None:
         """Put a removed job back at `chosen`; if that is not `present`, log the run it freed."""
         if chosen != present:
             self.freed.append((present.zone, present.start, present.start + pj.run, {}))
-        self.take(pj, chosen, certified=certified)
+        self.take(pj, chosen, certified=certified, earliest=earliest)
 
     def late_count(self, jobs: Sequence[_Job]) -> int:
         return sum(1 for pj in jobs if pj.late_by(self.placed[pj.id][0].start) > 0)
@@ -589,7 +609,7 @@ def _place_cleanest(state: _State, pj: _Job, rules: _Rules) -> None:
     fit = _first_fits(state, pj, pj.latest)
     chosen = _cleanest(state, pj, pj.earliest, pj.latest, slack, fit)
     if chosen is None:
-        state.take(pj, _earliest(state, pj, fit), certified=True)
+        state.take(pj, _earliest(state, pj, fit), earliest=True)
     else:
         stable = _stable(chosen, _kept(state, pj), rules.min_gain_percent)
         state.take(pj, stable, certified=stable is chosen and chosen.certain)
@@ -599,40 +619,94 @@ def _serial(base: _State, order: Sequence[_Job]) -> _State:
     """Serial schedule generation: each job in turn at its earliest feasible start."""
     state = base.copy()
     for pj in order:
-        state.take(pj, _earliest(state, pj), certified=True)
+        state.take(pj, _earliest(state, pj), earliest=True)
     return state
 
 
 def _deadline_first(base: _State, jobs: Sequence[_Job]) -> _State:
-    """Inflexible jobs first and as early as possible (never displaced); then earliest deadline first,
-    improved by moving late jobs ahead in the list while that lowers the lateness."""
+    """Inflexible jobs first and as early as possible (never displaced); then the best of three lists
+    (earliest deadline first, smallest first, Moore-Hodgson), improved by moving late jobs ahead in
+    the list while that lowers the lateness, within a budget of placements."""
     fixed = base.copy()
     for pj in jobs:
         if not pj.job.flexible:
-            fixed.take(pj, _earliest(fixed, pj), certified=True)
-    order = sorted((p for p in jobs if p.job.flexible), key=lambda p: (p.latest, -p.job.priority, p.job.arrival, p.id))
-    state = _serial(fixed, order)
-    if len(order) > LOCAL_SEARCH_MAX_JOBS:
-        return state
+            fixed.take(pj, _earliest(fixed, pj), earliest=True)
+    flexible = [p for p in jobs if p.job.flexible]
+    budget = _Budget(SEARCH_BUDGET_PLACEMENTS)
+    edf = sorted(flexible, key=lambda p: (p.latest, -p.job.priority, p.job.arrival, p.id))
+    order = edf
+    state = budget.serial(fixed, order)
     quality = _lateness(state, order)
-    for _ in range(LOCAL_SEARCH_MAX_ROUNDS):
-        if quality[0] == 0:
+    # Where every job cannot be on time: the smallest first is least total lateness when all are late
+    # (shortest processing time), Moore-Hodgson the fewest late jobs on one machine.
+    others: list[Callable[[], list[_Job]]] = [
+        lambda: sorted(edf, key=lambda p: (p.gpus * p.run, p.latest, p.id)),
+        lambda: _moore_hodgson(fixed, edf),
+    ]
+    for other in others:
+        if quality[0] == 0 or len(edf) > OTHER_LISTS_MAX_JOBS or not budget.allows(len(edf)):
             break
-        better = _move_a_late_job_ahead(fixed, order, state, quality)
-        if better is None:
-            break
-        order, state, quality = better
+        trial = other()
+        tried = budget.serial(fixed, trial)
+        q = _lateness(tried, trial)
+        if q < quality:
+            order, state, quality = trial, tried, q
+    if len(order) <= LOCAL_SEARCH_MAX_JOBS:
+        while quality[0] and budget.allows(len(order)):
+            better = _move_a_late_job_ahead(fixed, order, state, quality, budget)
+            if better is None:
+                break
+            order, state, quality = better
     if quality[0] and len(order) <= EXHAUSTIVE_MAX_JOBS:
         # The local search can stop in a local optimum; a batch this small is searched exactly: some
         # list's earliest-start schedule has the least lateness (lateness is a regular measure).
-        for trial in itertools.permutations(order):
-            tried = _serial(fixed, trial)
-            q = _lateness(tried, trial)
+        for permutation in itertools.permutations(order):
+            tried = _serial(fixed, permutation)
+            q = _lateness(tried, permutation)
             if q < quality:
                 state, quality = tried, q
                 if quality[0] == 0:
                     break
     return state
+
+
+class _Budget:
+    """Placements left to the deadline-first search: an overloaded batch (every job late) would have
+    the local search try O(n^2) lists per move, each a schedule of n placements."""
+
+    def __init__(self, placements: int) -> None:
+        self.left = placements
+
+    def allows(self, placements: int) -> bool:
+        return self.left >= placements
+
+    def serial(self, base: _State, order: Sequence[_Job]) -> _State:
+        self.left -= len(order)
+        return _serial(base, order)
+
+
+def _moore_hodgson(base: _State, order: Sequence[_Job]) -> list[_Job]:
+    """Earliest deadline first, but where a job would start late the biggest job listed so far goes to
+    the end and the job is placed again (Moore-Hodgson's rule, exact for the fewest late jobs on one
+    machine); those moved go last, smallest first."""
+    state = base.copy(certs=False)
+    kept: dict[str, _Job] = {}  # in list order
+    biggest: list[tuple[float, int, str]] = []  # a max-heap of GPU-seconds, the later listed first
+    moved: list[_Job] = []
+    for k, pj in enumerate(order):
+        option = _earliest(state, pj)
+        state.take(pj, option)
+        kept[pj.id] = pj
+        heapq.heappush(biggest, (-pj.gpus * pj.run, -k, pj.id))
+        while pj.id in kept and pj.late_by(option.start) > 0:
+            _, _, job_id = heapq.heappop(biggest)
+            moved.append(kept.pop(job_id))
+            state.remove(job_id)
+            if job_id != pj.id:  # its GPUs may let this one start in time
+                state.remove(pj.id)
+                option = _earliest(state, pj)
+                state.take(pj, option)
+    return [*kept.values(), *sorted(moved, key=lambda p: (p.gpus * p.run, p.latest, p.id))]
 
 
 def _lateness(state: _State, jobs: Sequence[_Job]) -> tuple[int, float]:
@@ -641,15 +715,17 @@ def _lateness(state: _State, jobs: Sequence[_Job]) -> tuple[int, float]:
 
 
 def _move_a_late_job_ahead(
-    base: _State, order: list[_Job], state: _State, quality: tuple[int, float]
+    base: _State, order: list[_Job], state: _State, quality: tuple[int, float], budget: _Budget
 ) -> tuple[list[_Job], _State, tuple[int, float]] | None:
     # Late jobs first; then any job: an on-time job moved ahead can open the room a late one needs.
     late_first = sorted(range(len(order)), key=lambda k: order[k].late_by(state.placed[order[k].id][0].start) <= 0)
     for i in late_first:
         pj = order[i]
         for to in range(i):
+            if not budget.allows(len(order)):
+                return None
             trial = [*order[:to], pj, *order[to:i], *order[i + 1 :]]
-            tried = _serial(base, trial)
+            tried = budget.serial(base, trial)
             q = _lateness(tried, trial)
             if q < quality:
                 return trial, tried, q
@@ -662,11 +738,14 @@ def _improve(state: _State, jobs: Sequence[_Job], rules: _Rules) -> None:
     for pj in sorted(jobs, key=lambda p: (-p.gpus * p.run, p.id)):
         if not pj.job.flexible:
             continue
-        cert = state.certs.get(pj.id)
-        present = state.remove(pj.id)
-        assert present is not None
-        if pj.late_by(present.start) > 0:
-            state.move(pj, present, _earliest(state, pj), certified=True)
+        present = state.placed[pj.id][0]
+        late = pj.late_by(present.start) > 0
+        if late and _still_earliest(state, pj, present):
+            continue
+        cert, at_earliest = state.certs.get(pj.id), state.at_earliest.get(pj.id)
+        state.remove(pj.id)
+        if late:
+            state.move(pj, present, _earliest(state, pj), earliest=True)
             continue
         slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
         cleanest = _cleanest(state, pj, pj.earliest, pj.latest, slack)
@@ -674,8 +753,11 @@ def _improve(state: _State, jobs: Sequence[_Job], rules: _Rules) -> None:
         if present.mean <= chosen.mean + REL_TOLERANCE * abs(chosen.mean) and present.start <= chosen.start:
             chosen = present
         state.move(pj, present, chosen, certified=chosen is cleanest and chosen.certain)
-        if chosen == present and cert is not None:
-            state.certs[pj.id] = cert  # back where it was: what held then holds
+        if chosen == present:  # back where it was: what held then holds
+            if cert is not None:
+                state.certs[pj.id] = cert
+            if at_earliest is not None:
+                state.at_earliest[pj.id] = at_earliest
 
 
 def _compact(state: _State, jobs: Sequence[_Job]) -> None:
@@ -709,9 +791,47 @@ def _compact(state: _State, jobs: Sequence[_Job]) -> None:
 def _still_certified(state: _State, pj: _Job, present: _Option) -> bool:
     """Whether `pj` certainly has no earlier start as clean as `present`: it had none when certified,
     the others only took GPUs since, except the runs freed since, and none of those lets it start
-    earlier. A start s it gains overlaps a freed run [a, b): s in (a - run, b), s < present.start;
-    the candidates of _earliest_as_clean there are among those of that stretch alone."""
+    earlier. A start s it gains overlaps a freed run [a, b): s in (a - run, b), s < present.start.
+    So one look per zone, at the candidates of the stretch that spans those of its freed runs that
+    may hold the run, gives the answer of _earliest_as_clean (whose candidates there are among them)."""
     k = state.certs.get(pj.id)
+    if k is None:
+        return False
+    spans: dict[str, tuple[float, float]] = {}
+    for zone, a, b, room in state.freed[k:]:
+        if zone not in pj.zones:
+            continue
+        lo, hi = max(pj.earliest, a - pj.run), min(b, present.start)
+        if hi <= lo:
+            continue
+        if zone != present.zone or present.start >= hi + pj.run:
+            # The longest room there now, a cheap bound cached per freed run (the profile only loses
+            # GPUs until the next freed run, checked on its own); not where its own run is in reach.
+            longest = room.get(pj.gpus)
+            if longest is None:
+                longest = room[pj.gpus] = state.profile(zone).longest_room(a, b, pj.gpus)
+            if longest < pj.run - EPS_S:
+                continue
+        span = spans.get(zone)
+        spans[zone] = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
+    for zone, (lo, hi) in spans.items():
+        if zone == present.zone:  # looked at without its own run, as _compact does
+            prof = state.profile(zone)
+            prof.add(present.start, present.start + pj.run, pj.gpus)
+            gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
+            prof.add(present.start, present.start + pj.run, -pj.gpus)
+        else:
+            gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
+        if gains:
+            return False
+    return True
+
+
+def _still_earliest(state: _State, pj: _Job, present: _Option) -> bool:
+    """Whether `pj` certainly has no earlier feasible start at all: it had none when placed at its
+    earliest, the others only took GPUs since, except the runs freed since, and none of those has
+    room for it before `present` (a start it gains overlaps one: s in (a - run, b))."""
+    k = state.at_earliest.get(pj.id)
     if k is None:
         return False
     for zone, a, b, room in state.freed[k:]:
@@ -722,18 +842,16 @@ def _still_certified(state: _State, pj: _Job, present: _Option) -> bool:
             continue
         prof = state.profile(zone)
         if zone == present.zone and present.start < hi + pj.run:
-            # Its own run is in reach: look without it (and keep no bound, which holds with it).
+            # Its own run is in reach: look without it, as a fresh placement would.
             prof.add(present.start, present.start + pj.run, pj.gpus)
-            gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
+            start = prof.earliest_fit(lo, pj.run, pj.gpus, hi)
             prof.add(present.start, present.start + pj.run, -pj.gpus)
-            if gains:
-                return False
-            continue
-        # The longest room there now (later frees are checked on their own): a cheap bound first.
-        longest = room.get(pj.gpus)
-        if longest is None:
-            longest = room[pj.gpus] = prof.longest_room(a, b, pj.gpus)
-        if longest >= pj.run - EPS_S and _first_as_clean(state, pj, zone, lo, hi, present) is not None:
+        else:
+            longest = room.get(pj.gpus)
+            if longest is None:
+                longest = room[pj.gpus] = prof.longest_room(a, b, pj.gpus)
+            start = prof.earliest_fit(lo, pj.run, pj.gpus, hi) if longest >= pj.run - EPS_S else math.inf
+        if start < hi - EPS_S:
             return False
     return True
 
