@@ -20,12 +20,14 @@ trace. Strategies:
                intensity of the next 24 h; FIFO within the quota (cleanest zone first); a job at its
                latest start ignores the quota
   fleet        greenjobs.planning.fleet with a perfect 7-day forecast: re-planned from scratch every
-               --replan (1 h), each arrival folded in with add_job between re-plans
+               --replan (1 h), each arrival folded in with add_job between re-plans; the planner's
+               defaults, zone_gap_percent 5 (learnt on other days by bench/zone_gap.py) included
   fleet-noisy  the same, each re-plan with a freshly issued noisy 7-day forecast (bench/carbon_savings.py's
                model: x (1 + e), e = (a + b x lead hours) z, z an AR(1) series, rho 0.95; one z per
                target hour, so that successive forecasts converge on the truth as the hour nears)
   fleet-offline  the fleet planner given every job of the sample up front, with a perfect forecast:
-               what the algorithm reaches with the lower bound's information (not an operator mode)
+               what the algorithm reaches with the lower bound's information (not an operator mode);
+               zone_gap_percent 0: no later arrival to leave clean-zone GPUs to
   lower-bound  time-indexed LP relaxation (HiGHS interior point through scipy): fractional (zone, start)
                choices on the 15-minute grid, a start holding the job's GPUs for its whole run; capacity
                per zone and step; each job ends by max(deadline + 15 min, its latest end under the
@@ -374,7 +376,10 @@ class FleetOffline(Policy):
                 )
                 for j in self.jobs
             ]
-            self.plan = plan_fleet(fleet_jobs, Capacity.constant(world.cap), world.truth, from_epoch(st.t))
+            # Every arrival known: no clean-zone GPUs to leave to unknown ones (zone_gap_percent 0).
+            self.plan = plan_fleet(
+                fleet_jobs, Capacity.constant(world.cap), world.truth, from_epoch(st.t), zone_gap_percent=0
+            )
             self.planning_s = time.perf_counter() - t0
         free = dict(st.free)
         started = []

@@ -1,6 +1,7 @@
 """The fleet planner: capacity never exceeded, deadlines held, overflow to the next-best windows and zones."""
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -59,11 +60,32 @@ def test_overflow_of_a_full_clean_window_goes_to_the_next_best_window() -> None:
 def test_overflow_goes_to_the_next_best_zone_before_dirty_hours() -> None:
     jobs = [job(f"j{i}", zones=("GB", "FR")) for i in range(4)]
     cap = Capacity.constant({"GB": 16, "FR": 8})
-    plan = plan_fleet(jobs, cap, {"GB": GB, "FR": FR}, T0)
+    plan = plan_fleet(jobs, cap, {"GB": GB, "FR": FR}, T0, zone_gap_percent=0)  # exact windows
     placed = sorted((a.zone, a.start, a.expected_g_per_kwh) for a in plan.assignments.values())
     assert placed[:2] == [("FR", T0, 200.0), ("FR", T0 + 2 * H, 200.0)]
     assert [p[:2] for p in placed[2:]] == [("GB", T0 + 2 * H)] * 2
     assert_within_capacity(plan, jobs, cap)
+
+
+@pytest.mark.parametrize(("zone_gap_percent", "a_starts_h", "b_zone", "grams"), [(0, 1, "GB", 350), (5, 0, "FR", 110)])
+def test_a_job_in_the_clean_zone_starts_early_for_a_small_share_of_the_zone_gap(
+    zone_gap_percent: float, a_starts_h: int, b_zone: str, grams: float
+) -> None:
+    # FR: 60 now, 50 for two hours, then 60; GB: 300. A may wait 3 h; B arrives at 1 h and cannot wait.
+    # Waiting an hour for FR's 50 saves A 10 g/kWh and sends B to GB: 250 more. Within 5 % of A's
+    # zone gap (about 245), A starts now and B gets FR: what a plan knowing B would have done.
+    fr = series(60, 50, 50, *[60] * 45)
+    gb = series(*[300] * 48)
+    fc = {"GB": gb, "FR": fr}
+    cap = Capacity.constant({"GB": 16, "FR": 8})
+    a = job("a", run_h=1, latest_h=3, zones=("GB", "FR"))
+    plan = plan_fleet([a], cap, fc, T0, zone_gap_percent=zone_gap_percent)
+    assert (plan.assignments["a"].zone, plan.assignments["a"].start) == ("FR", T0 + a_starts_h * H)
+    b = replace(job("b", run_h=1, latest_h=1, zones=("GB", "FR")), arrival=T0 + H)
+    plan = add_job(plan, b, T0 + H)
+    assert (plan.assignments["b"].zone, plan.assignments["b"].start) == (b_zone, T0 + H)
+    assert sum(x.expected_g_per_kwh for x in plan.assignments.values()) == pytest.approx(grams)
+    assert_within_capacity(plan, [a, b], cap)
 
 
 def test_never_over_capacity_on_random_fleets() -> None:

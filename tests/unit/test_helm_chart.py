@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from greenjobs.controller.fleet import FleetSettings
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "greenjobs"
 NAMESPACE = "greenjobs-system"
@@ -258,6 +260,14 @@ def test_schema_is_draft07_and_closed() -> None:
     assert schema["additionalProperties"] is False
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_the_charts_fleet_settings_are_the_operators() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    fleet = schema["properties"]["operator"]["properties"]["config"]["properties"]["fleet"]["properties"]
+    assert set(fleet) == {f.alias or name for name, f in FleetSettings.model_fields.items()}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert FleetSettings.parse(values["operator"]["config"]["fleet"]) == FleetSettings.parse({})
 
 
 @needs_helm

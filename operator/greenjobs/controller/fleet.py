@@ -35,7 +35,7 @@ from greenjobs.planning.decisions import (
     fleet_job,
     grid_step,
 )
-from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.planning.fleet import DEFAULT_ZONE_GAP_PERCENT, FleetJob, FleetPlan, Placement, add_job, plan_fleet
 from greenjobs.planning.timing import window_of
 from greenjobs.workloads.base import pod_gpus as pod_spec_gpus
 
@@ -62,6 +62,14 @@ class FleetSettings(BaseModel):
         default_factory=lambda: list(DEFAULT_GPU_RESOURCES), alias="gpuResources", description="GPU resource names."
     )
     min_gain_percent: float = Field(2.0, alias="minGainPercent", description="A planned start moves only for more.")
+    zone_gap_percent: float = Field(
+        DEFAULT_ZONE_GAP_PERCENT,
+        alias="zoneGapPercent",
+        ge=0,
+        le=100,
+        description="A job starts earlier in its cleanest zone for up to this share of that zone's advantage "
+        "(keeps the clean zone's GPUs for later arrivals; 0: the cleanest start).",
+    )
 
     @classmethod
     def parse(cls, data: Mapping[str, Any] | None) -> "FleetSettings":
@@ -194,7 +202,13 @@ class FleetCoordinator:
                 self._step = step
                 capacity = self._capacity(bodies, state, now)
             plan = plan_fleet(
-                pending, capacity, forecasts, now, step=step, min_gain_percent=self.settings.min_gain_percent
+                pending,
+                capacity,
+                forecasts,
+                now,
+                step=step,
+                min_gain_percent=self.settings.min_gain_percent,
+                zone_gap_percent=self.settings.zone_gap_percent,
             )
             log.info(
                 "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",

@@ -22,7 +22,7 @@ from greenjobs.api.durations import format_time, parse_duration, parse_time, shi
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning import whole_run_cli
 from greenjobs.planning.capacity import Capacity
-from greenjobs.planning.fleet import Assignment, FleetJob, plan_fleet
+from greenjobs.planning.fleet import DEFAULT_ZONE_GAP_PERCENT, Assignment, FleetJob, plan_fleet
 from greenjobs.planning.job import PlanRequest, PlanResult, plan
 
 Clock = Callable[[], datetime]
@@ -66,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ZONE=GPUS",
         help="free GPUs of a zone: plan the --jobs batch jointly against capacity; repeatable",
+    )
+    parser.add_argument(
+        "--zone-gap-percent",
+        type=float,
+        default=DEFAULT_ZONE_GAP_PERCENT,
+        metavar="P",
+        help="with --capacity: a job starts earlier in its cleanest zone for up to P%% of that zone's "
+        f"advantage (default {DEFAULT_ZONE_GAP_PERCENT:g}; 0: the cleanest start)",
     )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     whole_run_cli.add_arguments(parser)
@@ -388,7 +396,7 @@ def _run_fleet(
             failed += 1
             continue
         parsed.append((job_id, request, job))
-    fleet = plan_fleet([job for _, _, job in parsed], capacity, forecasts, now)
+    fleet = plan_fleet([job for _, _, job in parsed], capacity, forecasts, now, zone_gap_percent=args.zone_gap_percent)
     rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
     for job_id, request, _ in parsed:
         if job_id in fleet.unplaced:

@@ -3,7 +3,8 @@
 Pure code, no Kubernetes and no I/O, shared by the operator, the Kueue AdmissionCheck,
 `greenjobs plan --capacity` and the benchmarks. The API:
 
-    plan = plan_fleet(jobs, capacity, forecasts, now, min_gain_percent=2.0, wait_gain_percent=0.0)
+    plan = plan_fleet(jobs, capacity, forecasts, now, min_gain_percent=2.0, wait_gain_percent=0.0,
+                      zone_gap_percent=5.0)
     plan.assignments[job.id]  -> Assignment(zone, start, expected_g_per_kwh, baseline_g_per_kwh,
                                             late_by, waits_for, message, run_time)
     plan.unplaced[job.id]     -> why a job has no assignment (no usable zone, more GPUs than a zone has)
@@ -37,6 +38,12 @@ expected CO2e, then earliest starts):
 Stability: a job whose current plan is still feasible keeps it unless the best start is more than
 `min_gain_percent` cleaner, or as clean and earlier. With `wait_gain_percent` > 0 a job takes the
 earliest start within that share of its baseline intensity of the cleanest one (0: off).
+Online, the clean zone: a job with a choice of zones takes the earliest start within
+`zone_gap_percent` (default 5 %) of what that choice is worth (the second-cleanest zone's mean minus
+the cleanest's over its window) of the cleanest start. Waiting in the clean zone for a marginally
+cleaner hour holds GPUs that later arrivals would use there instead of the dirtier zone; a planner
+that knew every arrival would not need it. Learnt offline (bench/zone_gap.py: ITP replays, best on
+training days, checked on held-out ones; docs/benchmarks/fleet-planning.md).
 Re-plan from scratch on arrival, completion, capacity change and new forecast (bench/fleet_throughput.py
 times it); `add_job` folds one arrival in cheaply between re-plans. bench/fleet_planning.py compares
 it with FIFO and a time-indexed LP lower bound (docs/benchmarks/fleet-planning.md).
@@ -81,6 +88,9 @@ WAITS_START_NOW = "StartNow"
 DEFAULT_STEP = timedelta(minutes=15)
 DEFAULT_MIN_GAIN_PERCENT = 2.0
 DEFAULT_WAIT_GAIN_PERCENT = 0.0
+# Learnt offline from the ITP replays (bench/zone_gap.py: the best on training days, checked on
+# held-out ones); 0 turns it off.
+DEFAULT_ZONE_GAP_PERCENT = 5.0
 REL_TOLERANCE = 1e-9
 
 
@@ -152,6 +162,7 @@ class FleetPlan:
     _state: "_State" = field(repr=False)
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT
     wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT
+    zone_gap_percent: float = DEFAULT_ZONE_GAP_PERCENT
 
 
 DUE_TOLERANCE_S = 1.0
@@ -181,6 +192,7 @@ def plan_fleet(
     step: timedelta = DEFAULT_STEP,
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT,
     wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT,
+    zone_gap_percent: float = DEFAULT_ZONE_GAP_PERCENT,
 ) -> FleetPlan:
     """Plan every job from scratch (see the module docstring for the rules and the order).
 
@@ -204,7 +216,7 @@ def plan_fleet(
             unplaced[job.id] = pj
         else:
             prepared.append(pj)
-    rules = _Rules(min_gain_percent, wait_gain_percent)
+    rules = _Rules(min_gain_percent, wait_gain_percent, zone_gap_percent)
 
     best = _carbon_first(base, prepared, rules, lambda p: _carbon_order(p, base, step.total_seconds()))
     small = len(prepared) <= LOCAL_SEARCH_MAX_JOBS
@@ -224,7 +236,7 @@ def plan_fleet(
                 best = deadline_first
 
     _compact(best, prepared)
-    plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent)
+    plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent, zone_gap_percent)
     for pj in prepared:
         plan.assignments[pj.job.id] = _assignment(best, pj)
     return plan
@@ -247,6 +259,7 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
         state,
         plan.min_gain_percent,
         plan.wait_gain_percent,
+        plan.zone_gap_percent,
     )
     new.assignments.pop(job.id, None)
     new.unplaced.pop(job.id, None)
@@ -255,7 +268,7 @@ def add_job(plan: FleetPlan, job: FleetJob, now: datetime | None = None) -> Flee
     if isinstance(pj, str):
         new.unplaced[job.id] = pj
         return new
-    _place_cleanest(state, pj, _Rules(plan.min_gain_percent, plan.wait_gain_percent))
+    _place_cleanest(state, pj, _Rules(plan.min_gain_percent, plan.wait_gain_percent, plan.zone_gap_percent))
     new.assignments[job.id] = _assignment(state, pj)
     return new
 
@@ -276,6 +289,7 @@ def with_current(jobs: Iterable[FleetJob], plan: FleetPlan) -> list[FleetJob]:
 class _Rules:
     min_gain_percent: float
     wait_gain_percent: float
+    zone_gap_percent: float
 
 
 @dataclass(frozen=True)
@@ -471,6 +485,12 @@ def _carbon_order(pj: _Job, state: _State, step_s: float) -> tuple[int, int, flo
 def _regret(state: _State, pj: _Job) -> float:
     """gCO2e at stake in the choice of zone: GPU-hours x (second-cleanest - cleanest zone's mean over
     the job's window). 0 for a job with one usable zone."""
+    return pj.gpus * pj.run / 3600.0 * _zone_gap(state, pj)
+
+
+def _zone_gap(state: _State, pj: _Job) -> float:
+    """The second-cleanest minus the cleanest zone's mean over the job's window (g/kWh); 0 for a job
+    with one usable zone."""
     if len(pj.zones) < 2 or not pj.job.flexible:
         return 0.0
     means = []
@@ -481,7 +501,7 @@ def _regret(state: _State, pj: _Job) -> float:
     first, second = sorted(means)[:2]
     if not math.isfinite(second):
         return 0.0
-    return pj.gpus * pj.run / 3600.0 * (second - first)
+    return second - first
 
 
 def _candidates(state: _State, pj: _Job, zone: str, lo: float, hi: float) -> tuple[FloatArray, FloatArray, BoolArray]:
@@ -606,9 +626,20 @@ def _stable(chosen: _Option, kept: _Option | None, gain_percent: float) -> _Opti
     return chosen
 
 
+def _slack(state: _State, pj: _Job, rules: _Rules) -> float:
+    """How much dirtier (g/kWh) than its cleanest start a job's earlier start may be: `wait_gain_percent`
+    of its baseline, or `zone_gap_percent` of what its zone choice is worth, if more. A job waiting in
+    the clean zone for a marginally cleaner hour holds GPUs there that later arrivals would otherwise
+    use instead of a dirtier zone: online, that costs them the whole gap (one zone: no gap, no slack)."""
+    slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
+    if rules.zone_gap_percent > 0:
+        slack = max(slack, rules.zone_gap_percent / 100.0 * _zone_gap(state, pj))
+    return slack
+
+
 def _place_cleanest(state: _State, pj: _Job, rules: _Rules) -> None:
     """Carbon first: the cleanest feasible start in the window, else the earliest one (least late)."""
-    slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
+    slack = _slack(state, pj, rules)
     fit = _first_fits(state, pj, pj.latest)
     chosen = _cleanest(state, pj, pj.earliest, pj.latest, slack, fit)
     if chosen is None:
@@ -750,7 +781,7 @@ def _improve(state: _State, jobs: Sequence[_Job], rules: _Rules) -> None:
         if late:
             state.move(pj, present, _earliest(state, pj), earliest=True)
             continue
-        slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
+        slack = _slack(state, pj, rules)
         cleanest = _cleanest(state, pj, pj.earliest, pj.latest, slack)
         chosen = present if cleanest is None else _stable(cleanest, _kept(state, pj), rules.min_gain_percent)
         if present.mean <= chosen.mean + REL_TOLERANCE * abs(chosen.mean) and present.start <= chosen.start:
