@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -95,27 +96,7 @@ def milp_least_co2(runs: Sequence[Run], cap: Capacity, intensity: Mapping[str, S
             for s in range(run.earliest, run.latest + 1):
                 columns.append((j, zone, s))
                 cost.append(run.gpus * float(sum(intensity[zone][s : s + run.minutes])))
-    horizon = max(r.latest + r.minutes for r in runs)
-    zones = sorted({z for r in runs for z in r.zones})
-    rows = len(runs) + len(zones) * horizon
-    a = lil_matrix((rows, len(columns)))
-    lower = np.zeros(rows)
-    upper = np.zeros(rows)
-    for k, (j, zone, s) in enumerate(columns):
-        a[j, k] = 1
-        zi = zones.index(zone)
-        for m in range(s, s + runs[j].minutes):
-            a[len(runs) + zi * horizon + m, k] = runs[j].gpus
-    lower[: len(runs)] = upper[: len(runs)] = 1
-    for zi, zone in enumerate(zones):
-        for m in range(horizon):
-            upper[len(runs) + zi * horizon + m] = free(cap, zone, m)
-    result = milp(
-        c=np.array(cost),
-        constraints=LinearConstraint(a.tocsr(), lower, upper),
-        integrality=np.ones(len(columns)),
-        bounds=Bounds(0, 1),
-    )
+    result = _milp(runs, cap, columns, np.array(cost), max(r.latest + r.minutes for r in runs))
     return float(result.fun) if result.status == 0 else None
 
 
@@ -123,8 +104,18 @@ def milp_fewest_late(runs: Sequence[Run], cap: Capacity, horizon: int) -> int:
     """The fewest late jobs over every schedule that starts each job in [earliest, horizon), each
     start a column, a job late when its column starts past its latest start."""
     columns = [(j, zone, s) for j, run in enumerate(runs) for zone in run.zones for s in range(run.earliest, horizon)]
+    cost = np.array([float(s > runs[j].latest) for j, _, s in columns])
+    result = _milp(runs, cap, columns, cost, horizon + max(r.minutes for r in runs))
+    assert result.status == 0, "the horizon holds every job"
+    return round(result.fun)
+
+
+def _milp(
+    runs: Sequence[Run], cap: Capacity, columns: Sequence[tuple[int, str, int]], cost: np.ndarray, end: int
+) -> Any:
+    """Each job exactly one of its (zone, start) columns; each zone's GPUs in use within its free ones
+    every minute up to `end`."""
     zones = sorted({z for r in runs for z in r.zones})
-    end = horizon + max(r.minutes for r in runs)
     rows = len(runs) + len(zones) * end
     a = lil_matrix((rows, len(columns)))
     lower = np.zeros(rows)
@@ -138,15 +129,8 @@ def milp_fewest_late(runs: Sequence[Run], cap: Capacity, horizon: int) -> int:
     for zi, zone in enumerate(zones):
         for m in range(end):
             upper[len(runs) + zi * end + m] = free(cap, zone, m)
-    cost = np.array([float(s > runs[j].latest) for j, _, s in columns])
-    result = milp(
-        c=cost,
-        constraints=LinearConstraint(a.tocsr(), lower, upper),
-        integrality=np.ones(len(columns)),
-        bounds=Bounds(0, 1),
-    )
-    assert result.status == 0, "the horizon holds every job"
-    return round(result.fun)
+    ones = np.ones(len(columns))
+    return milp(c=cost, constraints=LinearConstraint(a.tocsr(), lower, upper), integrality=ones, bounds=Bounds(0, 1))
 
 
 def fifo_co2(runs: Sequence[Run], cap: Capacity, intensity: Mapping[str, Sequence[float]]) -> float:
