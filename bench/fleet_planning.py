@@ -21,7 +21,7 @@ trace. Strategies:
                latest start ignores the quota
   fleet        greenjobs.planning.fleet with a perfect 7-day forecast: re-planned from scratch every
                --replan (1 h), each arrival folded in with add_job between re-plans; the planner's
-               defaults, zone_gap_percent 5 (learnt on other days by bench/zone_gap.py) included
+               defaults, zone_gap_percent 1 (learnt on other days by bench/zone_gap.py) included
   fleet-noisy  the same, each re-plan with a freshly issued noisy 7-day forecast (bench/carbon_savings.py's
                model: x (1 + e), e = (a + b x lead hours) z, z an AR(1) series, rho 0.95; one z per
                target hour, so that successive forecasts converge on the truth as the hour nears)

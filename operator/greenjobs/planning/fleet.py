@@ -39,7 +39,7 @@ Stability: a job whose current plan is still feasible keeps it unless the best s
 `min_gain_percent` cleaner, or as clean and earlier. With `wait_gain_percent` > 0 a job takes the
 earliest start within that share of its baseline intensity of the cleanest one (0: off).
 Online, the clean zone: a job with a choice of zones takes the earliest start within
-`zone_gap_percent` (default 5 %) of what that choice is worth (the second-cleanest zone's mean minus
+`zone_gap_percent` (default 1 %) of what that choice is worth (the second-cleanest zone's mean minus
 the cleanest's over its window) of the cleanest start. Waiting in the clean zone for a marginally
 cleaner hour holds GPUs that later arrivals would use there instead of the dirtier zone; a planner
 that knew every arrival would not need it. Learnt offline (bench/zone_gap.py: ITP replays, best on
@@ -90,7 +90,7 @@ DEFAULT_MIN_GAIN_PERCENT = 2.0
 DEFAULT_WAIT_GAIN_PERCENT = 0.0
 # Learnt offline from the ITP replays (bench/zone_gap.py: the best on training days, checked on
 # held-out ones); 0 turns it off.
-DEFAULT_ZONE_GAP_PERCENT = 5.0
+DEFAULT_ZONE_GAP_PERCENT = 1.0
 REL_TOLERANCE = 1e-9
 
 
