@@ -209,6 +209,7 @@ class BackgroundHostEnergy:
         self.breaker = CircuitBreaker(clock, failures=failures, cooldown=cooldown)
         self._latest: dict[tuple[str, str, str], HostEnergy | None] = {}
         self._wanted: dict[tuple[str, str, str], JobRef] = {}  # latest request per job, fetched in turn
+        self._fetching = False  # a request taken off _wanted and not yet answered
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -235,12 +236,12 @@ class BackgroundHostEnergy:
             self._lock.notify_all()
 
     def drain(self, timeout: float = 5.0) -> bool:
-        """Wait until every request so far was fetched (tests, shutdown)."""
+        """Wait until every request so far was answered (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._wanted and time.monotonic() < deadline:
+            while (self._wanted or self._fetching) and time.monotonic() < deadline:
                 self._lock.wait(timeout=0.05)
-            return not self._wanted
+            return not (self._wanted or self._fetching)
 
     def _run(self) -> None:
         while True:
@@ -251,8 +252,10 @@ class BackgroundHostEnergy:
                     return
                 key, job = next(iter(self._wanted.items()))
                 del self._wanted[key]
+                self._fetching = True
             if not self.breaker.admit():
                 with self._lock:
+                    self._fetching = False
                     self._lock.notify_all()
                 continue  # open: the last figure stands; asked again at the next accounting
             try:
@@ -269,4 +272,5 @@ class BackgroundHostEnergy:
                     if found is not None or key not in self._latest:
                         self._latest[key] = found
             with self._lock:
+                self._fetching = False
                 self._lock.notify_all()
