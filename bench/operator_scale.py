@@ -44,6 +44,8 @@ from typing import Any
 import kubernetes
 import yaml
 
+from greenjobs.runtime.readiness import READY
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, table
 
@@ -245,10 +247,8 @@ def main() -> None:
     objects = kubernetes.client.CustomObjectsApi(api)
     deleted = False
     try:
-        wait(
-            "the operator to log in", lambda: b"Activity 'login' succeeded" in (work / "operator.log").read_bytes(), 60
-        )
-        time.sleep(3)  # initial LISTs of nodes, jobs, greentrainingjobs
+        # Ready: its initial LISTs of nodes, pods, jobs and greentrainingjobs are in.
+        wait("the operator to be ready", lambda: READY.encode() in (work / "operator.log").read_bytes(), 60)
         if op.poll() is not None:
             raise SystemExit((work / "operator.log").read_text())
         watch = GtjWatch(objects, namespace)

@@ -28,7 +28,7 @@ from greenjobs.accounting.energy import JOULES_PER_KWH
 from greenjobs.api.durations import parse_time
 from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import Cluster, wait_until
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
@@ -50,10 +50,8 @@ def agents(cluster: Cluster, namespace: str) -> Iterator[list[AgentProcess]]:
 @pytest.fixture
 def operator(cluster: Cluster, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
     now = datetime.now(UTC).replace(microsecond=0)
-    points = [(now + i * timedelta(minutes=1), INTENSITY) for i in range(-5, 60)]
-    write_forecast(tmp_path / "fc", "GB", points)
-    write_forecast(tmp_path / "fc", "FR", points)
-    return operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    zones = {"GB": INTENSITY, "FR": INTENSITY}
+    return operator_factory(file_forecasts(tmp_path / "fc", now, zones, step=timedelta(minutes=1), steps=range(-5, 60)))
 
 
 def _manifest(

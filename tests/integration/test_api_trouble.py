@@ -17,7 +17,7 @@ from greenjobs.api.durations import parse_time
 from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import CLUSTER_SH, Cluster, wait_until
 from tests.manifests import gtj_json
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
@@ -52,10 +52,8 @@ def test_operator_and_agent_recover_from_an_api_server_restart(
     node = cluster.nodes["GB"][0]
     now = datetime.now(UTC).replace(microsecond=0)
     # GB only, dirty for 20 s then clean: the job is deferred across the outage.
-    write_forecast(
-        tmp_path / "fc", "GB", [(now + i * timedelta(seconds=10), 300.0 if i < 2 else 50.0) for i in range(-6, 120)]
-    )
-    op = operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    config = file_forecasts(tmp_path / "fc", now, {"GB": lambda i: 300.0 if i < 2 else 50.0}, steps=range(-6, 120))
+    op = operator_factory(config)
     manifest = gtj_json(
         namespace,
         "outage",

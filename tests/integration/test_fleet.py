@@ -21,11 +21,10 @@ import pytest
 from greenjobs.api.durations import parse_time
 from tests.kube import Cluster, wait_until
 from tests.manifests import gtj_manifest
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import STEP, OperatorProcess, clean_between, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
-STEP = timedelta(seconds=10)
 GPUS_PER_NODE = 8
 JOBS = 5
 
@@ -68,12 +67,8 @@ def test_more_demand_than_the_clean_window_holds_is_spread_never_oversubscribed(
                ["status"].get("phase") == "Running", timeout=30)  # fmt: skip
 
     now = datetime.now(UTC).replace(microsecond=0)
-    steps = range(-6, 180)
-    fc = tmp_path / "fc"
-    write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(fc, "FR", [(now + i * STEP, 40.0 if 3 <= i < 6 else 250.0) for i in steps])
     config = {
-        "providers": [{"type": "file", "path": str(fc)}],
+        **file_forecasts(tmp_path / "fc", now, {"GB": 300.0, "FR": clean_between(3, 6)}),
         "fleet": {"step": "10s", "horizon": "30m"},
     }
     operator_factory(config)
@@ -167,11 +162,9 @@ def test_a_tight_zone_keeps_every_feasible_deadline_and_is_never_idle_while_ours
     gb_gpus = GPUS_PER_NODE * len(cluster.nodes["GB"])
     assert gb_gpus == 16
     now = datetime.now(UTC).replace(microsecond=0)
-    steps = range(-6, 180)
-    fc = tmp_path / "fc"
     # Clean from +60 s to +80 s (the third round), dirty otherwise.
-    write_forecast(fc, "GB", [(now + i * STEP, 40.0 if 6 <= i < 8 else 300.0) for i in steps])
-    operator_factory({"providers": [{"type": "file", "path": str(fc)}], "fleet": {"step": "10s", "horizon": "30m"}})
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": clean_between(6, 8, dirty=300.0)})
+    operator_factory({**forecasts, "fleet": {"step": "10s", "horizon": "30m"}})
 
     timing = {"estimatedDuration": "20s", "maxDelay": "100s"}  # deadline: creation + 2 min
     items = [

@@ -20,11 +20,10 @@ from greenjobs.kueue.decisions import START_SLACK
 from tests.fault_proxy import Fault, fault_proxy
 from tests.kube import Cluster, ManagedProcess, wait_until
 from tests.kueue import ZONE_LABEL, condition, cq_usage, queues, start_check, workload_of
-from tests.operator_proc import write_forecast
+from tests.operator_proc import clean_between, file_forecasts
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kueue]
 
-STEP = timedelta(seconds=10)
 HINTS = {
     "greenjobs.dev/estimated-duration": "20s",
     "greenjobs.dev/max-delay": "3m",
@@ -38,11 +37,8 @@ def check(kueue: Cluster, tmp_path: Path) -> Iterator[Callable[[datetime, int], 
     started: list[ManagedProcess] = []
 
     def start(now: datetime, clean_from: int) -> ManagedProcess:
-        fc = tmp_path / "fc"
-        steps = range(-6, 180)
-        write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in steps])
-        write_forecast(fc, "FR", [(now + i * STEP, 40.0 if i >= clean_from else 250.0) for i in steps])
-        p = start_check(kueue, tmp_path, {"providers": [{"type": "file", "path": str(fc)}]})
+        zones = {"GB": 300.0, "FR": lambda i: 40.0 if i >= clean_from else 250.0}
+        p = start_check(kueue, tmp_path, file_forecasts(tmp_path / "fc", now, zones))
         started.append(p)
         return p
 
@@ -329,9 +325,8 @@ def test_a_tight_cluster_queue_keeps_every_feasible_deadline_and_is_never_idle_w
     every deadline holds and the quota is never idle while a Job waits, nor ever exceeded."""
     cluster = kueue
     now = datetime.now(UTC).replace(microsecond=0)
-    fc = tmp_path / "fc"
-    write_forecast(fc, "GB", [(now + i * STEP, 40.0 if 6 <= i < 8 else 300.0) for i in range(-6, 180)])
-    started = start_check(kueue, tmp_path, {"providers": [{"type": "file", "path": str(fc)}]})
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": clean_between(6, 8, dirty=300.0)})
+    started = start_check(kueue, tmp_path, forecasts)
     try:
         cluster.kubectl("apply", "--server-side", "-f", "-", input=queues(namespace, gpus=16, pinned_zone="GB"))
         cq = f"cq-{namespace}"
@@ -380,16 +375,14 @@ def test_a_transient_500_on_the_ready_answer_is_retried(kueue: Cluster, namespac
     (kopf does not retry event handlers), so the job is admitted and runs, once, in the planned zone."""
     cluster = kueue
     now = datetime.now(UTC).replace(microsecond=0)
-    fc = tmp_path / "fc"
-    write_forecast(fc, "GB", [(now + i * STEP, 300.0) for i in range(-6, 180)])
-    write_forecast(fc, "FR", [(now + i * STEP, 40.0) for i in range(-6, 180)])  # clean: no deferral
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": 300.0, "FR": 40.0})  # FR clean: no deferral
     status_write = rf"^/apis/kueue\.x-k8s\.io/[^/]+/namespaces/{namespace}/workloads/[^/]+/status$"
     fault = Fault(methods=("PATCH", "PUT"), path=status_write, status=500, for_seconds=3.0)
     with fault_proxy(cluster, tmp_path / "proxy", [fault]) as proxy:
         p = start_check(
             cluster,
             tmp_path,
-            {"providers": [{"type": "file", "path": str(fc)}]},
+            forecasts,
             env={"KUBECONFIG": str(proxy.kubeconfig(tmp_path))},
         )
         try:

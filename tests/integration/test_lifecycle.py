@@ -22,28 +22,22 @@ from tests.agent_proc import start_agent
 from tests.conftest import JobWatch
 from tests.kube import Cluster, wait_until
 from tests.manifests import gtj_json
-from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+from tests.operator_proc import (
+    OperatorProcess,
+    clean_between,
+    condition,
+    file_forecasts,
+    gtj,
+    phase,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.cluster
-
-STEP = timedelta(seconds=10)
 
 
 def _forecasts(directory: Path, now: datetime, clean_from: int = 3, clean_to: int = 6) -> dict[str, Any]:
     """GB dirty; FR clean in steps [from, to) of 10 s: jobs with slack are deferred to it."""
-    steps = range(-6, 180)
-    write_forecast(directory, "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(directory, "FR", [(now + i * STEP, 40.0 if clean_from <= i < clean_to else 250.0) for i in steps])
-    return {"providers": [{"type": "file", "path": str(directory)}]}
-
-
-def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
-    return gtj(cluster, ns, name).get("status", {}).get("phase")
-
-
-def _wait_phase(cluster: Cluster, ns: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
-    wait_until(f"{name} {phase}", lambda: _phase(cluster, ns, name) == phase, timeout=timeout)
-    return gtj(cluster, ns, name)
+    return file_forecasts(directory, now, {"GB": 300.0, "FR": clean_between(clean_from, clean_to)})
 
 
 def _job(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
@@ -57,7 +51,9 @@ def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
 
 
 def _settle(seconds: float) -> None:
-    """Give a (wrong) operator the chance to act: several ticks with nothing expected to happen."""
+    """Give a (wrong) operator the chance to act: several ticks (tickSeconds=1) with nothing expected to
+    happen. A negative check, so a sleep; a few ticks suffice, since an operator is only started once it
+    is ready (its lists in) and looks at every listed job at once."""
     time.sleep(seconds)
 
 
@@ -73,7 +69,7 @@ def test_ttl_zero_records_the_outcome_and_energy_and_a_restart_never_reruns(
     agents = [start_agent(cluster, node, tmp_path / node, namespace) for node in cluster.nodes["GB"]]
     manifest = gtj_json(namespace, "ttl0", zones=["GB"], gpus=2, run_for="6s", job_spec={"ttlSecondsAfterFinished": 0})
     cluster.kubectl("apply", "-f", "-", input=manifest)
-    obj = _wait_phase(cluster, namespace, "ttl0", "Succeeded", timeout=90)
+    obj = wait_phase(cluster, namespace, "ttl0", "Succeeded", timeout=90)
     assert condition(obj, "Complete")["reason"] == "JobSucceeded"  # type: ignore[index]
     # The Job's TTL removes it once our finalizer lets go, after the outcome was recorded.
     wait_until("the TTL to remove the Job", lambda: _job(cluster, namespace, "ttl0") is None, timeout=30)
@@ -88,8 +84,8 @@ def test_ttl_zero_records_the_outcome_and_energy_and_a_restart_never_reruns(
     # A restart of the operator sees a Succeeded job without its Job: it must create nothing.
     op.stop()
     operator_factory(config)
-    _settle(8)
-    assert _phase(cluster, namespace, "ttl0") == "Succeeded"
+    _settle(4)
+    assert phase(cluster, namespace, "ttl0") == "Succeeded"
     assert _job(cluster, namespace, "ttl0") is None
     assert {n: len(u) for n, u in job_watch.uids().items()} == {"ttl0": 1}
 
@@ -104,15 +100,15 @@ def test_a_succeeded_jobs_job_deleted_by_hand_is_never_recreated(
     config = _forecasts(tmp_path / "fc", datetime.now(UTC).replace(microsecond=0))
     op = operator_factory(config)
     cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "done", zones=["GB"], gpus=1, run_for="3s"))
-    _wait_phase(cluster, namespace, "done", "Succeeded")
+    wait_phase(cluster, namespace, "done", "Succeeded")
     wait_until(
         "the finalizer let go", lambda: not (_job(cluster, namespace, "done") or {})["metadata"].get("finalizers")
     )
     cluster.kubectl("delete", "job", "done", "-n", namespace, "--wait=true")
     op.stop()
     operator_factory(config)
-    _settle(8)
-    assert _phase(cluster, namespace, "done") == "Succeeded"
+    _settle(4)
+    assert phase(cluster, namespace, "done") == "Succeeded"
     assert job_watch.uids() == {"done": job_watch.uids()["done"]} and len(job_watch.uids()["done"]) == 1
 
 
@@ -129,7 +125,7 @@ def test_job_deleted_while_deferred_is_recreated_because_it_never_ran(
     cluster.kubectl(
         "apply", "-f", "-", input=gtj_json(namespace, "waits", zones=["FR"], timing=timing, gpus=1, run_for="4s")
     )
-    _wait_phase(cluster, namespace, "waits", "Deferred")
+    wait_phase(cluster, namespace, "waits", "Deferred")
     first = _job(cluster, namespace, "waits")
     assert first is not None and first["spec"]["suspend"] is True
     assert first["metadata"]["finalizers"] == ["greenjobs.dev/outcome"]
@@ -139,8 +135,8 @@ def test_job_deleted_while_deferred_is_recreated_because_it_never_ran(
         lambda: (j := _job(cluster, namespace, "waits")) and j["metadata"]["uid"] != first["metadata"]["uid"] and j,
         timeout=30,
     )
-    assert recreated["spec"]["suspend"] is True and _phase(cluster, namespace, "waits") == "Deferred"
-    obj = _wait_phase(cluster, namespace, "waits", "Succeeded", timeout=120)
+    assert recreated["spec"]["suspend"] is True and phase(cluster, namespace, "waits") == "Deferred"
+    obj = wait_phase(cluster, namespace, "waits", "Succeeded", timeout=120)
     assert obj["status"]["plan"]["zone"] == "FR"
     uids = job_watch.uids()["waits"]
     assert len(uids) == 2  # the first never ran: no pod of it ever existed
@@ -160,11 +156,11 @@ def test_job_deleted_while_running_fails_the_job_and_is_not_rerun_even_across_a_
     for name in ("cancel", "down"):
         cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, name, zones=["GB"], gpus=1, run_for="10m"))
     for name in ("cancel", "down"):
-        _wait_phase(cluster, namespace, name, "Running")
+        wait_phase(cluster, namespace, name, "Running")
 
     # Deleted by hand while the operator runs: Failed (JobDeleted), the Job goes, nothing new.
     cluster.kubectl("delete", "job", "cancel", "-n", namespace, "--wait=false")
-    obj = _wait_phase(cluster, namespace, "cancel", "Failed")
+    obj = wait_phase(cluster, namespace, "cancel", "Failed")
     assert condition(obj, "Failed")["reason"] == "JobDeleted"  # type: ignore[index]
     wait_until("the Job to go", lambda: _job(cluster, namespace, "cancel") is None, timeout=30)
 
@@ -174,7 +170,7 @@ def test_job_deleted_while_running_fails_the_job_and_is_not_rerun_even_across_a_
     held = _job(cluster, namespace, "down")
     assert held is not None and held["metadata"].get("deletionTimestamp")
     operator_factory(config)
-    obj = _wait_phase(cluster, namespace, "down", "Failed")
+    obj = wait_phase(cluster, namespace, "down", "Failed")
     assert condition(obj, "Failed")["reason"] == "JobDeleted"  # type: ignore[index]
     wait_until("the Job to go", lambda: _job(cluster, namespace, "down") is None, timeout=30)
     _settle(5)
@@ -191,14 +187,14 @@ def test_job_gone_without_a_trace_while_the_operator_was_down_is_lost_not_rerun(
     config = _forecasts(tmp_path / "fc", datetime.now(UTC).replace(microsecond=0))
     op = operator_factory(config)
     cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "lost", zones=["GB"], gpus=1, run_for="10m"))
-    _wait_phase(cluster, namespace, "lost", "Running")
+    wait_phase(cluster, namespace, "lost", "Running")
     op.stop()
     # Someone strips our finalizer and deletes the Job: its outcome is gone for good.
     cluster.kubectl("patch", "job", "lost", "-n", namespace, "--type=json", "-p",
                     '[{"op": "remove", "path": "/metadata/finalizers"}]')  # fmt: skip
     cluster.kubectl("delete", "job", "lost", "-n", namespace, "--wait=true")
     operator_factory(config)
-    obj = _wait_phase(cluster, namespace, "lost", "Failed")
+    obj = wait_phase(cluster, namespace, "lost", "Failed")
     assert condition(obj, "Failed")["reason"] == "JobLost"  # type: ignore[index]
     _settle(5)
     assert _job(cluster, namespace, "lost") is None
@@ -217,7 +213,7 @@ def test_same_name_recreated_is_a_new_job_from_zero(
     agents = [start_agent(cluster, node, tmp_path / node, namespace) for node in cluster.nodes["GB"]]
     manifest = gtj_json(namespace, "again", zones=["GB"], gpus=1, run_for="4s")
     cluster.kubectl("apply", "-f", "-", input=manifest)
-    first = _wait_phase(cluster, namespace, "again", "Succeeded")
+    first = wait_phase(cluster, namespace, "again", "Succeeded")
     wait_until(
         "energy of the first run",
         lambda: (gtj(cluster, namespace, "again")["status"].get("energy") or {}).get("gpuKWh"),
@@ -227,7 +223,7 @@ def test_same_name_recreated_is_a_new_job_from_zero(
     cluster.kubectl("delete", "gtj", "again", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_until("the old Job to go", lambda: _job(cluster, namespace, "again") is None, timeout=60)
     cluster.kubectl("apply", "-f", "-", input=manifest)
-    second = _wait_phase(cluster, namespace, "again", "Succeeded")
+    second = wait_phase(cluster, namespace, "again", "Succeeded")
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     wait_until(
         "energy of the second run",
@@ -262,7 +258,7 @@ def test_spec_edits_at_the_moment_of_the_start_lose_nothing(
         "-",
         input=gtj_json(namespace, "race", zones=["FR"], timing=timing, power=power, gpus=1, run_for="30s"),
     )
-    obj = _wait_phase(cluster, namespace, "race", "Deferred")
+    obj = wait_phase(cluster, namespace, "race", "Deferred")
     start = parse_time(obj["status"]["plan"]["scheduledStart"])
     # Edit power (and budget) every 150 ms from 2 s before the planned start to 3 s after it.
     while datetime.now(UTC) < start - timedelta(seconds=2):
@@ -315,7 +311,7 @@ def test_a_finished_job_folds_in_late_energy_then_settles_out_of_the_watch(
     config = {**_forecasts(tmp_path / "fc", datetime.now(UTC).replace(microsecond=0)), "settleAfter": "8s"}
     operator_factory(config)
     cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "late", zones=["GB"], gpus=1, run_for="2s"))
-    _wait_phase(cluster, namespace, "late", "Succeeded")
+    wait_phase(cluster, namespace, "late", "Succeeded")
 
     # An agent's report that comes after the outcome (as after a node's last sample) is still counted.
     node = cluster.nodes["GB"][0]
@@ -345,7 +341,7 @@ def test_a_finished_job_folds_in_late_energy_then_settles_out_of_the_watch(
         "patch", "gtj", "late", "-n", namespace, "--type=merge", "-p", '{"spec":{"timing":{"estimatedDuration":"1h"}}}'
     )
     cluster.kubectl("apply", "-f", "-", input=gtj_json(namespace, "after", zones=["GB"], gpus=1))
-    wait_until("the next job planned", lambda: _phase(cluster, namespace, "after") is not None, timeout=30)
+    wait_until("the next job planned", lambda: phase(cluster, namespace, "after") is not None, timeout=30)
     _settle(3)
     edited = gtj(cluster, namespace, "late")
     assert edited["metadata"]["generation"] == settled["metadata"]["generation"] + 1

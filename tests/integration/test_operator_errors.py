@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from tests.kube import Cluster, wait_until
-from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, clean_between, condition, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
-STEP = timedelta(seconds=10)
+STEPS = range(-6, 400)  # forecasts of 10 s steps over an hour
 CONTAINER = {"name": "train", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 1}}}
 
 
@@ -55,9 +55,8 @@ def _manifest(
     )
 
 
-def _flat(directory: Path, now: datetime, zones: dict[str, float]) -> None:
-    for zone, value in zones.items():
-        write_forecast(directory, zone, [(now + i * STEP, value) for i in range(-6, 400)])
+def _flat(directory: Path, now: datetime, zones: dict[str, float]) -> dict[str, Any]:
+    return file_forecasts(directory, now, zones, steps=STEPS)
 
 
 def _events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -93,8 +92,7 @@ def operator(
 ) -> Iterator[tuple[OperatorProcess, datetime]]:
     """An operator with flat forecasts: GB 300, FR 250 (so GB-only jobs start at once)."""
     now = datetime.now(UTC).replace(microsecond=0)
-    _flat(tmp_path / "fc", now, {"GB": 300.0, "FR": 250.0})
-    yield operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}), now
+    yield operator_factory(_flat(tmp_path / "fc", now, {"GB": 300.0, "FR": 250.0})), now
 
 
 INVALID_POD_SPECS = {
@@ -169,7 +167,7 @@ def test_zone_without_nodes_is_reported_not_silently_pending(
     assert not cluster.get_json("jobs", "-n", namespace)["items"]
     # Said once, not once per tick (tickSeconds=1): no flood of Events or status writes.
     rv = obj["metadata"]["resourceVersion"]
-    time.sleep(5)
+    time.sleep(5)  # five ticks: a negative check (a write or Event per tick would show), so a sleep
     zone_events = [e for e in _events(cluster, namespace, "nowhere") if e["reason"] == "ZoneUnavailable"]
     assert sum(e.get("count", 1) for e in zone_events) == 1
     assert gtj(cluster, namespace, "nowhere")["metadata"]["resourceVersion"] == rv
@@ -217,8 +215,7 @@ def test_zone_gets_planned_once_a_node_appears(
 ) -> None:
     zone = "Z" + namespace.removeprefix("t-").upper()  # unique: no other test's node carries it
     now = datetime.now(UTC).replace(microsecond=0)
-    _flat(tmp_path / "fc", now, {zone: 100.0})
-    op = operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    op = operator_factory(_flat(tmp_path / "fc", now, {zone: 100.0}))
     cluster.kubectl("apply", "-f", "-", input=_manifest(namespace, "later", zones=[zone]))
     _cond(cluster, namespace, "later", "ZoneUnavailable", "True")
     node = f"zone-{namespace}"
@@ -268,8 +265,7 @@ def test_zone_unknown_to_the_forecast_provider(
     now = datetime.now(UTC).replace(microsecond=0)
     fc = tmp_path / "fc"
     # GB only (no FR file): GB is cleaner from +60 s, so the job waits in GB.
-    write_forecast(fc, "GB", [(now + i * STEP, 100.0 if 6 <= i < 30 else 300.0) for i in range(-6, 400)])
-    op = operator_factory({"providers": [{"type": "file", "path": str(fc)}]})
+    op = operator_factory(file_forecasts(fc, now, {"GB": clean_between(6, 30, 100.0, 300.0)}, steps=STEPS))
     timing = {"estimatedDuration": "30s", "maxDelay": "10m"}
     cluster.kubectl("apply", "-f", "-", input=_manifest(namespace, "nofc", zones=["GB", "FR"], timing=timing))
     cond = _cond(cluster, namespace, "nofc", "ForecastUnavailable", "True")
@@ -283,7 +279,7 @@ def test_zone_unknown_to_the_forecast_provider(
     assert event["type"] == "Warning" and "FR" in event["message"]
 
     # The FR forecast appears (a ConfigMap update): at the next re-plan FR, clean now, wins.
-    write_forecast(fc, "FR", [(now + i * STEP, 40.0) for i in range(-6, 400)])
+    file_forecasts(fc, now, {"FR": 40.0}, steps=STEPS)
     wait_until("re-plan into FR", lambda: gtj(cluster, namespace, "nofc")["status"]["plan"]["zone"] == "FR", timeout=30)
     obj = wait_until(
         "Running", lambda: (o := gtj(cluster, namespace, "nofc"))["status"]["phase"] == "Running" and o, timeout=30

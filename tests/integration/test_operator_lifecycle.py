@@ -13,20 +13,14 @@ import pytest
 
 from greenjobs.api.durations import parse_time
 from tests.kube import Cluster, wait_until
-from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, clean_between, condition, file_forecasts, gtj, wait_phase
 
 pytestmark = pytest.mark.cluster
 
-STEP = timedelta(seconds=10)
 
-
-def _forecasts(directory: Path, now: datetime, fr_clean_from: int, fr_clean_to: int) -> None:
+def _forecasts(directory: Path, now: datetime, fr_clean_from: int, fr_clean_to: int) -> dict[str, Any]:
     """GB dirty all along; FR dirty except steps [from, to) of 10 s each."""
-    steps = range(-6, 180)
-    write_forecast(directory, "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(
-        directory, "FR", [(now + i * STEP, 40.0 if fr_clean_from <= i < fr_clean_to else 250.0) for i in steps]
-    )
+    return file_forecasts(directory, now, {"GB": 300.0, "FR": clean_between(fr_clean_from, fr_clean_to)})
 
 
 def _manifest(
@@ -58,16 +52,11 @@ spec:
 """
 
 
-def _phase(cluster: Cluster, namespace: str, name: str) -> str | None:
-    return gtj(cluster, namespace, name).get("status", {}).get("phase")
-
-
 def test_deferred_to_the_clean_window_then_runs_in_that_zone_and_succeeds(
     cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now, 3, 6)  # FR clean from now+30s to now+60s
-    operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    operator_factory(_forecasts(tmp_path / "fc", now, 3, 6))  # FR clean from now+30s to now+60s
     cluster.kubectl(
         "apply",
         "-f",
@@ -102,9 +91,7 @@ def test_deferred_to_the_clean_window_then_runs_in_that_zone_and_succeeds(
     assert table[0].split()[:8] == ["NAME", "PHASE", "ZONE", "START", "CAP-W", "ENERGY-KWH", "CO2E-G", "SAVED-%"]
     assert table[1].split()[:4] == ["llm", "Deferred", "FR", plan["scheduledStart"]]
 
-    running = wait_until("Running", lambda: _phase(cluster, namespace, "llm") == "Running", timeout=60)
-    assert running
-    obj = gtj(cluster, namespace, "llm")
+    obj = wait_phase(cluster, namespace, "llm", "Running", timeout=60)
     assert parse_time(obj["status"]["startTime"]) >= start
     assert obj["status"]["power"]["targetCapWatts"] == 250
     pods = wait_until(
@@ -114,8 +101,7 @@ def test_deferred_to_the_clean_window_then_runs_in_that_zone_and_succeeds(
     assert {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["FR"])
     assert pods[0]["spec"]["nodeSelector"] == {"greenjobs.dev/grid-zone": "FR"}
 
-    wait_until("Succeeded", lambda: _phase(cluster, namespace, "llm") == "Succeeded", timeout=60)
-    obj = gtj(cluster, namespace, "llm")
+    obj = wait_phase(cluster, namespace, "llm", "Succeeded", timeout=60)
     assert condition(obj, "Complete")["status"] == "True"
     assert obj["status"]["completionTime"]
     reasons = {
@@ -130,11 +116,9 @@ def test_urgent_job_starts_at_once_in_the_cleanest_zone(
     cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now, 0, 100)  # FR clean now
-    operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    operator_factory(_forecasts(tmp_path / "fc", now, 0, 100))  # FR clean now
     cluster.kubectl("apply", "-f", "-", input=_manifest(namespace, "urgent"))
-    wait_until("Running", lambda: _phase(cluster, namespace, "urgent") == "Running", timeout=30)
-    obj = gtj(cluster, namespace, "urgent")
+    obj = wait_phase(cluster, namespace, "urgent", "Running", timeout=30)
     assert obj["status"]["plan"]["zone"] == "FR"
     assert cluster.get_json("job", "urgent", "-n", namespace)["spec"]["suspend"] is False
 
@@ -143,8 +127,7 @@ def test_spec_change_while_deferred_replans_and_deletion_cascades(
     cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now, 12, 15)  # FR clean 2 min from now
-    operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]})
+    operator_factory(_forecasts(tmp_path / "fc", now, 12, 15))  # FR clean 2 min from now
     cluster.kubectl(
         "apply",
         "-f",
@@ -159,7 +142,7 @@ def test_spec_change_while_deferred_replans_and_deletion_cascades(
     patch: dict[str, Any] = {"spec": {"placement": {"zones": ["GB"]}}}
     cluster.kubectl("patch", "gtj", "shift", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
     wait_until("re-plan into GB", lambda: gtj(cluster, namespace, "shift")["status"]["plan"]["zone"] == "GB")
-    wait_until("Running", lambda: _phase(cluster, namespace, "shift") == "Running", timeout=30)
+    wait_phase(cluster, namespace, "shift", "Running", timeout=30)
     jobs = cluster.get_json("jobs", "-n", namespace)["items"]
     assert [j["metadata"]["uid"] for j in jobs] == [uid]
     cluster.kubectl("delete", "gtj", "shift", "-n", namespace, "--timeout=60s")

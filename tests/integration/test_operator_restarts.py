@@ -24,11 +24,10 @@ import pytest
 from greenjobs.api.durations import parse_time
 from tests.conftest import JobWatch
 from tests.kube import Cluster, wait_until
-from tests.operator_proc import OperatorProcess, condition, write_forecast
+from tests.operator_proc import OperatorProcess, condition, file_forecasts
 
 pytestmark = pytest.mark.cluster
 
-STEP = timedelta(seconds=10)
 SEED = 20261123
 JOBS = 60
 KILLS = 7
@@ -36,15 +35,13 @@ KILLS = 7
 START_TOLERANCE = timedelta(seconds=15)
 
 
-def _forecasts(directory: Path, now: datetime) -> None:
+def _forecasts(directory: Path, now: datetime) -> dict[str, Any]:
     """GB flat and dirty (start at once); FR falls from 250 to 40 at now+50..60 s, then back up.
 
     Jobs bounded by maxDelay 20 s / 35 s start at their latest start; 3 min ones wait for +50 s.
     """
     fr = {1: 220.0, 2: 180.0, 3: 140.0, 4: 90.0, 5: 40.0}
-    steps = range(-6, 60)
-    write_forecast(directory, "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(directory, "FR", [(now + i * STEP, fr.get(i, 250.0)) for i in steps])
+    return file_forecasts(directory, now, {"GB": 300.0, "FR": lambda i: fr.get(i, 250.0)}, steps=range(-6, 60))
 
 
 def _gtj(namespace: str, name: str, *, zones: list[str], timing: dict[str, str] | None, gpus: int, run_for: str) -> Any:
@@ -129,8 +126,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 ) -> None:
     rng = random.Random(SEED)
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now)
-    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    config = _forecasts(tmp_path / "fc", now)
     op = operator_factory(config)
     items = _mixed_jobs(namespace, rng)
     _apply(cluster, items)
@@ -238,8 +234,7 @@ def test_two_replicas_one_leads_and_the_other_takes_over(
     job_watch: JobWatch,
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now)
-    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    config = _forecasts(tmp_path / "fc", now)
     a = _replica(operator_factory, config, namespace)
     b = _replica(operator_factory, config, namespace)
     wait_until("one replica to lead", lambda: _leading(a) or _leading(b), timeout=30)
@@ -320,8 +315,7 @@ def test_a_rolling_upgrade_hands_over_and_every_job_starts_once(
     at once (well within a Lease duration) and starts the deferred jobs at their time: each job is
     started once, by one of them (one Job, one Started Event)."""
     now = datetime.now(UTC).replace(microsecond=0)
-    _forecasts(tmp_path / "fc", now)
-    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    config = _forecasts(tmp_path / "fc", now)
     old = _replica(operator_factory, config, namespace)
     wait_until("the old pod to lead", lambda: _leading(old), timeout=30)
     # Four start at once in GB (due now), six wait for FR's falling intensity (latest start ~20-35 s).

@@ -19,7 +19,7 @@ from tests.agent_proc import AgentProcess, start_agent
 from tests.kube import Cluster, wait_until
 from tests.kueue import condition as kueue_condition
 from tests.kueue import cq_usage, queues, workload_of
-from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, condition, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
@@ -32,19 +32,24 @@ def _forecast(directory: Path, now: datetime) -> dict[str, Any]:
     def g(i: int) -> float:
         return 400.0 if CLEAN_UNTIL <= i < DIRTY_UNTIL else 40.0
 
-    write_forecast(directory, "FR", [(now + i * STEP, g(i)) for i in range(-6, 120)])
-    write_forecast(directory, "GB", [(now + i * STEP, 500.0) for i in range(-6, 120)])
-    return {"providers": [{"type": "file", "path": str(directory)}]}
+    return file_forecasts(directory, now, {"FR": g, "GB": 500.0}, step=STEP, steps=range(-6, 120))
 
 
-def _pod(run_for: str, node: str | None = None) -> dict[str, Any]:
+def _run_until(now: datetime) -> str:
+    """When the training's pods end: 10 s into the second clean window, whenever they started. kwok
+    reads an RFC 3339 time in `run-for` as "until then" (e2e/kwok), so the first run is still going at
+    the pause and the resumed one runs only the rest of the work, not the whole 55 s again."""
+    return (now + DIRTY_UNTIL * STEP + timedelta(seconds=10)).isoformat()
+
+
+def _pod(now: datetime, node: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [{"name": "train", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 2}}}],
     }
     if node:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
-    return {"metadata": {"annotations": {"kwok.greenjobs.dev/run-for": run_for}}, "spec": spec}
+    return {"metadata": {"annotations": {"kwok.greenjobs.dev/run-for": _run_until(now)}}, "spec": spec}
 
 
 def _gtj(namespace: str, name: str, now: datetime, workload: dict[str, Any]) -> str:
@@ -103,7 +108,7 @@ def test_a_resumable_job_is_paused_through_the_dirty_hours_and_resumed_counted_o
     now = datetime.now(UTC).replace(microsecond=0)
     config = _forecast(tmp_path / "fc", now)
     operator = operator_factory(config)
-    workload = {"jobTemplate": {"spec": {"template": _pod("55s", node)}}}
+    workload = {"jobTemplate": {"spec": {"template": _pod(now, node)}}}
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "long", now, workload))
 
     st = wait_until("Running", lambda: (s := _status(cluster, namespace, "long")).get("phase") == "Running" and s)
@@ -173,7 +178,7 @@ def test_a_resumable_jobset_is_paused_and_resumed_as_the_same_jobset(
             "apiVersion": "jobset.x-k8s.io/v1alpha2",
             "kind": "JobSet",
             "spec": {
-                "replicatedJobs": [{"name": "trainer", "replicas": 1, "template": {"spec": {"template": _pod("55s")}}}]
+                "replicatedJobs": [{"name": "trainer", "replicas": 1, "template": {"spec": {"template": _pod(now)}}}]
             },
         }
     }
@@ -203,7 +208,7 @@ def test_a_resumable_kueue_managed_job_releases_its_quota_while_paused_and_keeps
     )
     now = datetime.now(UTC).replace(microsecond=0)
     operator_factory(_forecast(tmp_path / "fc", now))
-    template = {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "lq"}}, "spec": {"template": _pod("55s")}}
+    template = {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "lq"}}, "spec": {"template": _pod(now)}}
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "queued", now, {"jobTemplate": template}))
     job_uid = wait_until(
         "its Job",
@@ -243,7 +248,7 @@ def test_an_operator_killed_while_pausing_records_the_pause_and_resumes_once(
     now = datetime.now(UTC).replace(microsecond=0)
     config = _forecast(tmp_path / "fc", now)
     operator = operator_factory(config)
-    workload = {"jobTemplate": {"spec": {"template": _pod("55s")}}}
+    workload = {"jobTemplate": {"spec": {"template": _pod(now)}}}
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "cut", now, workload))
     st = wait_until("Running", lambda: (s := _status(cluster, namespace, "cut")).get("phase") == "Running" and s)
     resume = st["plan"]["segments"][1]["start"]

@@ -29,11 +29,10 @@ from greenjobs.accounting.host_energy import KEPLER
 from greenjobs.api.durations import parse_time
 from tests.kube import Cluster, wait_until
 from tests.manifests import gtj_manifest
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, clean_between, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
-STEP = timedelta(seconds=10)
 BUSY = 5  # more jobs being accounted than the operator has workers (4)
 GPU_WATTS = 300.0  # what the fake agents report
 # What the stub's Kepler says each job's pods used: 0.025 kWh, above the watts-per-GPU estimate of a
@@ -186,11 +185,9 @@ def test_due_starts_do_not_wait_on_a_hanging_prometheus_and_host_energy_is_count
 ) -> None:
     ns = namespace
     now = datetime.now(UTC).replace(microsecond=0)
-    steps = range(-6, 60)
-    write_forecast(tmp_path / "fc", "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(tmp_path / "fc", "FR", [(now + i * STEP, 40.0 if 4 <= i <= 6 else 250.0) for i in steps])
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": 300.0, "FR": clean_between(4, 7)}, steps=range(-6, 60))
     host = {"kepler": {"prometheusURL": prometheus.url}, "timeoutSeconds": TIMEOUT_S}
-    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}], "footprint": {"host": host}}
+    config = {**forecasts, "footprint": {"host": host}}
     op = operator_factory(config)
 
     node = cluster.nodes["GB"][0]
@@ -269,9 +266,9 @@ def test_a_job_that_finished_during_the_outage_gets_its_host_energy_once_prometh
 ) -> None:
     ns = namespace
     now = datetime.now(UTC).replace(microsecond=0)
-    write_forecast(tmp_path / "fc", "GB", [(now + i * STEP, 300.0) for i in range(-6, 60)])
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": 300.0}, steps=range(-6, 60))
     host = {"kepler": {"prometheusURL": prometheus.url}, "timeoutSeconds": TIMEOUT_S}
-    config = {"providers": [{"type": "file", "path": str(tmp_path / "fc")}], "footprint": {"host": host}}
+    config = {**forecasts, "footprint": {"host": host}}
     operator_factory(config)
     node = cluster.nodes["GB"][0]
     job = gtj_manifest(ns, "early", zones=["GB"], gpus=1, run_for="6s", node_selector={"kubernetes.io/hostname": node})

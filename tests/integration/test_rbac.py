@@ -17,7 +17,7 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from greenjobs_agent.reporter import KubeStatusPatcher, NodeEnergyReport, build_
 from tests.integration.test_forecast_outage import Answer, FakeApi
 from tests.kube import REPO, Cluster, wait_until
 from tests.manifests import gtj_json
-from tests.operator_proc import OperatorProcess, condition, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, condition, file_forecasts, gtj
 
 pytestmark = pytest.mark.cluster
 
@@ -223,7 +223,7 @@ def test_operator_runs_on_the_chart_rbac_alone_and_never_leaks_the_api_key(
     key_file.write_text(FAKE_KEY + "\n")
     now = datetime.now(UTC).replace(microsecond=0)
     # The file provider knows GB only: FR's forecast has to come from Electricity Maps, which refuses.
-    write_forecast(tmp_path / "fc", "GB", [(now + timedelta(seconds=10 * i), 300.0) for i in range(-6, 200)])
+    file_forecasts(tmp_path / "fc", now, {"GB": 300.0}, steps=range(-6, 200))
     op = operator_factory(
         {
             "providers": [
@@ -283,8 +283,8 @@ def test_control_without_the_chart_rbac_the_operator_gets_nothing_done(
     refused, so the test above really ran on the chart's RBAC and not on some broader credential."""
     kc = token_kubeconfig(cluster, namespace, "default", tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
-    write_forecast(tmp_path / "fc", "GB", [(now + timedelta(seconds=10 * i), 300.0) for i in range(-6, 200)])
-    op = operator_factory({"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}, env={"KUBECONFIG": str(kc)})
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": 300.0}, steps=range(-6, 200))
+    op = operator_factory(forecasts, env={"KUBECONFIG": str(kc)}, ready=False)  # refused its lists: never ready
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "gb", ["GB"]))
     # kopf logs the API error JSON-escaped.
     who = f'User \\"system:serviceaccount:{namespace}:default\\" cannot list'

@@ -29,7 +29,7 @@ from tests.agent_proc import AgentProcess, start_agent
 from tests.integration.test_rbac import token_kubeconfig
 from tests.kube import REPO, Cluster, wait_until
 from tests.manifests import gtj_manifest
-from tests.operator_proc import OperatorProcess, write_forecast
+from tests.operator_proc import OperatorProcess, file_forecasts
 
 pytestmark = pytest.mark.cluster
 
@@ -685,11 +685,9 @@ def test_real_operator_and_agents_work_under_the_policies(
     entry), and an `edit` user who creates and deletes the job."""
     ns = secured.namespace
     now = datetime.now(UTC).replace(microsecond=0)
-    write_forecast(tmp_path / "fc", "GB", [(now + i * timedelta(minutes=1), 200.0) for i in range(-5, 60)])
+    forecasts = file_forecasts(tmp_path / "fc", now, {"GB": 200.0}, step=timedelta(minutes=1), steps=range(-5, 60))
     operator_token = token_kubeconfig(cluster, ns, f"{secured.fullname}-operator", tmp_path)
-    op = operator_factory(
-        {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}, env={"KUBECONFIG": str(operator_token)}
-    )
+    op = operator_factory(forecasts, env={"KUBECONFIG": str(operator_token)})
     nodes = cluster.nodes["GB"][:2]
     for node in nodes:
         kc = _bound_kubeconfig(cluster, secured, _agent_pod(cluster, secured, node), f"agent-{node}")

@@ -24,7 +24,7 @@ from tests.integration.test_rbac import token_kubeconfig
 from tests.integration.test_security import Secured, secured  # noqa: F401 (the fixture)
 from tests.kube import Cluster, wait_until
 from tests.manifests import gtj_manifest
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, file_forecasts, gtj, phase, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -33,18 +33,12 @@ SETTLED_TRUE = f"{LABEL_SETTLED}=true"
 
 def _flat_gb(tmp_path: Path) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
-    write_forecast(tmp_path / "fc", "GB", [(now + i * timedelta(minutes=1), 200.0) for i in range(-5, 60)])
-    return {"providers": [{"type": "file", "path": str(tmp_path / "fc")}]}
+    return file_forecasts(tmp_path / "fc", now, {"GB": 200.0}, step=timedelta(minutes=1), steps=range(-5, 60))
 
 
 def _label(obj: dict[str, Any]) -> str | None:
     value: str | None = (obj["metadata"].get("labels") or {}).get(LABEL_SETTLED)
     return value
-
-
-def _phase(cluster: Cluster, namespace: str, name: str) -> str | None:
-    phase: str | None = (gtj(cluster, namespace, name).get("status") or {}).get("phase")
-    return phase
 
 
 def _job_finalizers(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -98,7 +92,7 @@ def test_only_the_operator_sets_the_settled_label(
     op = operator_factory({**_flat_gb(tmp_path), "settleAfter": "2s"}, env={"KUBECONFIG": str(operator_token)})
     job = gtj_manifest(ns, "mine", zones=["GB"], gpus=1, run_for="15s")
     cluster.kubectl("create", "-f", "-", "--as=editor", input=json.dumps(job))
-    wait_until("the job Running", lambda: _phase(cluster, ns, "mine") == "Running", timeout=60)
+    wait_phase(cluster, ns, "mine", "Running", timeout=60)
 
     # Labelling the running job, by its editor or by an admin, with any value: refused.
     for who in (["--as=editor"], []):
@@ -107,7 +101,7 @@ def test_only_the_operator_sets_the_settled_label(
             assert out.returncode != 0, f"{who or 'admin'} labelled a running job {value}"
             assert "may not set, change or remove it" in out.stderr, out.stderr
     assert _label(gtj(cluster, ns, "mine")) is None
-    assert _phase(cluster, ns, "mine") == "Running"  # still watched, still the operator's
+    assert phase(cluster, ns, "mine") == "Running"  # still watched, still the operator's
 
     # The operator itself settles the finished job (its write passes the policy) ...
     wait_until(
@@ -141,7 +135,7 @@ def test_settled_jobs_whose_workloads_are_still_held_are_found_and_released(
         body = gtj_manifest(ns, name, zones=["GB"], gpus=1, run_for=run_for, node_selector=sel)
         cluster.kubectl("create", "-f", "-", input=json.dumps(body))
     wait_until(
-        "both jobs Running", lambda: _phase(cluster, ns, "kept") == _phase(cluster, ns, "done") == "Running", timeout=60
+        "both jobs Running", lambda: phase(cluster, ns, "kept") == phase(cluster, ns, "done") == "Running", timeout=60
     )
     op.kill()  # down before `done` finishes: nobody records its end or lets its Job go
     for name in ("kept", "done"):
@@ -173,7 +167,7 @@ def test_settled_jobs_whose_workloads_are_still_held_are_found_and_released(
     # The running one is not forgotten: the label comes off, it finishes, is accounted and let go.
     wait_until("the label taken off the running job", lambda: _label(gtj(cluster, ns, "kept")) != "true", timeout=60)
     assert "labelled settled before it finished: taking the label off" in op.logs()
-    wait_until("the running job to succeed", lambda: _phase(cluster, ns, "kept") == "Succeeded", timeout=90)
+    wait_phase(cluster, ns, "kept", "Succeeded", timeout=90)
     kept = gtj(cluster, ns, "kept")["status"]
     assert kept["energy"]["gpuKWh"] == pytest.approx(0.01, abs=1e-4), kept["energy"]
     assert (kept.get("emissions") or {}).get("accountedJoules", {}).get(node) == 36000.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,16 @@ import pytest
 
 from tests.kube import Cluster, wait_until
 from tests.kueue import ZONE_LABEL, condition, cq_usage, queues, workload_of
-from tests.operator_proc import OperatorProcess, gtj, write_forecast
+from tests.operator_proc import OperatorProcess, file_forecasts, gtj, phase, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kueue]
 
-STEP = timedelta(seconds=10)
 TIMING = {"estimatedDuration": "20s", "maxDelay": "3m"}
 
 
 def _forecasts(directory: Path, now: datetime, clean_from: int) -> dict[str, Any]:
-    steps = range(-6, 180)
-    write_forecast(directory, "GB", [(now + i * STEP, 300.0) for i in steps])
-    write_forecast(directory, "FR", [(now + i * STEP, 40.0 if i >= clean_from else 250.0) for i in steps])
-    return {"providers": [{"type": "file", "path": str(directory)}]}
+    """GB dirty; FR clean from step `clean_from` (of 10 s) on."""
+    return file_forecasts(directory, now, {"GB": 300.0, "FR": lambda i: 40.0 if i >= clean_from else 250.0})
 
 
 def _pod(gpus: int, run_for: str) -> dict[str, Any]:
@@ -53,10 +50,6 @@ def _gtj(namespace: str, name: str, wrapped: dict[str, Any]) -> str:
             "spec": {**wrapped, "timing": TIMING, "placement": {"zones": ["GB", "FR"]}},
         }
     )
-
-
-def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
-    return gtj(cluster, ns, name).get("status", {}).get("phase")
 
 
 def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
@@ -82,7 +75,7 @@ def test_gtj_wrapping_a_jobset_is_deferred_then_runs_in_its_zone(
         },
     }
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "js", {"workload": workload}))
-    wait_until("Deferred", lambda: _phase(cluster, namespace, "js") == "Deferred", timeout=30)
+    wait_phase(cluster, namespace, "js", "Deferred", timeout=30)
     obj = gtj(cluster, namespace, "js")
     assert obj["status"]["plan"]["zone"] == "FR"
     js = cluster.get_json("jobset", "js", "-n", namespace)
@@ -94,13 +87,13 @@ def test_gtj_wrapping_a_jobset_is_deferred_then_runs_in_its_zone(
         assert labels["greenjobs.dev/job-uid"] == obj["metadata"]["uid"]
     assert not _pods(cluster, namespace)  # nothing runs while deferred
 
-    wait_until("Running", lambda: _phase(cluster, namespace, "js") in ("Running", "Succeeded"), timeout=60)
+    wait_until("Running", lambda: phase(cluster, namespace, "js") in ("Running", "Succeeded"), timeout=60)
     js = cluster.get_json("jobset", "js", "-n", namespace)
     for rj in js["spec"]["replicatedJobs"]:
         assert rj["template"]["spec"]["template"]["spec"]["nodeSelector"] == {ZONE_LABEL: "FR"}
     pods = wait_until("both replicated jobs' pods", lambda: (p := _pods(cluster, namespace)) and len(p) >= 2 and p)
     assert {p["spec"].get("nodeName") for p in pods if p["spec"].get("nodeName")} <= set(cluster.nodes["FR"])
-    wait_until("Succeeded", lambda: _phase(cluster, namespace, "js") == "Succeeded", timeout=90)
+    wait_phase(cluster, namespace, "js", "Succeeded", timeout=90)
     wait_until(
         "the finalizer let go",
         lambda: not cluster.get_json("jobset", "js", "-n", namespace)["metadata"].get("finalizers"),
@@ -124,7 +117,7 @@ def test_kueue_managed_job_in_a_gtj_holds_no_quota_while_deferred_then_kueue_run
         }
     }
     cluster.kubectl("apply", "-f", "-", input=_gtj(namespace, "queued", template))
-    wait_until("Deferred", lambda: _phase(cluster, namespace, "queued") == "Deferred", timeout=30)
+    wait_phase(cluster, namespace, "queued", "Deferred", timeout=30)
     job = cluster.get_json("job", "queued", "-n", namespace)
     assert job["spec"]["suspend"] is True
     assert "kueue.x-k8s.io/queue-name" not in job["metadata"].get("labels", {})
@@ -141,7 +134,7 @@ def test_kueue_managed_job_in_a_gtj_holds_no_quota_while_deferred_then_kueue_run
     started = cluster.get_json("job", "queued", "-n", namespace)
     assert started["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "lq"
     assert started["spec"]["template"]["spec"]["nodeSelector"][ZONE_LABEL] == "FR"
-    wait_until("Succeeded", lambda: _phase(cluster, namespace, "queued") == "Succeeded", timeout=90)
+    wait_phase(cluster, namespace, "queued", "Succeeded", timeout=90)
     pods = _pods(cluster, namespace)
     assert pods and {p["spec"]["nodeName"] for p in pods} <= set(cluster.nodes["FR"])
     assert "EvictedDueToAdmissionCheck" not in {

@@ -6,12 +6,13 @@ GTJ can be deleted with no operator running, a large spec breaks nothing, and cr
 costs three writes: its Job, its status and one Event.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from greenjobs.api import constants as c
+from greenjobs.runtime.readiness import Readiness, hold_handlers_until_listed, serve_readiness
 from greenjobs.workloads import ADAPTERS
 
 from .loop import Controller
@@ -24,6 +25,7 @@ class Memo:
     """Dependencies handed to every handler through kopf's `memo` (no module globals)."""
 
     controller: Controller
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 def watch_only_what_matters(settings: kopf.OperatorSettings) -> None:
@@ -39,8 +41,10 @@ def watch_only_what_matters(settings: kopf.OperatorSettings) -> None:
     settings.watching.field_selectors["v1", "pods"] = "status.phase!=Succeeded,status.phase!=Failed"
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, readiness: Readiness) -> None:
+    """`readiness`: the same object as the Memo's, for the liveness endpoint's probe."""
     gtj: dict[str, Any] = {"group": c.GROUP, "version": c.VERSION, "plural": c.PLURAL, "registry": registry}
+    serve_readiness(registry, readiness)
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -61,11 +65,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def stop(memo: Memo, **_: Any) -> None:
         memo.controller.stop()
 
+    # No handler runs before every kind below is listed: the first look at a job sees its Job and the nodes.
+    hold_handlers_until_listed(registry, c.GROUP, c.VERSION, c.PLURAL)
+    hold_handlers_until_listed(registry, "v1", "pods")
+    hold_handlers_until_listed(registry, "v1", "nodes")
+
     @kopf.on.event(**gtj, id="gtj")
     def gtj_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+        memo.readiness.seen()
         memo.controller.on_gtj(event.get("type"), body)
 
     def job_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+        memo.readiness.seen()
         memo.controller.on_job(event.get("type"), body)
 
     # The owned workloads of every supported kind (kopf watches a kind once its CRD exists).
@@ -75,11 +86,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         kopf.on.event(
             adapter.group, version, adapter.plural, labels={c.LABEL_JOB: kopf.PRESENT}, id=handler_id, registry=registry
         )(job_event)
+        hold_handlers_until_listed(registry, adapter.group, version, adapter.plural, labels={c.LABEL_JOB: kopf.PRESENT})
 
     @kopf.on.event("v1", "pods", id="pod", registry=registry)
     def pod_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+        memo.readiness.seen()
         memo.controller.on_pod(event.get("type"), body)
 
     @kopf.on.event("v1", "nodes", id="node", registry=registry)
     def node_event(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+        memo.readiness.seen()
         memo.controller.on_node(event.get("type"), body)

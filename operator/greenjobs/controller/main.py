@@ -79,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
         log.info("leader election through Lease %s/%s as %s", args.lease_namespace, args.lease, identity())
         elector.start()
     registry = kopf.OperatorRegistry()
-    register(registry)
+    memo = Memo(controller)
+    register(registry, memo.readiness)
     log.info("starting: %d forecast provider(s), namespaces=%s", len(config.providers), args.namespace or "all")
     try:
         kopf.run(
             registry=registry,
-            memo=Memo(controller),
+            memo=memo,
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from greenjobs.api.constants import NODE_ZONE_LABEL
+from greenjobs.runtime.readiness import READY
 
 
 class DemoError(RuntimeError):
@@ -182,7 +183,7 @@ def start_operator(cp: ControlPlane, workdir: Path, config: dict[str, Any], name
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "greenjobs.cli", "operator", "--config", str(cfg), "--liveness", "", "-n", namespace]
     op = spawn("operator", cmd, cp.child_env(), workdir / "operator.log")
-    wait_for("the operator to start watching", lambda: "Activity 'login' succeeded" in op.logs(), 60, op)
+    wait_for("the operator to be ready (its initial lists in)", lambda: READY in op.logs(), 60, op)
     return op
 
 
