@@ -13,7 +13,7 @@ from greenjobs.config import OperatorConfig
 from greenjobs.kueue.controller import BACKOFF, CHECK_NS, KueueCheck
 from greenjobs.kueue.decisions import recorded_plan, view
 from greenjobs.kueue.names import ANN_HELD, ANN_PLANNED_START, ANN_PLANNED_ZONE
-from greenjobs.kueue.quota import queue_capacity
+from greenjobs.kueue.quota import plannable_quota, queue_capacity
 from greenjobs.planning.decisions import fleet_job
 from greenjobs.planning.fleet import FleetJob
 from greenjobs.planning.timing import Window
@@ -194,3 +194,14 @@ def test_a_held_workload_a_newer_plan_starts_earlier_is_planned_again_at_once(
     at_start = recorded_plan(view(c.workloads[("ns", "held")]))
     assert at_start is not None and c._replan_due(("ns", "held"), view(c.workloads[("ns", "held")]), at_start)
     assert c.replan_now == set()
+
+
+def test_workloads_answered_ready_hold_their_quota_even_where_the_queues_status_lags() -> None:
+    # 16 GPUs of quota; two 8-GPU Workloads just answered Ready, but the ClusterQueue's status does not
+    # show their reservations yet (free 16): nothing is free for a third until one of them ends.
+    started = [("GB", 8, NOW + H20), ("GB", 8, NOW + H20)]
+    assert plannable_quota({"GB": 16}, {}, {"GB": 16}, started) == {"GB": 0}
+    # Status caught up: the same answer.
+    assert plannable_quota({"GB": 0}, {}, {"GB": 16}, started) == {"GB": 0}
+    # One started, one waiting on the check with quota reserved for it: that quota is the plan's.
+    assert plannable_quota({"GB": 0}, {"GB": 8}, {"GB": 16}, started[:1]) == {"GB": 8}

@@ -56,7 +56,16 @@ from .decisions import (
 )
 from .hints import read_hints
 from .names import ANN_HELD, CONTROLLER_NAME, FIELD_MANAGER, KUEUE_API, KUEUE_GROUP, KUEUE_VERSION
-from .quota import cohort_of, flavor_zone, free_gpus_by_zone, joint_plan, placement_of, queue_capacity, workload_gpus
+from .quota import (
+    cohort_of,
+    flavor_zone,
+    free_gpus_by_zone,
+    joint_plan,
+    placement_of,
+    plannable_quota,
+    queue_capacity,
+    workload_gpus,
+)
 
 log = logging.getLogger("greenjobs.kueue")
 _MERGE = "application/merge-patch+json"
@@ -344,6 +353,7 @@ class KueueCheck:
             }
             body = self.workloads.get(key) or {}
         free = free_gpus_by_zone(cq, peers, flavor_zones, (GPU_RESOURCE,))
+        most = free_gpus_by_zone(cq, peers, flavor_zones, (GPU_RESOURCE,), less_reserved=False)
         zones = [z for z in spec.placement.zones if z in free]
         gpus = workload_gpus(body, (GPU_RESOURCE,))
         if not zones or gpus == 0:
@@ -359,8 +369,7 @@ class KueueCheck:
             with self.plan_lock:
                 with self.lock:
                     others, started, pending = self._queue_state(key, cq_name, flavor_zones, now)
-                # Quota Kueue reserved for Workloads still waiting on this check is ours to plan.
-                unreserved = {z: free.get(z, 0) + pending.get(z, 0) for z in {*free, *pending}}
+                unreserved = plannable_quota(free, pending, most, started)
                 forecasts = fleet_forecasts(self.provider.forecast, unreserved, (job, *others), now, on_error=warn)
                 capacity = queue_capacity(unreserved, started, now, grid_step(forecasts.values()))
                 plan, step = joint_plan([job, *others], capacity, forecasts, now)

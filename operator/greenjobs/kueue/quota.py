@@ -64,8 +64,11 @@ def free_gpus_by_zone(
     cohort_peers: Collection[Obj],
     flavor_zones: Mapping[str, str | None],
     resources: Collection[str],
+    *,
+    less_reserved: bool = True,
 ) -> dict[str, int]:
-    """Free GPUs per zone of `cq` now; `cohort_peers` are the other ClusterQueues of its cohort."""
+    """Free GPUs per zone of `cq` now; `cohort_peers` are the other ClusterQueues of its cohort.
+    `less_reserved=False`: the most it could ever have free (its own reservations not counted)."""
     # What the cohort's other queues leave unused of their own nominal quota, per flavor: the most
     # this queue could borrow.
     lendable: dict[str, int] = {}
@@ -73,7 +76,7 @@ def free_gpus_by_zone(
         reserved = _reserved(peer, resources)
         for name, (nominal, _) in _nominal(peer, resources).items():
             lendable[name] = lendable.get(name, 0) + max(nominal - reserved.get(name, 0), 0)
-    reserved = _reserved(cq, resources)
+    reserved = _reserved(cq, resources) if less_reserved else {}
     free: dict[str, int] = {}
     for name, (nominal, limit) in _nominal(cq, resources).items():
         zone = flavor_zones.get(name)
@@ -82,6 +85,27 @@ def free_gpus_by_zone(
         borrow = lendable.get(name, 0) if limit is None else min(limit, lendable.get(name, 0))
         free[zone] = free.get(zone, 0) + max(nominal + borrow - reserved.get(name, 0), 0)
     return free
+
+
+def plannable_quota(
+    free: Mapping[str, int],
+    pending: Mapping[str, int],
+    most: Mapping[str, int],
+    started: Collection[tuple[str, int, datetime]],
+) -> dict[str, int]:
+    """GPUs per zone the joint plan may place now: the queue's `free` quota plus what Kueue reserved
+    for Workloads still waiting on the check (`pending`: theirs to place), but never more than the
+    queue's `most` less the GPUs of the Workloads already `started`. The ClusterQueue's status can
+    lag a Workload answered Ready a moment ago; its GPUs are not free again before it ends, whatever
+    that status says (else a herd starts three where two fit, and the plan made on it then leaves
+    quota idle while jobs wait)."""
+    holding: dict[str, int] = {}
+    for zone, gpus, _ in started:
+        holding[zone] = holding.get(zone, 0) + gpus
+    return {
+        z: max(min(free.get(z, 0) + pending.get(z, 0), most.get(z, 0) - holding.get(z, 0)), 0)
+        for z in {*free, *pending}
+    }
 
 
 def cohort_of(cq: Obj) -> str | None:
