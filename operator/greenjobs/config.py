@@ -68,7 +68,7 @@ class OperatorConfig(BaseSettings):
     metrics_port: int = Field(8080, alias="metricsPort")
     fleet: dict[str, Any] = Field(
         default_factory=dict,
-        description="Capacity-aware fleet planning (greenjobs.controller.fleet.FleetSettings); on by default.",
+        description="Capacity-aware fleet planning (greenjobs.planning.settings.FleetSettings); on by default.",
     )
     footprint: dict[str, Any] = Field(
         default_factory=dict,

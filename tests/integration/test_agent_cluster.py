@@ -36,6 +36,8 @@ DEFAULT_W = 700.0  # the simulated H100's default power limit
 IDLE_W = 70.0  # and its idle power (load 0)
 INTENSITY = 200.0  # gCO2e/kWh: a flat forecast, so the job starts at once and grams = kWh x 200
 N_GPUS = 8
+DOWN_S = 5.0  # how long the killed agent stays down
+MAX_END_LAG_S = 1.5  # from a pod's end to the agent's tick that sees it (sample interval 0.5 s, loaded CI)
 
 
 @pytest.fixture
@@ -297,7 +299,7 @@ def test_kill_9_restart_restores_freed_gpus_keeps_caps_and_counts_no_joule_twice
         timeout=30,
     )
     assert agent.limits_watts() == capped  # the dead agent restored nothing: short's GPUs still capped
-    time.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))  # down for a few report intervals at least
+    time.sleep(max(0.0, DOWN_S - (time.monotonic() - killed_at)))  # down for several report intervals
 
     agent = start_agent(cluster, node, state, namespace)
     agents.append(agent)
@@ -326,10 +328,15 @@ def test_kill_9_restart_restores_freed_gpus_keeps_caps_and_counts_no_joule_twice
     # Under a 250 W cap at full load the mean power is 250 W (the 2 % ripple averages out).
     assert joules / gpu_s == pytest.approx(250.0, rel=0.02)
     # The simulated counters of long's GPUs moved by its joules plus idle power for the rest of the time:
-    # nothing charged twice, nothing lost across the kill.
+    # nothing charged twice, nothing lost across the kill. One thing is not the job's: the simulation
+    # drops a GPU's load at the agent's first tick after the pod ended (a sample interval plus the pod
+    # watch's latency), and that lag's full power is rightly charged to nobody. A joule lost or counted
+    # twice across the kill is DOWN_S of the job's power, far outside that.
     moved = sum(counters1[i] - counters0[i] for i in long_gpus) / 1000
     idle = IDLE_W * (len(long_gpus) * (t1 - t0).total_seconds() - gpu_s)
-    assert joules == pytest.approx(moved - idle, rel=0.01), (joules, moved, idle)
+    lag_w = len(long_gpus) * (250.0 - IDLE_W)
+    ripple = 0.005 * joules
+    assert -ripple <= (moved - idle) - joules <= lag_w * MAX_END_LAG_S + ripple, (joules, moved, idle)
 
 
 def test_two_nodes_write_their_own_entries_and_the_operator_sums_them(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from greenjobs.controller.fleet import FleetSettings
+from greenjobs.planning.settings import FleetSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "greenjobs"

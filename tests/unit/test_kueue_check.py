@@ -205,3 +205,14 @@ def test_workloads_answered_ready_hold_their_quota_even_where_the_queues_status_
     assert plannable_quota({"GB": 0}, {}, {"GB": 16}, started) == {"GB": 0}
     # One started, one waiting on the check with quota reserved for it: that quota is the plan's.
     assert plannable_quota({"GB": 0}, {"GB": 8}, {"GB": 16}, started[:1]) == {"GB": 8}
+
+
+def test_the_check_plans_with_the_operators_fleet_settings() -> None:
+    """The same `fleet:` config as the operator's: here a start latency, which every held Workload's
+    joint-plan job carries (it holds its quota that much longer, starts that much earlier)."""
+    config = OperatorConfig(fleet={"startLatency": "7s", "zoneGapPercent": 0})
+    c = KueueCheck(client.ApiClient(), config, provider=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert c.fleet_settings.start_latency == timedelta(seconds=7)
+    assert c.fleet_settings.zone_gap_percent == 0
+    with pytest.raises(ValueError, match="startLatency"):
+        KueueCheck(client.ApiClient(), OperatorConfig(fleet={"startLatency": "-1s"}), None, lambda: NOW)  # type: ignore[arg-type]

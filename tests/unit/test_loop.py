@@ -12,11 +12,12 @@ import pytest
 
 from greenjobs.controller.decide import Effect, Pacing, decide
 from greenjobs.controller.executor import UndeclaredEffect
-from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
+from greenjobs.controller.fleet import FleetCoordinator
 from greenjobs.controller.handlers import watch_only_what_matters
 from greenjobs.controller.jobs import template_hash
 from greenjobs.controller.loop import Controller
 from greenjobs.controller.observe import observe
+from greenjobs.planning.settings import FleetSettings
 from tests.fakes.operator_world import T0, TEMPLATE, TIMERS, Env, H, Provider, api_error, body, view
 
 RUNNING = {"phase": "Running", "startTime": "2026-11-23T13:00:00Z", "plan": {"zone": "FR"}, "jobName": "llm"}

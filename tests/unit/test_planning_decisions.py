@@ -7,8 +7,10 @@ import pytest
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
-from greenjobs.planning.decisions import FetchForecast, FleetPlacement, decide_plan, same_plan
-from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment
+from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.decisions import FetchForecast, FleetPlacement, decide_plan, fleet_job, same_plan
+from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment, plan_fleet
+from greenjobs.planning.settings import FleetSettings
 from greenjobs.planning.timing import window_of
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -213,3 +215,39 @@ def test_held_past_the_latest_start_for_room_says_no_capacity_in_time() -> None:
     risks = [c for c in out.conditions if c.type == "DeadlineAtRisk"]
     assert (risks[-1].status, risks[-1].reason) == ("True", "NoCapacityInTime")
     assert "2h" in risks[-1].message or "2 h" in risks[-1].message
+
+
+def test_a_start_latency_holds_the_gpus_longer_and_moves_the_latest_start_earlier() -> None:
+    window = window_of(spec(maxDelay="100s", estimatedDuration="20s").timing, NOW)
+    job = fleet_job("j", 8, window, ["GB"], NOW, NOW, start_latency=timedelta(seconds=5))
+    assert job.duration == timedelta(seconds=25)
+    assert job.latest_start == NOW + timedelta(seconds=95)
+    # A window shorter than the latency means at once, not late; a job that cannot wait is unchanged.
+    short = window_of(spec(maxDelay="2s", estimatedDuration="20s").timing, NOW)
+    assert fleet_job("j", 8, short, ["GB"], NOW, NOW, start_latency=timedelta(seconds=5)).latest_start == NOW
+    fixed = window_of(spec(estimatedDuration="20s").timing, NOW)
+    assert fleet_job("j", 8, fixed, ["GB"], NOW, NOW, start_latency=timedelta(seconds=5)).latest_start == NOW
+
+
+def test_with_a_start_latency_rounds_that_share_the_gpus_never_overlap_and_the_last_starts_in_time() -> None:
+    """Four rounds of two 8-GPU jobs on 16 GPUs: each round gives its GPUs back only after the latency
+    and the run, and the fourth still starts by its latest start less the latency."""
+    window = window_of(spec(maxDelay="100s", estimatedDuration="20s").timing, NOW)
+    latency = timedelta(seconds=5)
+    jobs = [fleet_job(f"j{i}", 8, window, ["GB"], NOW, NOW, start_latency=latency) for i in range(8)]
+    clean = IntensitySeries.from_points(
+        [(NOW + i * timedelta(seconds=10), 40.0 if i in (5, 6) else 300.0) for i in range(-6, 30)]
+    )
+    plan = plan_fleet(jobs, Capacity(base={"GB": 16}), {"GB": clean}, NOW)
+    assert not plan.unplaced and all(a.late_by == timedelta(0) for a in plan.assignments.values())
+    starts = sorted(a.start for a in plan.assignments.values())
+    for earlier, later in zip(starts, starts[2:], strict=False):
+        assert later - earlier >= timedelta(seconds=25)
+    assert starts[-1] <= NOW + timedelta(seconds=95)
+
+
+def test_the_fleet_settings_read_the_start_latency_and_refuse_a_negative_one() -> None:
+    assert FleetSettings().start_latency == timedelta(seconds=10)
+    assert FleetSettings.parse({"startLatency": "45s"}).start_latency == timedelta(seconds=45)
+    with pytest.raises(ValueError, match="startLatency"):
+        FleetSettings.parse({"startLatency": timedelta(seconds=-1)})

@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 from greenjobs.carbon.providers.base import Forecast
-from greenjobs.controller.fleet import FleetCoordinator, FleetSettings
+from greenjobs.controller.fleet import FleetCoordinator
 from greenjobs.controller.loop import Controller
+from greenjobs.planning.settings import FleetSettings
 from tests.fakes.operator_world import T0, Env, H, Provider, body
 
 READY = [{"type": "Ready", "status": "True"}]

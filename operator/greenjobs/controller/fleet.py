@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from greenjobs.api.constants import Phase
-from greenjobs.api.durations import parse_duration, parse_time
+from greenjobs.api.durations import parse_time
 from greenjobs.api.models import GreenTrainingJobSpec
 from greenjobs.carbon.providers.base import ForecastProvider, ProviderError
 from greenjobs.carbon.series import IntensitySeries, to_epoch
-from greenjobs.planning.capacity import DEFAULT_GPU_RESOURCES, Capacity, ForeignPod, Node, RunningJob, gpu_count
+from greenjobs.planning.capacity import Capacity, ForeignPod, Node, RunningJob, gpu_count
 from greenjobs.planning.decisions import (
     NOMINAL_DURATION,
     START_SLACK,
@@ -35,7 +35,8 @@ from greenjobs.planning.decisions import (
     fleet_job,
     grid_step,
 )
-from greenjobs.planning.fleet import DEFAULT_ZONE_GAP_PERCENT, FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.planning.fleet import FleetJob, FleetPlan, Placement, add_job, plan_fleet
+from greenjobs.planning.settings import FleetSettings
 from greenjobs.planning.timing import window_of
 from greenjobs.workloads.base import pod_gpus as pod_spec_gpus
 
@@ -45,39 +46,6 @@ log = logging.getLogger(__name__)
 
 # How long a start `room_now` allowed holds its GPUs without its Running status being seen.
 CLAIM_TTL = timedelta(seconds=30)
-
-
-class FleetSettings(BaseModel):
-    """The operator config's `fleet:` (capacity-aware planning), defaults safe for any cluster."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    enabled: bool = Field(True, description="Plan jobs with zones jointly against GPU capacity.")
-    step: timedelta | None = Field(
-        None, description="The planner's time grid; default: the forecasts' own step (at least 1 s, at most 1 h)."
-    )
-    horizon: timedelta = Field(timedelta(days=2), description="How far ahead forecasts are fetched at most.")
-    reserve: dict[str, int] = Field(default_factory=dict, description="GPUs per zone kept for work that cannot wait.")
-    gpu_resources: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_GPU_RESOURCES), alias="gpuResources", description="GPU resource names."
-    )
-    min_gain_percent: float = Field(2.0, alias="minGainPercent", description="A planned start moves only for more.")
-    zone_gap_percent: float = Field(
-        DEFAULT_ZONE_GAP_PERCENT,
-        alias="zoneGapPercent",
-        ge=0,
-        le=100,
-        description="A job starts earlier in its cleanest zone for up to this share of that zone's advantage "
-        "(keeps the clean zone's GPUs for later arrivals; 0: the cleanest start).",
-    )
-
-    @classmethod
-    def parse(cls, data: Mapping[str, Any] | None) -> "FleetSettings":
-        raw = dict(data or {})
-        for key in ("step", "horizon"):
-            if isinstance(raw.get(key), str):
-                raw[key] = parse_duration(raw[key])
-        return cls.model_validate(raw)
 
 
 @dataclass(frozen=True)
@@ -380,7 +348,16 @@ class FleetCoordinator:
             current = Placement(plan["zone"], parse_time(plan["scheduledStart"]))
         raw = body.get("spec") or {}
         gpus = adapter_of(raw).gpus(workload_template(raw), self.settings.gpu_resources)
-        return fleet_job(meta["uid"], gpus, window, zones, parse_time(meta["creationTimestamp"]), now, current)
+        return fleet_job(
+            meta["uid"],
+            gpus,
+            window,
+            zones,
+            parse_time(meta["creationTimestamp"]),
+            now,
+            current,
+            start_latency=self.settings.start_latency,
+        )
 
 
 def _moved_earlier(old: FleetPlan | None, new: FleetPlan) -> set[str]:

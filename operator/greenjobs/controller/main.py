@@ -13,11 +13,12 @@ from greenjobs.config import load_config
 from greenjobs.kubeclient import operator_api_client, utc_now
 from greenjobs.logs import configure_logging
 from greenjobs.metrics import OperatorMetrics
+from greenjobs.planning.settings import FleetSettings
 from greenjobs.runtime.leader import add_lease_arguments, elector_from_args, identity
 
 from .events import EventRecorder
 from .executor import Executor
-from .fleet import FleetCoordinator, FleetSettings
+from .fleet import FleetCoordinator
 from .handlers import Memo, register
 from .kube import Kube
 from .loop import Controller

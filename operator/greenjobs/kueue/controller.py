@@ -34,6 +34,7 @@ from greenjobs.planning.decisions import (
     grid_step,
 )
 from greenjobs.planning.fleet import FleetJob, FleetPlan
+from greenjobs.planning.settings import FleetSettings
 from greenjobs.planning.timing import window_of
 from greenjobs.runtime.workqueue import WorkQueue, serve, stop_workers
 from greenjobs.workloads import SUPPORTED, adapter_for
@@ -94,6 +95,7 @@ class KueueCheck:
         self.objects = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.config = config
+        self.fleet_settings = FleetSettings.parse(config.fleet)  # the same `fleet:` as the operator's
         self.provider = provider
         self.clock = clock
         self.controller_name = controller_name
@@ -358,7 +360,9 @@ class KueueCheck:
         gpus = workload_gpus(body, (GPU_RESOURCE,))
         if not zones or gpus == 0:
             return None
-        job = fleet_job(f"{wl.namespace}/{wl.name}", gpus, window_of(spec.timing, created), zones, created, now)
+        window = window_of(spec.timing, created)
+        job_id = f"{wl.namespace}/{wl.name}"
+        job = fleet_job(job_id, gpus, window, zones, created, now, start_latency=self.fleet_settings.start_latency)
         with self.lock:
             self.held[key] = (cq_name, job)
 
@@ -371,8 +375,9 @@ class KueueCheck:
                     others, started, pending = self._queue_state(key, cq_name, flavor_zones, now)
                 unreserved = plannable_quota(free, pending, most, started)
                 forecasts = fleet_forecasts(self.provider.forecast, unreserved, (job, *others), now, on_error=warn)
-                capacity = queue_capacity(unreserved, started, now, grid_step(forecasts.values()))
-                plan, step = joint_plan([job, *others], capacity, forecasts, now)
+                step = self.fleet_settings.step or grid_step(forecasts.values())
+                capacity = queue_capacity(unreserved, started, now, step)
+                plan, step = joint_plan([job, *others], capacity, forecasts, now, step, self.fleet_settings)
                 mine = plan.assignments.get(job.id)
                 if mine is not None and mine.start <= now + START_SLACK:
                     with self.lock:

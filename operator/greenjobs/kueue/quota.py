@@ -18,6 +18,7 @@ from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.decisions import FleetPlacement, grid_step
 from greenjobs.planning.fleet import FleetJob, FleetPlan, plan_fleet
+from greenjobs.planning.settings import FleetSettings
 
 Obj = Mapping[str, Any]
 
@@ -147,14 +148,25 @@ def joint_plan(
     forecasts: Mapping[str, IntensitySeries],
     now: datetime,
     step: timedelta | None = None,
+    settings: FleetSettings | None = None,
 ) -> tuple[FleetPlan, timedelta]:
-    """The fleet plan of every Workload a ClusterQueue holds (the same planner as the GreenTrainingJob
-    operator's), against the queue's quota, on the forecasts' own grid: no job is late because of a
-    step size."""
+    """The fleet plan of every Workload a ClusterQueue holds (the same planner and `fleet:` settings as
+    the GreenTrainingJob operator's), against the queue's quota, on the forecasts' own grid (unless the
+    settings fix one): no job is late because of a step size."""
+    settings = settings or FleetSettings()
     cap = capacity if isinstance(capacity, Capacity) else Capacity(base=dict(capacity))
-    step = step or grid_step(forecasts.values())
+    step = step or settings.step or grid_step(forecasts.values())
     unique = list({j.id: j for j in jobs}.values())
-    return plan_fleet(unique, cap, forecasts, now, step=step), step
+    plan = plan_fleet(
+        unique,
+        cap,
+        forecasts,
+        now,
+        step=step,
+        min_gain_percent=settings.min_gain_percent,
+        zone_gap_percent=settings.zone_gap_percent,
+    )
+    return plan, step
 
 
 def placement_of(plan: FleetPlan, job_id: str, step: timedelta) -> FleetPlacement | str:

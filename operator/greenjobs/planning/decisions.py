@@ -161,13 +161,23 @@ def fleet_job(
     arrival: datetime,
     now: datetime,
     current: Placement | None = None,
+    *,
+    start_latency: timedelta = timedelta(0),
 ) -> FleetJob:
-    """A job that has not started, as the fleet planner sees it (the operator's and the Kueue check's)."""
+    """A job that has not started, as the fleet planner sees it (the operator's and the Kueue check's).
+
+    `start_latency`: from a start the plan makes to the workload running (admission, pod start). The
+    job holds its GPUs that much longer and must be started that much before its latest start (never
+    before its arrival: a window shorter than the latency means at once, not late). Its intensity is
+    reckoned over the whole hold, a latency's worth off: negligible beside forecast steps."""
+    latest = window.latest_start
+    if window.shiftable and start_latency > timedelta(0):
+        latest = max(latest - start_latency, min(latest, arrival))
     return FleetJob(
         id=job_id,
         gpus=gpus,
-        duration=window.duration or NOMINAL_DURATION,
-        latest_start=window.latest_start,
+        duration=(window.duration or NOMINAL_DURATION) + start_latency,
+        latest_start=latest,
         zones=zones,
         arrival=arrival,
         earliest_start=now,
