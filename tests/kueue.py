@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from greenjobs.runtime.readiness import READY
 from tests.kube import CLUSTER_SH, Cluster, ManagedProcess, wait_until
 from tests.operator_proc import FAST_SETTINGS
 
@@ -87,10 +87,10 @@ def start_check(
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster.env(env), start_new_session=True)
     p = ManagedProcess(proc, log_path)
-    wait_until("kueue-check to log in", lambda: not p.alive() or "Activity 'login' succeeded" in p.logs(), timeout=30)
+    # Ready: the initial list of every watched kind (nodes too) is in.
+    wait_until("kueue-check to be ready", lambda: not p.alive() or READY in p.logs(), timeout=30)
     if not p.alive():
         raise AssertionError(f"kueue-check exited at start:\n{p.logs()}")
-    time.sleep(1.0)  # let the first LIST of each watched resource land
     return p
 
 

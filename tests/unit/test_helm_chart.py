@@ -401,7 +401,7 @@ KUEUE_CHECK_RULES = {
     ("trainer.kubeflow.org", "trainjobs", "get"),
     ("kubeflow.org", "pytorchjobs", "get"),
     ("ray.io", "rayjobs", "get"),
-    ("", "nodes", "list"),
+    *{("", "nodes", v) for v in ("list", "watch")},
     *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{("", "namespaces", v) for v in ("list", "watch")},
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},

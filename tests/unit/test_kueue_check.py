@@ -216,3 +216,21 @@ def test_the_check_plans_with_the_operators_fleet_settings() -> None:
     assert c.fleet_settings.zone_gap_percent == 0
     with pytest.raises(ValueError, match="startLatency"):
         KueueCheck(client.ApiClient(), OperatorConfig(fleet={"startLatency": "-1s"}), None, lambda: NOW)  # type: ignore[arg-type]
+
+
+def test_zones_with_nodes_come_from_the_node_watch(check: tuple[KueueCheck, FakeObjects, Clock]) -> None:
+    c, objects, _ = check
+    c.config = OperatorConfig(zoneMap={"eu-west-2": "GB"})
+    label = c.config.zone_label
+
+    def node(name: str, zone: str | None) -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": {label: zone} if zone else {}}}
+
+    c.on_node(node("a", "eu-west-2"), deleted=False)
+    c.on_node(node("b", "FR"), deleted=False)
+    c.on_node(node("c", None), deleted=False)  # no zone label: no zone
+    assert c._zones_with_nodes() == {"GB", "FR"}
+    c.on_node(node("b", None), deleted=False)  # label removed
+    c.on_node(node("a", "eu-west-2"), deleted=True)
+    assert c._zones_with_nodes() == set()
+    assert objects.calls == []  # no LIST of the nodes per plan

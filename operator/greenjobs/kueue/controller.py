@@ -106,6 +106,7 @@ class KueueCheck:
         self.workloads: dict[Key, dict[str, Any]] = {}
         self.wake: dict[Key, datetime] = {}
         self.flavors: dict[str, dict[str, str]] = {}  # ResourceFlavor -> its nodeLabels (watched)
+        self.node_zones: dict[str, str] = {}  # node -> its zone, for nodes with the zone label (watched)
         self.cluster_queues: dict[str, dict[str, Any]] = {}  # name -> body (spec quota, status reservation)
         self.held: dict[Key, tuple[str, FleetJob]] = {}  # Workloads planned here: (ClusterQueue, as planned)
         self.replan_now: set[Key] = set()  # held Workloads a newer joint plan starts earlier: plan again now
@@ -159,6 +160,17 @@ class KueueCheck:
             else:
                 self.flavors[name] = dict((body.get("spec") or {}).get("nodeLabels") or {})
         self.reconcile_all()
+
+    def on_node(self, body: Mapping[str, Any], deleted: bool) -> None:
+        """Which zone each node is in (its zone label), for the zones that have nodes: from the watch,
+        not a LIST of every node per plan."""
+        meta = body["metadata"]
+        value = (meta.get("labels") or {}).get(self.config.zone_label)
+        with self.lock:
+            if deleted or value is None:
+                self.node_zones.pop(meta["name"], None)
+            else:
+                self.node_zones[meta["name"]] = self.config.zone_map.get(value, value)
 
     def on_workload(self, body: Mapping[str, Any], deleted: bool) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -473,9 +485,8 @@ class KueueCheck:
         return obj
 
     def _zones_with_nodes(self) -> set[str]:
-        nodes = self.core.list_node(label_selector=self.config.zone_label).items
-        values = {n.metadata.labels[self.config.zone_label] for n in nodes}
-        return {self.config.zone_map.get(v, v) for v in values}
+        with self.lock:
+            return set(self.node_zones.values())
 
     def _flavor_labels(self, flavors: set[str]) -> dict[str, dict[str, str]]:
         """The flavors' node labels from the watch's cache; one GET only for a flavor not listed yet."""

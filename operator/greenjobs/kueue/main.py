@@ -46,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
         check.may_write = lambda: elector.leading  # every write re-checks the Lease
         elector.start()
     registry = kopf.OperatorRegistry()
-    register(registry)
+    memo = Memo(check, tick_seconds=min(config.tick_seconds, 5.0))
+    register(registry, memo.readiness)
     log.info("carbon admission check %s: %d forecast provider(s)", args.controller_name, len(config.providers))
     try:
         kopf.run(
             registry=registry,
-            memo=Memo(check, tick_seconds=min(config.tick_seconds, 5.0)),
+            memo=memo,
             standalone=True,
             clusterwide=True,
             liveness_endpoint=args.liveness or None,

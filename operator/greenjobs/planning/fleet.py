@@ -68,7 +68,8 @@ A job's run time is its duration slowed by its power cap (greenjobs.planning.gpu
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -303,6 +304,7 @@ class _Job:
     latest: float  # the last on-time start (= earliest for an inflexible job)
     shiftable: bool  # some zone's forecast covers a whole run from `earliest`
     baseline: float  # mean over [now, now + run) in the first zone
+    zone_gap: float  # second-cleanest minus cleanest zone's mean over its window (0: one usable zone)
     id: str  # job.id and job.gpus, read in every search: attributes, not properties
     gpus: int
 
@@ -452,7 +454,8 @@ def _prepare(state: _State, job: FleetJob) -> "_Job | str":
     # Scorer.whole for one start, in plain floats (the same comparisons).
     shiftable = any(earliest >= scorer.first[z] - EPS_S and earliest + run <= scorer.horizon[z] + EPS_S for z in zones)
     baseline = state.scorer.mean(zones[0], state.now, run)
-    return _Job(job, zones, run, earliest, latest, shiftable, baseline, job.id, job.gpus)
+    gap = _zone_gap(scorer, state.now, zones, latest + run) if job.flexible else 0.0
+    return _Job(job, zones, run, earliest, latest, shiftable, baseline, gap, job.id, job.gpus)
 
 
 def _carbon_first(base: _State, jobs: Sequence[_Job], rules: _Rules, order: "Callable[[_Job], Any]") -> _State:
@@ -478,26 +481,25 @@ def _carbon_order(pj: _Job, state: _State, step_s: float) -> tuple[int, int, flo
     # Among jobs at (or past) their latest start, the smallest first: when not all of them can start on
     # time, that misses the fewest deadlines. The others: the most CO2e at stake in the zone choice first
     # (big jobs claim the clean zone, small ones fill its gaps), then earliest deadline first.
-    key = pj.gpus * pj.run if group == 1 else -_regret(state, pj)
+    key = pj.gpus * pj.run if group == 1 else -_regret(pj)
     return (group, -job.priority, key, pj.latest, job.arrival, job.id)
 
 
-def _regret(state: _State, pj: _Job) -> float:
+def _regret(pj: _Job) -> float:
     """gCO2e at stake in the choice of zone: GPU-hours x (second-cleanest - cleanest zone's mean over
     the job's window). 0 for a job with one usable zone."""
-    return pj.gpus * pj.run / 3600.0 * _zone_gap(state, pj)
+    return pj.gpus * pj.run / 3600.0 * pj.zone_gap
 
 
-def _zone_gap(state: _State, pj: _Job) -> float:
-    """The second-cleanest minus the cleanest zone's mean over the job's window (g/kWh); 0 for a job
+def _zone_gap(scorer: Scorer, now: float, zones: Sequence[str], window_end: float) -> float:
+    """The second-cleanest minus the cleanest zone's mean over [now, window_end) (g/kWh); 0 for a job
     with one usable zone."""
-    if len(pj.zones) < 2 or not pj.job.flexible:
+    if len(zones) < 2:
         return 0.0
     means = []
-    for zone in pj.zones:
-        end = min(pj.latest + pj.run, state.scorer.horizon[zone])
-        span = end - state.now
-        means.append(state.scorer.mean(zone, state.now, span) if span > 0 else math.inf)
+    for zone in zones:
+        span = min(window_end, scorer.horizon[zone]) - now
+        means.append(scorer.mean(zone, now, span) if span > 0 else math.inf)
     first, second = sorted(means)[:2]
     if not math.isfinite(second):
         return 0.0
@@ -633,7 +635,7 @@ def _slack(state: _State, pj: _Job, rules: _Rules) -> float:
     use instead of a dirtier zone: online, that costs them the whole gap (one zone: no gap, no slack)."""
     slack = rules.wait_gain_percent * abs(pj.baseline) / 100.0 if math.isfinite(pj.baseline) else 0.0
     if rules.zone_gap_percent > 0:
-        slack = max(slack, rules.zone_gap_percent / 100.0 * _zone_gap(state, pj))
+        slack = max(slack, rules.zone_gap_percent / 100.0 * pj.zone_gap)
     return slack
 
 
@@ -822,38 +824,56 @@ def _compact(state: _State, jobs: Sequence[_Job]) -> None:
             return
 
 
-def _still_certified(state: _State, pj: _Job, present: _Option) -> bool:
-    """Whether `pj` certainly has no earlier start as clean as `present`: it had none when certified,
-    the others only took GPUs since, except the runs freed since, and none of those lets it start
-    earlier. A start s it gains overlaps a freed run [a, b): s in (a - run, b), s < present.start.
-    So one look per zone, at the candidates of the stretch that spans those of its freed runs that
-    may hold the run, gives the answer of _earliest_as_clean (whose candidates there are among them)."""
-    k = state.certs.get(pj.id)
-    if k is None:
-        return False
-    spans: dict[str, tuple[float, float]] = {}
-    for zone, a, b, room in state.freed[k:]:
+def _freed_in_reach(state: _State, pj: _Job, present: _Option, since: int) -> Iterator[tuple[str, float, float, bool]]:
+    """The runs freed since `since` (an index into state.freed) that could give `pj` a start before
+    `present`, as (zone, lo, hi, own): a start s it gains overlaps a freed run [a, b), so s is in
+    [lo, hi) = (a - run, b) within its window and before `present`; `own`: its own run is in reach
+    (then the caller looks without it, as a fresh placement would). Where its own run is not in reach,
+    a run that leaves no room as long as pj's is skipped: the longest room there now is a cheap bound
+    cached per freed run (the profile only loses GPUs until the next freed run, checked on its own)."""
+    for zone, a, b, room in state.freed[since:]:
         if zone not in pj.zones:
             continue
         lo, hi = max(pj.earliest, a - pj.run), min(b, present.start)
         if hi <= lo:
             continue
-        if zone != present.zone or present.start >= hi + pj.run:
-            # The longest room there now, a cheap bound cached per freed run (the profile only loses
-            # GPUs until the next freed run, checked on its own); not where its own run is in reach.
+        own = zone == present.zone and present.start < hi + pj.run
+        if not own:
             longest = room.get(pj.gpus)
             if longest is None:
                 longest = room[pj.gpus] = state.profile(zone).longest_room(a, b, pj.gpus)
             if longest < pj.run - EPS_S:
                 continue
+        yield zone, lo, hi, own
+
+
+@contextmanager
+def _without_own_run(state: _State, pj: _Job, present: _Option) -> Iterator[FreeProfile]:
+    """`present`'s zone's profile with pj's own run given back for the duration."""
+    prof = state.profile(present.zone)
+    prof.add(present.start, present.start + pj.run, pj.gpus)
+    try:
+        yield prof
+    finally:
+        prof.add(present.start, present.start + pj.run, -pj.gpus)
+
+
+def _still_certified(state: _State, pj: _Job, present: _Option) -> bool:
+    """Whether `pj` certainly has no earlier start as clean as `present`: it had none when certified,
+    the others only took GPUs since, except the runs freed since, and none of those lets it start
+    earlier. So one look per zone, at the candidates of the stretch that spans its freed runs in
+    reach, gives the answer of _earliest_as_clean (whose candidates there are among them)."""
+    k = state.certs.get(pj.id)
+    if k is None:
+        return False
+    spans: dict[str, tuple[float, float]] = {}
+    for zone, lo, hi, _ in _freed_in_reach(state, pj, present, k):
         span = spans.get(zone)
         spans[zone] = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
     for zone, (lo, hi) in spans.items():
         if zone == present.zone:  # looked at without its own run, as _compact does
-            prof = state.profile(zone)
-            prof.add(present.start, present.start + pj.run, pj.gpus)
-            gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
-            prof.add(present.start, present.start + pj.run, -pj.gpus)
+            with _without_own_run(state, pj, present):
+                gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
         else:
             gains = _first_as_clean(state, pj, zone, lo, hi, present) is not None
         if gains:
@@ -864,27 +884,16 @@ def _still_certified(state: _State, pj: _Job, present: _Option) -> bool:
 def _still_earliest(state: _State, pj: _Job, present: _Option) -> bool:
     """Whether `pj` certainly has no earlier feasible start at all: it had none when placed at its
     earliest, the others only took GPUs since, except the runs freed since, and none of those has
-    room for it before `present` (a start it gains overlaps one: s in (a - run, b))."""
+    room for it before `present`."""
     k = state.at_earliest.get(pj.id)
     if k is None:
         return False
-    for zone, a, b, room in state.freed[k:]:
-        if zone not in pj.zones:
-            continue
-        lo, hi = max(pj.earliest, a - pj.run), min(b, present.start)
-        if hi <= lo:
-            continue
-        prof = state.profile(zone)
-        if zone == present.zone and present.start < hi + pj.run:
-            # Its own run is in reach: look without it, as a fresh placement would.
-            prof.add(present.start, present.start + pj.run, pj.gpus)
-            start = prof.earliest_fit(lo, pj.run, pj.gpus, hi)
-            prof.add(present.start, present.start + pj.run, -pj.gpus)
+    for zone, lo, hi, own in _freed_in_reach(state, pj, present, k):
+        if own:
+            with _without_own_run(state, pj, present) as prof:
+                start = prof.earliest_fit(lo, pj.run, pj.gpus, hi)
         else:
-            longest = room.get(pj.gpus)
-            if longest is None:
-                longest = room[pj.gpus] = prof.longest_room(a, b, pj.gpus)
-            start = prof.earliest_fit(lo, pj.run, pj.gpus, hi) if longest >= pj.run - EPS_S else math.inf
+            start = state.profile(zone).earliest_fit(lo, pj.run, pj.gpus, hi)
         if start < hi - EPS_S:
             return False
     return True
