@@ -1,10 +1,13 @@
 """`greenjobs plan --jobs FILE --capacity ZONE=GPUS`: the batch planned jointly against capacity."""
 
+import itertools
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from greenjobs.api.durations import parse_time
 from greenjobs.cli import main
 
 # GB: 300 until 02:00, 100 from 02:00 to 04:00, then 300 (covered until the next day). FR: a flat 200.
@@ -32,6 +35,8 @@ def args(tmp_path: Path) -> list[str]:
         str(tmp_path / "jobs.jsonl"),
         "--now",
         NOW,
+        "--start-latency",
+        "0s",  # the planner's own model: the exact starts below
     ]
 
 
@@ -114,11 +119,14 @@ def _herd(tmp_path: Path, now: str | None) -> list[str]:
     return ["plan", "--forecast", f"GB={tmp_path / 'gb.csv'}", "--jobs", str(tmp_path / "jobs.jsonl")]
 
 
+EXACT = ["--start-latency", "0s"]  # the planner's own model, where the exact starts are asserted
+
+
 def test_each_lines_now_is_the_planning_time_and_jobs_shorter_than_a_step_are_never_late(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # No --now: the lines' own `now` (12:00) is the planning time, not the wall clock.
-    assert main([*_herd(tmp_path, "2026-03-05T12:00:00Z"), "--capacity", "GB=16", "-o", "json"]) == 0
+    assert main([*_herd(tmp_path, "2026-03-05T12:00:00Z"), "--capacity", "GB=16", *EXACT, "-o", "json"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(out) == 10
     assert all(o["lateBySeconds"] == 0 for o in out)
@@ -126,6 +134,21 @@ def test_each_lines_now_is_the_planning_time_and_jobs_shorter_than_a_step_are_ne
     # Two jobs take the clean minute; the zone is busy every minute from 12:00 to 12:05.
     assert starts.count("2026-03-05T12:03:00Z") == 2
     assert sorted(set(starts)) == [f"2026-03-05T12:0{m}:00Z" for m in range(5)]
+
+
+def test_a_start_latency_spaces_the_rounds_and_keeps_every_deadline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's default start latency (10 s): each round of the herd holds its GPUs 70 s, so the
+    rounds are 70 s apart, the last one still in time (its latest start less the latency, 12:04:50)."""
+    assert main([*_herd(tmp_path, "2026-03-05T12:00:00Z"), "--capacity", "GB=16", "-o", "json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(o["lateBySeconds"] == 0 for o in out)
+    starts = sorted({parse_time(o["start"]) for o in out})
+    assert len(starts) == 5 and all(b - a >= timedelta(seconds=70) for a, b in itertools.pairwise(starts))
+    assert starts[-1] <= parse_time("2026-03-05T12:04:50Z")
+    assert main([*_herd(tmp_path, "2026-03-05T12:00:00Z"), "--capacity", "GB=16", "--start-latency", "soon"]) == 2
+    assert "--start-latency" in capsys.readouterr().err
 
 
 def test_a_forecast_that_does_not_cover_the_planning_time_is_an_error_not_a_traceback(

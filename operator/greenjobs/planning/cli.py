@@ -18,12 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from greenjobs.api.durations import format_time, parse_duration, parse_time, shift_time
+from greenjobs.api.durations import format_duration, format_time, parse_duration, parse_time, shift_time
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning import whole_run_cli
 from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.decisions import with_start_latency
 from greenjobs.planning.fleet import DEFAULT_ZONE_GAP_PERCENT, Assignment, FleetJob, plan_fleet
 from greenjobs.planning.job import PlanRequest, PlanResult, plan
+from greenjobs.planning.settings import DEFAULT_START_LATENCY
 
 Clock = Callable[[], datetime]
 
@@ -75,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --capacity: a job starts earlier in its cleanest zone for up to P%% of that zone's "
         f"advantage (default {DEFAULT_ZONE_GAP_PERCENT:g}; 0: the cleanest start)",
     )
+    parser.add_argument(
+        "--start-latency",
+        default=format_duration(DEFAULT_START_LATENCY),
+        metavar="D",
+        help="with --capacity: from a planned start to the job running (admission, pod start); each start "
+        "holds its GPUs this much longer and is planned this much before the latest start (default "
+        f"{format_duration(DEFAULT_START_LATENCY)}, the operator's fleet.startLatency)",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     whole_run_cli.add_arguments(parser)
 
@@ -111,10 +121,11 @@ def run(args: argparse.Namespace, clock: Clock = _utc_now, out: TextIO | None = 
             return 2
         try:
             capacity = parse_capacity(args.capacity)
+            latency = parse_duration(args.start_latency)
         except ValueError as e:
-            _error(str(e))
+            _error(str(e) if "--" in str(e) else f"--start-latency: {e}")
             return 2
-        return _run_fleet(args, forecasts, zones, default_now, capacity, out)
+        return _run_fleet(args, forecasts, zones, default_now, capacity, latency, out)
     if args.jobs:
         return _run_batch(args, forecasts, zones, default_now, out)
     try:
@@ -358,6 +369,7 @@ def _run_fleet(
     zones: Sequence[str],
     now: datetime,
     capacity: Capacity,
+    start_latency: timedelta,
     out: TextIO,
 ) -> int:
     """All lines planned jointly; bad lines and jobs that cannot be placed go to stderr (exit 1).
@@ -391,6 +403,7 @@ def _run_fleet(
                 priority=priority,
                 earliest_start=request.now,
             )
+            job = with_start_latency(job, start_latency)
         except (ValueError, TypeError, KeyError) as e:
             _error(f"{args.jobs} line {number}: {e}")
             failed += 1

@@ -166,24 +166,30 @@ def fleet_job(
 ) -> FleetJob:
     """A job that has not started, as the fleet planner sees it (the operator's and the Kueue check's).
 
-    `start_latency`: from a start the plan makes to the workload running (admission, pod start). The
-    job holds its GPUs that much longer and must be started that much before its latest start (never
-    before its arrival: a window shorter than the latency means at once, not late). Its intensity is
-    reckoned over the whole hold, a latency's worth off: negligible beside forecast steps."""
-    latest = window.latest_start
-    if window.shiftable and start_latency > timedelta(0):
-        latest = max(latest - start_latency, min(latest, arrival))
-    return FleetJob(
+    `start_latency`: from a start the plan makes to the workload running (admission, pod start); see
+    with_start_latency. Its intensity is reckoned over the whole hold, a latency's worth off:
+    negligible beside forecast steps."""
+    job = FleetJob(
         id=job_id,
         gpus=gpus,
-        duration=(window.duration or NOMINAL_DURATION) + start_latency,
-        latest_start=latest,
+        duration=window.duration or NOMINAL_DURATION,
+        latest_start=window.latest_start,
         zones=zones,
         arrival=arrival,
         earliest_start=now,
         current=current,
         flexible=window.shiftable,
     )
+    return with_start_latency(job, start_latency)
+
+
+def with_start_latency(job: FleetJob, latency: timedelta) -> FleetJob:
+    """`job` as a start the plan makes sees it: held `latency` longer, and started `latency` before its
+    latest start (never before its arrival: a window shorter than the latency means at once)."""
+    if latency <= timedelta(0):
+        return job
+    latest = max(job.latest_start - latency, min(job.latest_start, job.arrival)) if job.flexible else job.latest_start
+    return replace(job, duration=job.duration + latency, latest_start=latest)
 
 
 def grid_step(series: Iterable[IntensitySeries]) -> timedelta:
