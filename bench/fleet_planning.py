@@ -364,11 +364,14 @@ class FleetOffline(Policy):
     def decide(self, st: State, new: list[Job], world: World) -> list[tuple[Job, str]]:
         if self.plan is None:
             t0 = time.perf_counter()
+            # Planned with the holds the simulation gives each run (every step it touches): planned
+            # with the exact run times, back-to-back runs could not start as planned (the GPUs are
+            # still held to the end of the step) and, with no re-plan, each slip cascaded into misses.
             fleet_jobs = [
                 FleetJob(
                     id=j.id,
                     gpus=j.gpus,
-                    duration=timedelta(seconds=j.duration),
+                    duration=timedelta(seconds=j.bins * STEP),
                     latest_start=from_epoch(j.latest),
                     zones=world.zones,
                     arrival=from_epoch(j.arrival),

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from greenjobs.carbon.series import IntensitySeries
+from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning import fleet
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.fleet import FleetJob, FleetPlan, plan_fleet
+from greenjobs.planning.profile import Scorer
 from tests.unit.fleet_checks import assert_within_capacity
 from tests.unit.fleet_oracle import Run, fifo_co2, least_lateness, milp_fewest_late, milp_least_co2
 
@@ -250,3 +251,26 @@ def test_an_overloaded_batch_is_searched_within_its_budget(monkeypatch: pytest.M
     monkeypatch.setattr(fleet, "LOCAL_SEARCH_MAX_JOBS", 0)
     edf = plan(runs, {"GB": [16]}, {"GB": [100.0] * 2000})
     assert late(result) < late(edf)
+
+
+def test_without_reservations_a_big_job_listed_first_does_not_hold_back_one_that_fits_now() -> None:
+    """8 GPUs, 4 of them held until minute 10. B (8 GPUs, 10 min) is listed first (latest start 3) but
+    cannot start before minute 10; D (4 GPUs, 20 min, latest start 5) fits from now. Listed B then D,
+    the serial schedule reserves B's minutes 10-20 and D, overlapping them, waits until 20: two late.
+    Without reservations D starts now and only B is late, as it must be."""
+    m = timedelta(minutes=1)
+    capacity = Capacity(base={"Z": 4}, releases={"Z": [(to_epoch(T0 + 10 * m), 4)]})
+    flat = IntensitySeries.from_points([(T0 + i * 15 * m, 100.0) for i in range(-1, 12)])
+    jobs = [
+        FleetJob("B", 8, 10 * m, T0 + 3 * m, ["Z"], T0),
+        FleetJob("D", 4, 20 * m, T0 + 5 * m, ["Z"], T0),
+    ]
+    base = fleet._State(capacity, Scorer({"Z": flat}), to_epoch(T0))
+    listed = [p for p in (fleet._prepare(base, j) for j in jobs) if not isinstance(p, str)]
+    assert fleet._lateness(fleet._serial(base, listed), listed)[0] == 2
+    parallel = fleet._parallel(base, listed)
+    assert fleet._lateness(parallel, listed)[0] == 1
+    assert parallel.placed["D"][0].start == to_epoch(T0)
+    # The planner keeps the better schedule: one job late.
+    plan = plan_fleet(jobs, capacity, {"Z": flat}, T0)
+    assert sum(a.late_by > timedelta(0) for a in plan.assignments.values()) == 1
