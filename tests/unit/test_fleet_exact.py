@@ -253,24 +253,27 @@ def test_an_overloaded_batch_is_searched_within_its_budget(monkeypatch: pytest.M
     assert late(result) < late(edf)
 
 
-def test_without_reservations_a_big_job_listed_first_does_not_hold_back_one_that_fits_now() -> None:
-    """8 GPUs, 4 of them held until minute 10. B (8 GPUs, 10 min) is listed first (latest start 3) but
-    cannot start before minute 10; D (4 GPUs, 20 min, latest start 5) fits from now. Listed B then D,
-    the serial schedule reserves B's minutes 10-20 and D, overlapping them, waits until 20: two late.
-    Without reservations D starts now and only B is late, as it must be."""
+def test_without_reservations_a_big_job_listed_first_does_not_hold_back_one_released_before_it() -> None:
+    """Per zone: 8 GPUs, 4 of them held until minute 10. B (8 GPUs, 10 min, released at minute 1,
+    latest start 3) is listed first but cannot start before minute 10; D (4 GPUs, 20 min, released now,
+    latest start 5) fits from now. Listed B then D, the serial schedule reserves B's minutes 10-20 and D,
+    overlapping them, waits until 20: both late. Without reservations D starts now and only B is late,
+    as it must be. 21 such zones make a batch past the local search (42 jobs): the plan keeps 21 late."""
     m = timedelta(minutes=1)
-    capacity = Capacity(base={"Z": 4}, releases={"Z": [(to_epoch(T0 + 10 * m), 4)]})
+    zones = [f"Z{i}" for i in range(21)]
+    capacity = Capacity(base=dict.fromkeys(zones, 4), releases={z: [(to_epoch(T0 + 10 * m), 4)] for z in zones})
     flat = IntensitySeries.from_points([(T0 + i * 15 * m, 100.0) for i in range(-1, 12)])
-    jobs = [
-        FleetJob("B", 8, 10 * m, T0 + 3 * m, ["Z"], T0),
-        FleetJob("D", 4, 20 * m, T0 + 5 * m, ["Z"], T0),
-    ]
-    base = fleet._State(capacity, Scorer({"Z": flat}), to_epoch(T0))
-    listed = [p for p in (fleet._prepare(base, j) for j in jobs) if not isinstance(p, str)]
-    assert fleet._lateness(fleet._serial(base, listed), listed)[0] == 2
-    parallel = fleet._parallel(base, listed)
-    assert fleet._lateness(parallel, listed)[0] == 1
-    assert parallel.placed["D"][0].start == to_epoch(T0)
-    # The planner keeps the better schedule: one job late.
-    plan = plan_fleet(jobs, capacity, {"Z": flat}, T0)
-    assert sum(a.late_by > timedelta(0) for a in plan.assignments.values()) == 1
+    forecasts = dict.fromkeys(zones, flat)
+    jobs = []
+    for z in zones:
+        jobs.append(FleetJob(f"B{z}", 8, 10 * m, T0 + 3 * m, [z], T0, earliest_start=T0 + m))
+        jobs.append(FleetJob(f"D{z}", 4, 20 * m, T0 + 5 * m, [z], T0, earliest_start=T0))
+    base = fleet._State(capacity, Scorer(forecasts), to_epoch(T0))
+    one_zone = [p for p in (fleet._prepare(base, j) for j in jobs[:2]) if not isinstance(p, str)]
+    assert fleet._lateness(fleet._serial(base, one_zone), one_zone)[0] == 2
+    parallel = fleet._parallel(base, one_zone)
+    assert fleet._lateness(parallel, one_zone)[0] == 1
+    assert parallel.placed["DZ0"][0].start == to_epoch(T0)
+    plan = plan_fleet(jobs, capacity, forecasts, T0)
+    assert sum(a.late_by > timedelta(0) for a in plan.assignments.values()) == 21
+    assert_within_capacity(plan, jobs, capacity)
