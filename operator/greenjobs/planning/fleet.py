@@ -29,7 +29,9 @@ expected CO2e, then earliest starts):
   B. deadlines first, only when A leaves a job late: each job in a list at its earliest feasible start
      (serial schedule generation); the list is the best of earliest deadline first, smallest first
      (least total lateness when all are late) and Moore-Hodgson's (the fewest late jobs on one
-     machine); while a job is late and the batch is small, a late job is moved ahead of earlier-listed
+     machine); where jobs are released over time, the earliest-deadline-first list is also scheduled
+     without reservations (at each release or change of free GPUs, the listed jobs that fit start:
+     parallel schedule generation); while a job is late and the batch is small, a late job is moved ahead of earlier-listed
      ones (local search over the list: the earliest-start schedules of all lists contain a
      least-lateness one), within a budget of placements, and a batch of up to six is searched
      exhaustively; then an improvement pass moves one job at a time to its cleanest feasible start in
