@@ -31,10 +31,10 @@ expected CO2e, then earliest starts):
      (least total lateness when all are late) and Moore-Hodgson's (the fewest late jobs on one
      machine); where jobs are released over time, the earliest-deadline-first list is also scheduled
      without reservations (at each release or change of free GPUs, the listed jobs that fit start:
-     parallel schedule generation); while a job is late and the batch is small, a late job is moved ahead of earlier-listed
-     ones (local search over the list: the earliest-start schedules of all lists contain a
-     least-lateness one), within a budget of placements, and a batch of up to six is searched
-     exhaustively; then an improvement pass moves one job at a time to its cleanest feasible start in
+     parallel schedule generation); while a job is late and the batch is small, a late job is moved
+     ahead of earlier-listed ones (local search over the list: the earliest-start schedules of all
+     lists contain a least-lateness one), within a budget of placements, and a batch of up to six is
+     searched exhaustively; then an improvement pass moves one job at a time to its cleanest feasible start in
      its window, the others fixed (an on-time job stays on time, a late job only moves earlier), so
      CO2e falls and no deadline is lost.
 Stability: a job whose current plan is still feasible keeps it unless the best start is more than
