@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from greenjobs.carbon.series import IntensitySeries, to_epoch
 from greenjobs.planning import fleet
 from greenjobs.planning.capacity import Capacity
+from greenjobs.planning.decisions import with_start_latency
 from greenjobs.planning.fleet import FleetJob, FleetPlan, plan_fleet
 from greenjobs.planning.profile import Scorer
 from tests.unit.fleet_checks import assert_within_capacity
@@ -277,3 +278,34 @@ def test_without_reservations_a_big_job_listed_first_does_not_hold_back_one_rele
     plan = plan_fleet(jobs, capacity, forecasts, T0)
     assert sum(a.late_by > timedelta(0) for a in plan.assignments.values()) == 21
     assert_within_capacity(plan, jobs, capacity)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.integers(1, 3))
+def test_a_start_latency_holds_the_gpus_and_only_the_run_is_scored(
+    case: tuple[list[Run], dict[str, list[int]], dict[str, list[float]]], lead: int
+) -> None:
+    """Every start holds its GPUs for the latency and the run, never over capacity; the intensity the
+    plan expects is the forecast's mean over the run alone, [start + latency, start + latency + run)."""
+    runs, rows, intensity = case
+    jobs = [with_start_latency(job, lead * M) for job in fleet_jobs(runs)]
+    cap = capacity(rows)
+    result = plan_fleet(jobs, cap, {z: forecast(v) for z, v in intensity.items()}, T0)
+    assert not result.unplaced
+    assert_within_capacity(result, jobs, cap)
+    for r in runs:
+        a = result.assignments[r.id]
+        assert a.run_time == (lead + r.minutes) * M
+        begin = (a.start - T0) / M + lead
+        assert a.expected_g_per_kwh == pytest.approx(_mean(intensity[a.zone], begin, begin + r.minutes), rel=1e-6)
+
+
+def _mean(per_minute: Sequence[float], a: float, b: float) -> float:
+    """The mean of a per-minute step function over [a, b) (minutes, not necessarily whole)."""
+    total, t = 0.0, a
+    while t < b - 1e-9:
+        m = int(t + 1e-9)
+        edge = min(float(m + 1), b)
+        total += per_minute[m] * (edge - t)
+        t = edge
+    return total / (b - a)

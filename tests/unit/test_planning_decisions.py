@@ -1,5 +1,6 @@
 """The operator's plan decision (pure): windows, zones without nodes, outages, deadlines."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.decisions import FetchForecast, FleetPlacement, decide_plan, fleet_job, same_plan
-from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_START_NOW, Assignment, plan_fleet
+from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment, plan_fleet
 from greenjobs.planning.settings import FleetSettings
 from greenjobs.planning.timing import window_of
 
@@ -244,6 +245,26 @@ def test_with_a_start_latency_rounds_that_share_the_gpus_never_overlap_and_the_l
     for earlier, later in zip(starts, starts[2:], strict=False):
         assert later - earlier >= timedelta(seconds=25)
     assert starts[-1] <= NOW + timedelta(seconds=95)
+
+
+def test_a_start_latency_is_not_scored_the_run_after_it_is() -> None:
+    """A 20 s job started with 10 s of latency, a clean window of 30 s (10 s forecast steps): it is
+    started 10 s before the window, so that its run (not the pod start) falls in it, and is told the
+    window's intensity. Scoring the whole hold would start it at the window and run 10 s past it."""
+    window = window_of(spec(maxDelay="5m", estimatedDuration="20s").timing, NOW)
+    job = fleet_job("j", 8, window, ["GB"], NOW, NOW, start_latency=timedelta(seconds=10))
+    assert job.start_latency == timedelta(seconds=10) and job.run_time == timedelta(seconds=30)
+    series = IntensitySeries.from_points(
+        [(NOW + i * timedelta(seconds=10), 40.0 if i in (3, 4, 5) else 300.0) for i in range(-6, 60)]
+    )
+    a = plan_fleet([job], Capacity(base={"GB": 8}), {"GB": series}, NOW).assignments["j"]
+    assert a.start == NOW + timedelta(seconds=20)
+    assert a.expected_g_per_kwh == pytest.approx(40.0)
+    assert a.waits_for == WAITS_CLEAN_WINDOW
+    assert a.end == NOW + timedelta(seconds=50)  # the GPUs are held from the start
+    # A cap stretches the run, not the pod start.
+    capped = replace(job, power_cap_fraction=0.5)
+    assert timedelta(seconds=30) < capped.run_time < timedelta(seconds=10) + 2 * timedelta(seconds=20)
 
 
 def test_the_fleet_settings_read_the_start_latency_and_refuse_a_negative_one() -> None:

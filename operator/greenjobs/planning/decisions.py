@@ -167,8 +167,7 @@ def fleet_job(
     """A job that has not started, as the fleet planner sees it (the operator's and the Kueue check's).
 
     `start_latency`: from a start the plan makes to the workload running (admission, pod start); see
-    with_start_latency. Its intensity is reckoned over the whole hold, a latency's worth off:
-    negligible beside forecast steps."""
+    with_start_latency."""
     job = FleetJob(
         id=job_id,
         gpus=gpus,
@@ -184,12 +183,19 @@ def fleet_job(
 
 
 def with_start_latency(job: FleetJob, latency: timedelta) -> FleetJob:
-    """`job` as a start the plan makes sees it: held `latency` longer, and started `latency` before its
-    latest start (never before its arrival: a window shorter than the latency means at once)."""
+    """`job` as a start the plan makes sees it: held `latency` longer, its run scored from `latency`
+    after the start (a 5-minute forecast step is not much longer than a slow pod start), and started
+    `latency` before its latest start (never before its arrival: a window shorter than the latency
+    means at once)."""
     if latency <= timedelta(0):
         return job
     latest = max(job.latest_start - latency, min(job.latest_start, job.arrival)) if job.flexible else job.latest_start
-    return replace(job, duration=job.duration + latency, latest_start=latest)
+    return replace(
+        job,
+        duration=job.duration + latency,
+        start_latency=job.start_latency + latency,
+        latest_start=latest,
+    )
 
 
 def grid_step(series: Iterable[IntensitySeries]) -> timedelta:

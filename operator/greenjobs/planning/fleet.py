@@ -126,18 +126,24 @@ class FleetJob:
     current: Planned | None = None  # its present plan, kept unless a meaningful gain
     flexible: bool = True  # False: no timing, inflexible load, placed first and as early as possible
     power_cap_fraction: float | None = None  # lowest cap / TDP under its power policy (None: uncapped)
+    # The head of `duration` before the run draws power (admission, pod start): it holds the GPUs but
+    # is not scored, nor stretched by a cap (planning.decisions.with_start_latency sets both).
+    start_latency: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise ValueError(f"job {self.id}: gpus must not be negative, got {self.gpus}")
         if self.duration <= timedelta(0):
             raise ValueError(f"job {self.id}: duration must be positive, got {self.duration}")
+        if not timedelta(0) <= self.start_latency < self.duration:
+            raise ValueError(f"job {self.id}: start latency must be in [0, duration), got {self.start_latency}")
         if not self.zones:
             raise ValueError(f"job {self.id}: needs at least one candidate zone")
 
     @property
     def run_time(self) -> timedelta:
-        return capped_run_time(self.duration, self.power_cap_fraction)
+        """How long a start holds its GPUs: the latency, then the run (longer under a cap)."""
+        return self.start_latency + capped_run_time(self.duration - self.start_latency, self.power_cap_fraction)
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,8 @@ class _Job:
 
     job: FleetJob
     zones: tuple[str, ...]  # candidate zones that have a forecast, in the user's order
-    run: float
+    run: float  # the hold: lead, then the run that draws power
+    lead: float  # job.start_latency: not scored
     earliest: float
     latest: float  # the last on-time start (= earliest for an inflexible job)
     shiftable: bool  # some zone's forecast covers a whole run from `earliest`
@@ -453,14 +460,17 @@ def _prepare(state: _State, job: FleetJob) -> "_Job | str":
     if job.gpus > most:
         return f"needs {job.gpus} GPUs; no candidate zone ever has more than {most} free"
     run = snap(job.run_time.total_seconds())
+    lead = snap(job.start_latency.total_seconds())
     earliest = snap(max(state.now, to_epoch(job.earliest_start))) if job.earliest_start else state.now
     latest = snap(max(to_epoch(job.latest_start), earliest)) if job.flexible else earliest
     scorer = state.scorer
     # Scorer.whole for one start, in plain floats (the same comparisons).
-    shiftable = any(earliest >= scorer.first[z] - EPS_S and earliest + run <= scorer.horizon[z] + EPS_S for z in zones)
-    baseline = state.scorer.mean(zones[0], state.now, run)
+    shiftable = any(
+        earliest + lead >= scorer.first[z] - EPS_S and earliest + run <= scorer.horizon[z] + EPS_S for z in zones
+    )
+    baseline = state.scorer.mean(zones[0], state.now, run, lead)
     gap = _zone_gap(scorer, state.now, zones, latest + run) if job.flexible else 0.0
-    return _Job(job, zones, run, earliest, latest, shiftable, baseline, gap, job.id, job.gpus)
+    return _Job(job, zones, run, lead, earliest, latest, shiftable, baseline, gap, job.id, job.gpus)
 
 
 def _carbon_first(base: _State, jobs: Sequence[_Job], rules: _Rules, order: "Callable[[_Job], Any]") -> _State:
@@ -515,14 +525,21 @@ def _candidates(state: _State, pj: _Job, zone: str, lo: float, hi: float) -> tup
     """Candidate starts in [lo, hi] in `zone` (see the module docstring), their scores and which fit."""
     scorer = state.scorer
     prof = state.profile(zone)
-    points = np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run), prof.edges(lo, hi, pj.run, pj.gpus)))
+    breaks = scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)
+    points = np.concatenate(([lo, hi], breaks, prof.edges(lo, hi, pj.run, pj.gpus)))
     starts: FloatArray = np.unique(np.round(points, 3)).astype(np.float64)
     if pj.shiftable:
-        starts = starts[scorer.whole(zone, starts, pj.run)]
-        means = scorer.means(zone, starts, pj.run)
+        starts = starts[scorer.whole(zone, starts, pj.run, pj.lead)]
+        means = scorer.means(zone, starts, pj.run, pj.lead)
     else:
-        means = np.full(len(starts), scorer.mean(zone, pj.earliest, pj.run))
+        means = np.full(len(starts), scorer.mean(zone, pj.earliest, pj.run, pj.lead))
     return starts, means, prof.fits(starts, pj.run, pj.gpus)
+
+
+def _score(state: _State, pj: _Job, zone: str, start: float) -> float:
+    """The job's mean forecast intensity if started at `start` in `zone` (a job the forecast cannot
+    shift is scored from its earliest start, wherever it is placed)."""
+    return state.scorer.mean(zone, start if pj.shiftable else pj.earliest, pj.run, pj.lead)
 
 
 def _cleanest(
@@ -569,7 +586,7 @@ def _first_within(
     cross = math.ceil((s0 + (m0 - limit) / (m0 - m1) * (s1 - s0)) * 1000) / 1000
     if not s0 < cross < s1:
         return option
-    mean = state.scorer.mean(zone, cross, pj.run)
+    mean = _score(state, pj, zone, cross)
     return _Option(zone, cross, mean) if mean <= limit + REL_TOLERANCE * abs(limit) else option
 
 
@@ -597,11 +614,7 @@ def _earliest(state: _State, pj: _Job, fit: Mapping[str, float] | None = None) -
     starts = _first_fits(state, pj) if fit is None else fit
     first = min(starts.values())
     assert math.isfinite(first), f"job {pj.id} fits no zone"  # excluded by _prepare
-    options = [
-        _Option(zone, start, state.scorer.mean(zone, start if pj.shiftable else pj.earliest, pj.run))
-        for zone, start in starts.items()
-        if start == first
-    ]
+    options = [_Option(zone, start, _score(state, pj, zone, start)) for zone, start in starts.items() if start == first]
     return min(options, key=lambda o: o.mean)
 
 
@@ -614,11 +627,11 @@ def _kept(state: _State, pj: _Job) -> _Option | None:
     if start > pj.latest:
         return None
     at = np.array([start])
-    if pj.shiftable and not state.scorer.whole(current.zone, at, pj.run)[0]:
+    if pj.shiftable and not state.scorer.whole(current.zone, at, pj.run, pj.lead)[0]:
         return None
     if not state.profile(current.zone).fits(at, pj.run, pj.gpus)[0]:
         return None
-    return _Option(current.zone, start, state.scorer.mean(current.zone, start if pj.shiftable else pj.earliest, pj.run))
+    return _Option(current.zone, start, _score(state, pj, current.zone, start))
 
 
 def _stable(chosen: _Option, kept: _Option | None, gain_percent: float) -> _Option:
@@ -687,7 +700,7 @@ def _parallel(base: _State, order: Sequence[_Job]) -> _State:
             if not zones:
                 waiting.append(pj)
                 continue
-            options = [_Option(z, t, state.scorer.mean(z, t if pj.shiftable else pj.earliest, pj.run)) for z in zones]
+            options = [_Option(z, t, _score(state, pj, z, t)) for z in zones]
             option = min(options, key=lambda o: o.mean)
             state.take(pj, option, earliest=True)
             free[option.zone] -= pj.gpus
@@ -1014,12 +1027,12 @@ def _unlimited_best(state: _State, pj: _Job) -> float:
     for zone in pj.zones:
         scorer = state.scorer
         lo, hi = pj.earliest, pj.latest
-        points = np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run)))
+        points = np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)))
         starts = np.unique(np.round(points, 3)).astype(np.float64)
         if pj.shiftable:
-            starts = starts[scorer.whole(zone, starts, pj.run)]
+            starts = starts[scorer.whole(zone, starts, pj.run, pj.lead)]
             if len(starts):
-                best = min(best, float(scorer.means(zone, starts, pj.run).min()))
+                best = min(best, float(scorer.means(zone, starts, pj.run, pj.lead).min()))
         else:
-            best = min(best, scorer.mean(zone, pj.earliest, pj.run))
+            best = min(best, scorer.mean(zone, pj.earliest, pj.run, pj.lead))
     return best

@@ -223,9 +223,9 @@ class Scorer:
         i = max(bisect_right(times, x) - 1, 0)
         return float(prefix[i] + values[i] * (x - times[i]))
 
-    def mean(self, zone: str, start: float, run: float) -> float:
+    def mean(self, zone: str, start: float, run: float, lead: float = 0.0) -> float:
         """`means` for one start."""
-        a = max(start, self.first[zone])
+        a = max(start + lead, self.first[zone])
         b = min(start + run, self.horizon[zone])
         if b <= a:
             return math.inf
@@ -237,10 +237,11 @@ class Scorer:
         out: FloatArray = series.prefix[i] + series.values[i] * (x - series.times[i])
         return out
 
-    def means(self, zone: str, starts: FloatArray, run: float) -> FloatArray:
-        """Mean over the covered part of each run [start, start + run); inf where none of it is."""
+    def means(self, zone: str, starts: FloatArray, run: float, lead: float = 0.0) -> FloatArray:
+        """Mean over the covered part of each run [start + lead, start + run); inf where none of it is.
+        `lead`: the head of a hold that draws no power (a start's latency: admission, pod start)."""
         first = self.first[zone]
-        a = np.maximum(starts, first)
+        a = np.maximum(starts + lead, first)
         b = np.minimum(starts + run, self.horizon[zone])
         span = b - a
         c = self.cumulative(zone, np.concatenate((a, b)))
@@ -249,18 +250,18 @@ class Scorer:
             m: FloatArray = np.where(span > 0, (c[n:] - c[:n]) / np.where(span > 0, span, 1.0), np.inf)
         return m
 
-    def whole(self, zone: str, starts: FloatArray, run: float) -> BoolArray:
-        """Whether the forecast covers each whole run."""
-        ok: BoolArray = (starts >= self.first[zone] - EPS_S) & (starts + run <= self.horizon[zone] + EPS_S)
+    def whole(self, zone: str, starts: FloatArray, run: float, lead: float = 0.0) -> BoolArray:
+        """Whether the forecast covers each whole run (past its `lead`)."""
+        ok: BoolArray = (starts + lead >= self.first[zone] - EPS_S) & (starts + run <= self.horizon[zone] + EPS_S)
         return ok
 
-    def breakpoints(self, zone: str, lo: float, hi: float, run: float) -> FloatArray:
-        """Starts in [lo, hi] where the score's slope changes: a forecast point, or a point less `run`;
-        and the last start whose run the forecast covers."""
+    def breakpoints(self, zone: str, lo: float, hi: float, run: float, lead: float = 0.0) -> FloatArray:
+        """Starts in [lo, hi] where the score's slope changes: a forecast point less `lead` or less
+        `run`; and the last start whose run the forecast covers."""
         times = self.forecasts[zone].times
-        i = int(np.searchsorted(times, lo, side="left"))
+        i = int(np.searchsorted(times, lo + lead, side="left"))
         j = int(np.searchsorted(times, hi + run, side="right"))
         pts = times[i:j]
-        out = np.concatenate((pts, pts - run, [self.horizon[zone] - run]))
+        out = np.concatenate((pts - lead, pts - run, [self.horizon[zone] - run]))
         result: FloatArray = out[(out >= lo) & (out <= hi)]
         return result
