@@ -280,10 +280,10 @@ class NoisyIssuer:
 def replayed(job: Job, zones: list[str]) -> FleetJob:
     """`job` as the replay runs it, for the fleet planner: the simulation starts runs on its grid and
     holds their GPUs for every step they touch. Planned with the exact run times, back-to-back runs
-    could not start as planned (the GPUs are still held to the end of the step) and a start planned at
-    an off-grid latest start happens up to a step later; online, each slip is a re-plan on a wrong
-    model, offline it cascades into misses. So: holds of whole steps, the first start on the grid at or
-    after arrival, and the latest start the last grid time not past the job's own (at least the first)."""
+    could not start as planned (the GPUs are still held to the end of the step); online, each slip is
+    a re-plan on a wrong model, offline it cascades into misses. So: holds of whole steps, the first
+    start on the grid at or after arrival, and the latest start on the grid at or after the job's own:
+    the last start the replay does not count as missed (it allows the step a grid start may lose)."""
     first = math.ceil(job.arrival / STEP) * STEP
     return FleetJob(
         id=job.id,
