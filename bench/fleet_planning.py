@@ -277,25 +277,6 @@ class NoisyIssuer:
         return IntensitySeries(times, values, t + HORIZON)
 
 
-def replayed(job: Job, zones: list[str]) -> FleetJob:
-    """`job` as the replay runs it, for the fleet planner: the simulation starts runs on its grid and
-    holds their GPUs for every step they touch. Planned with the exact run times, back-to-back runs
-    could not start as planned (the GPUs are still held to the end of the step); online, each slip is
-    a re-plan on a wrong model, offline it cascades into misses. So: holds of whole steps, the first
-    start on the grid at or after arrival, and the latest start on the grid at or after the job's own:
-    the last start the replay does not count as missed (it allows the step a grid start may lose)."""
-    first = math.ceil(job.arrival / STEP) * STEP
-    return FleetJob(
-        id=job.id,
-        gpus=job.gpus,
-        duration=timedelta(seconds=job.bins * STEP),
-        latest_start=from_epoch(max(math.ceil(job.latest / STEP) * STEP, first)),
-        zones=zones,
-        arrival=from_epoch(job.arrival),
-        earliest_start=from_epoch(first),
-    )
-
-
 class Fleet(Policy):
     def __init__(self, name: str, replan_s: float, issuer: NoisyIssuer | None, fold_arrivals: bool = False) -> None:
         self.name = name
@@ -312,7 +293,15 @@ class Fleet(Policy):
     def _job(self, job: Job, zones: list[str]) -> FleetJob:
         fj = self.fleet_jobs.get(job.id)
         if fj is None:
-            fj = self.fleet_jobs[job.id] = replayed(job, zones)
+            fj = FleetJob(
+                id=job.id,
+                gpus=job.gpus,
+                duration=timedelta(seconds=job.duration),
+                latest_start=from_epoch(job.latest),
+                zones=zones,
+                arrival=from_epoch(job.arrival),
+            )
+            self.fleet_jobs[job.id] = fj
         return fj
 
     def decide(self, st: State, new: list[Job], world: World) -> list[tuple[Job, str]]:
@@ -375,7 +364,21 @@ class FleetOffline(Policy):
     def decide(self, st: State, new: list[Job], world: World) -> list[tuple[Job, str]]:
         if self.plan is None:
             t0 = time.perf_counter()
-            fleet_jobs = [replayed(j, world.zones) for j in self.jobs]
+            # Planned with the holds the simulation gives each run (every step it touches): planned
+            # with the exact run times, back-to-back runs could not start as planned (the GPUs are
+            # still held to the end of the step) and, with no re-plan, each slip cascaded into misses.
+            fleet_jobs = [
+                FleetJob(
+                    id=j.id,
+                    gpus=j.gpus,
+                    duration=timedelta(seconds=j.bins * STEP),
+                    latest_start=from_epoch(j.latest),
+                    zones=world.zones,
+                    arrival=from_epoch(j.arrival),
+                    earliest_start=from_epoch(math.ceil(j.arrival / STEP) * STEP),
+                )
+                for j in self.jobs
+            ]
             # Every arrival known: no clean-zone GPUs to leave to unknown ones (zone_gap_percent 0).
             self.plan = plan_fleet(
                 fleet_jobs, Capacity.constant(world.cap), world.truth, from_epoch(st.t), zone_gap_percent=0
