@@ -267,6 +267,10 @@ def test_bad_jobs_are_refused_with_the_field_named() -> None:
         job("x", gpus=-1)
     with pytest.raises(ValueError, match="duplicate"):
         plan_fleet([job("x"), job("x")], Capacity.constant({"GB": 8}), {"GB": GB}, T0)
+    with pytest.raises(ValueError, match="start latency"):
+        replace(job("x", run_h=1), start_latency=timedelta(hours=1))
+    with pytest.raises(ValueError, match="start latency"):
+        replace(job("x"), start_latency=timedelta(seconds=-1))
 
 
 def test_wait_gain_percent_starts_earlier_unless_waiting_gains_enough() -> None:
