@@ -241,7 +241,7 @@ class Scorer:
         """Mean over the covered part of each run [start + lead, start + run); inf where none of it is.
         `lead`: the head of a hold that draws no power (a start's latency: admission, pod start)."""
         first = self.first[zone]
-        a = np.maximum(starts + lead, first)
+        a = np.maximum(starts + lead if lead else starts, first)
         b = np.minimum(starts + run, self.horizon[zone])
         span = b - a
         c = self.cumulative(zone, np.concatenate((a, b)))
@@ -252,7 +252,8 @@ class Scorer:
 
     def whole(self, zone: str, starts: FloatArray, run: float, lead: float = 0.0) -> BoolArray:
         """Whether the forecast covers each whole run (past its `lead`)."""
-        ok: BoolArray = (starts + lead >= self.first[zone] - EPS_S) & (starts + run <= self.horizon[zone] + EPS_S)
+        head = starts + lead if lead else starts
+        ok: BoolArray = (head >= self.first[zone] - EPS_S) & (starts + run <= self.horizon[zone] + EPS_S)
         return ok
 
     def breakpoints(self, zone: str, lo: float, hi: float, run: float, lead: float = 0.0) -> FloatArray:
@@ -262,6 +263,6 @@ class Scorer:
         i = int(np.searchsorted(times, lo + lead, side="left"))
         j = int(np.searchsorted(times, hi + run, side="right"))
         pts = times[i:j]
-        out = np.concatenate((pts - lead, pts - run, [self.horizon[zone] - run]))
+        out = np.concatenate((pts - lead if lead else pts, pts - run, [self.horizon[zone] - run]))
         result: FloatArray = out[(out >= lo) & (out <= hi)]
         return result
