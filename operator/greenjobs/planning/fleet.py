@@ -523,17 +523,21 @@ def _zone_gap(scorer: Scorer, now: float, zones: Sequence[str], window_end: floa
 
 def _candidates(state: _State, pj: _Job, zone: str, lo: float, hi: float) -> tuple[FloatArray, FloatArray, BoolArray]:
     """Candidate starts in [lo, hi] in `zone` (see the module docstring), their scores and which fit."""
-    scorer = state.scorer
     prof = state.profile(zone)
-    breaks = scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)
-    points = np.concatenate(([lo, hi], breaks, prof.edges(lo, hi, pj.run, pj.gpus)))
+    breaks = state.scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)
+    starts, means = _scored(state, pj, zone, np.concatenate(([lo, hi], breaks, prof.edges(lo, hi, pj.run, pj.gpus))))
+    return starts, means, prof.fits(starts, pj.run, pj.gpus)
+
+
+def _scored(state: _State, pj: _Job, zone: str, points: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The distinct starts among `points` (to the millisecond), those whose run the forecast covers
+    where the job can be shifted, and their scores."""
+    scorer = state.scorer
     starts: FloatArray = np.unique(np.round(points, 3)).astype(np.float64)
     if pj.shiftable:
         starts = starts[scorer.whole(zone, starts, pj.run, pj.lead)]
-        means = scorer.means(zone, starts, pj.run, pj.lead)
-    else:
-        means = np.full(len(starts), scorer.mean(zone, pj.earliest, pj.run, pj.lead))
-    return starts, means, prof.fits(starts, pj.run, pj.gpus)
+        return starts, scorer.means(zone, starts, pj.run, pj.lead)
+    return starts, np.full(len(starts), scorer.mean(zone, pj.earliest, pj.run, pj.lead))
 
 
 def _score(state: _State, pj: _Job, zone: str, start: float) -> float:
@@ -1022,17 +1026,12 @@ def _as_clean_as_unlimited(state: _State, pj: _Job, mean: float) -> bool:
 
 def _unlimited_best(state: _State, pj: _Job) -> float:
     """The cleanest score in the job's window ignoring capacity (to tell CleanWindow from Capacity);
-    the starts rounded as _candidates rounds them."""
+    the same starts as _candidates (_scored) but for the capacity edges."""
     best = math.inf
+    lo, hi = pj.earliest, pj.latest
     for zone in pj.zones:
-        scorer = state.scorer
-        lo, hi = pj.earliest, pj.latest
-        points = np.concatenate(([lo, hi], scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)))
-        starts = np.unique(np.round(points, 3)).astype(np.float64)
-        if pj.shiftable:
-            starts = starts[scorer.whole(zone, starts, pj.run, pj.lead)]
-            if len(starts):
-                best = min(best, float(scorer.means(zone, starts, pj.run, pj.lead).min()))
-        else:
-            best = min(best, scorer.mean(zone, pj.earliest, pj.run, pj.lead))
+        breaks = state.scorer.breakpoints(zone, lo, hi, pj.run, pj.lead)
+        _, means = _scored(state, pj, zone, np.concatenate(([lo, hi], breaks)))
+        if len(means):
+            best = min(best, float(means.min()))
     return best
