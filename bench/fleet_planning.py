@@ -508,7 +508,12 @@ def split(total: int, zones: list[str], biggest: int) -> dict[str, int]:
 
 
 def run_setting(
-    jobs: list[Job], world: World, noise: tuple[float, float, float], replan_s: float, days: float
+    jobs: list[Job],
+    world: World,
+    noise: tuple[float, float, float],
+    replan_s: float,
+    days: float,
+    explain: bool = False,
 ) -> dict[str, dict[str, float]]:
     policies: list[Policy] = [
         Fifo(),
@@ -537,6 +542,8 @@ def run_setting(
     # Every simulated schedule but per-job's (whose pile-up is the point) is a feasible point of the LP.
     ends = [s for name, s in scheds.items() if name != "per-job"]
     window_end = {j.id: max(j.deadline + STEP, *(s[j.id][1] + j.bins * STEP for s in ends)) for j in jobs}
+    if explain:
+        print(f"\n--explain, zones {world.cap}:\n{explanation(jobs, world, scheds)}", flush=True)
     bound, lp_s = lower_bound(jobs, world, window_end)
     out["lower-bound"] = {"kg": bound, "planning_s": lp_s}
     base = out["fifo"]["kg"]
@@ -547,6 +554,61 @@ def run_setting(
 
 
 # ------------------------------------------------------------------ output
+
+
+def explanation(
+    jobs: Sequence[Job], world: World, scheds: Mapping[str, Mapping[str, tuple[str, float]]], top: int = 7
+) -> str:
+    """Where a setting's CO2e goes (--explain): the jobs with the most GPU-hours under FIFO, the online
+    and the offline fleet plan, with the free GPUs per zone the online plan left at each one's
+    arrival; how much of the online-offline gap they account for; and the deadlines the online plan
+    missed that FIFO kept."""
+    names = ("fifo", "fleet", "fleet-offline")
+    first = min(j.arrival for j in jobs)
+    total = sum(j.gpus * j.duration for j in jobs)
+
+    def free_at(sched: Mapping[str, tuple[str, float]], zone: str, t: float, skip: str) -> int:
+        held = sum(
+            j.gpus
+            for j in jobs
+            if j.id != skip and sched[j.id][0] == zone and sched[j.id][1] <= t < sched[j.id][1] + j.bins * STEP
+        )
+        return world.cap[zone] - held
+
+    big = sorted(jobs, key=lambda j: (-j.gpus * j.duration, j.id))[:top]
+    rows = []
+    for j in big:
+        arrived = math.ceil(j.arrival / STEP) * STEP
+        row: list[object] = [j.id[:8], j.gpus, j.duration / 3600, (j.latest - j.arrival) / 3600]
+        row += [100 * j.gpus * j.duration / total, (j.arrival - first) / 3600]
+        for name in names:
+            zone, start = scheds[name][j.id]
+            row.append(f"{zone} +{(start - j.arrival) / 3600:.1f} h {kg(world, j, zone, start):.0f} kg")
+        row.append(" ".join(f"{z} {free_at(scheds['fleet'], z, arrived, j.id)}" for z in world.zones))
+        rows.append(row)
+    header = ["job", "GPUs", "run h", "slack h", "GPU-h %", "arrival h", *names, "free at arrival (fleet)"]
+    online = sum(kg(world, j, *scheds["fleet"][j.id]) for j in jobs)
+    offline = sum(kg(world, j, *scheds["fleet-offline"][j.id]) for j in jobs)
+    theirs = sum(kg(world, j, *scheds["fleet"][j.id]) - kg(world, j, *scheds["fleet-offline"][j.id]) for j in big)
+    out = [
+        table(header, rows),
+        f"online - offline: {online - offline:.0f} kg; the {top} jobs above: {theirs:.0f} kg"
+        f" ({sum(j.gpus * j.duration for j in big) / total:.0%} of the GPU-hours)",
+    ]
+
+    def missed(name: str, j: Job) -> bool:
+        return scheds[name][j.id][1] + j.duration > j.deadline + STEP
+
+    only = [j for j in jobs if missed("fleet", j) and not missed("fifo", j)]
+    late = [
+        [j.gpus, j.duration / 3600, (j.latest - j.arrival) / 3600, (j.arrival - first) / 3600]
+        + [(scheds[name][j.id][1] - j.arrival) / 3600 for name in ("fleet", "fifo")]
+        for j in only
+    ]
+    out.append(f"deadlines fleet missed and FIFO kept: {len(only)}")
+    if late:
+        out.append(table(["GPUs", "run h", "slack h", "arrival h", "fleet wait h", "FIFO wait h"], late))
+    return "\n".join(out)
 
 
 def plot(paths: Sequence[Path], out: Path) -> None:
@@ -625,6 +687,7 @@ def main() -> int:
     ap.add_argument("--sizes", nargs="+", default=["tight", "roomy"])
     ap.add_argument("--deadlines", nargs="+", default=["slack24h", "elasticflow"])
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--explain", action="store_true", help="where each setting's CO2e and misses go (see explanation)")
     ap.add_argument("--out", type=Path, help="result file (default: fleet_planning_<cluster>_<deadlines>.json)")
     ap.add_argument(
         "--plot", action="store_true", help="only the plot and summary of bench/results/fleet_planning_*.json"
@@ -650,9 +713,8 @@ def main() -> int:
                 cap = split(size_of[size], zones, max(j.gpus for j in jobs))
                 world = World(zones, cap, truth)
                 t0 = time.perf_counter()
-                results = run_setting(
-                    jobs, world, (args.noise_a, args.noise_b, args.noise_rho), args.replan * 3600, args.days
-                )
+                noise = (args.noise_a, args.noise_b, args.noise_rho)
+                results = run_setting(jobs, world, noise, args.replan * 3600, args.days, args.explain)
                 head = (
                     f"\n{args.cluster}, {len(jobs)} jobs "
                     f"(trace days {args.start_day:g}-{args.start_day + args.days:g}), "
