@@ -309,3 +309,33 @@ def _mean(per_minute: Sequence[float], a: float, b: float) -> float:
         total += per_minute[m] * (edge - t)
         t = edge
     return total / (b - a)
+
+
+@st.composite
+def overloads(draw: st.DrawFn) -> tuple[list[Run], dict[str, list[int]]]:
+    """7-12 jobs released over 20 minutes into one or two zones with too little room for all."""
+    zones = draw(st.sampled_from([("GB",), ("GB", "FR")]))
+    rows = {z: [draw(st.integers(2, 8))] * draw(st.integers(1, 10)) + [draw(st.integers(4, 8))] for z in zones}
+    runs = []
+    for i in range(draw(st.integers(7, 12))):
+        job_zones = draw(st.sampled_from([zones, zones[:1], zones[-1:]]))
+        earliest = draw(st.integers(0, 20))
+        gpus = draw(st.integers(1, min(rows[z][-1] for z in job_zones)))
+        runs.append(
+            Run(f"j{i}", gpus, draw(st.integers(1, 15)), earliest, earliest + draw(st.integers(0, 15)), job_zones)
+        )
+    return runs, rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overloads())
+def test_the_exact_stage_misses_the_fewest_deadlines_on_its_grid(case: tuple[list[Run], dict[str, list[int]]]) -> None:
+    # Past the greedy's exhaustive search (six jobs), in several zones, released over time: on a grid of
+    # one minute (the step) the exact stage plans the fewest late jobs the MILP oracle finds.
+    runs, rows = case
+    jobs, cap = fleet_jobs(runs), capacity(rows)
+    flat = {z: forecast([100.0] * 600) for z in rows}
+    result = plan_fleet(jobs, cap, flat, T0, step=M)
+    assert_within_capacity(result, jobs, cap)
+    horizon = max(r.earliest for r in runs) + sum(r.minutes for r in runs) + max(len(row) for row in rows.values())
+    assert late(result)[0] == milp_fewest_late(runs, rows, horizon=horizon)

@@ -82,6 +82,7 @@ from greenjobs.carbon.series import FloatArray, IntensitySeries, from_epoch, to_
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.gpu_model import capped_run_time
 
+from .fleet_exact import ExactJob, ExactProblem
 from .profile import EPS_S, BoolArray, FreeProfile, Scorer, snap
 
 WAITS_CLEAN_WINDOW = "CleanWindow"
@@ -189,6 +190,11 @@ OTHER_LISTS_MAX_JOBS = LOCAL_SEARCH_MAX_JOBS
 # (_parallel) on batches up to this size: each event looks at every job still waiting.
 PARALLEL_MAX_JOBS = 2_000
 COMPACT_MAX_ROUNDS = 4
+# The exact stage (planning.fleet_exact) re-plans batches up to this size as one program, within its
+# time limit (scaled to the batch) and kept only where it beats the greedy plan.
+EXACT_MAX_JOBS = 300
+EXACT_MAX_STARTS = 10_000  # candidate (zone, start) pairs: HiGHS's root LP alone can outrun the time limit
+DEFAULT_EXACT_TIME_LIMIT_S = 1.0
 EXHAUSTIVE_MAX_JOBS = 6  # 720 lists at most, only when the local search leaves a job late
 # _State.floors: runs in FLOOR_RUN_S buckets (the longest in the last one).
 FLOOR_RUN_S = 300.0
@@ -205,11 +211,13 @@ def plan_fleet(
     min_gain_percent: float = DEFAULT_MIN_GAIN_PERCENT,
     wait_gain_percent: float = DEFAULT_WAIT_GAIN_PERCENT,
     zone_gap_percent: float = DEFAULT_ZONE_GAP_PERCENT,
+    exact_time_limit_s: float = DEFAULT_EXACT_TIME_LIMIT_S,
 ) -> FleetPlan:
     """Plan every job from scratch (see the module docstring for the rules and the order).
 
-    `step` only sets which jobs count as due now (their latest start within one step) for the carbon-
-    first order; times themselves are continuous.
+    `step` sets which jobs count as due now (their latest start within one step) for the carbon-first
+    order, and the grid of the exact stage; times themselves are continuous. `exact_time_limit_s`: the
+    exact stage's budget on a batch of up to EXACT_MAX_JOBS (0: off).
     """
     if step <= timedelta(0):
         raise ValueError("step must be positive")
@@ -247,6 +255,10 @@ def plan_fleet(
             if deadline_first.quality(prepared) < best.quality(prepared):
                 best = deadline_first
 
+    if exact_time_limit_s > 0 and best.late_count(prepared) and len(prepared) <= EXACT_MAX_JOBS:
+        exact = _exact(base, prepared, best, step.total_seconds(), rules, exact_time_limit_s)
+        if exact is not None and _lateness(exact, prepared) < _lateness(best, prepared):
+            best = exact
     _compact(best, prepared)
     plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent, zone_gap_percent)
     for pj in prepared:
@@ -671,6 +683,66 @@ def _place_cleanest(state: _State, pj: _Job, rules: _Rules) -> None:
     else:
         stable = _stable(chosen, _kept(state, pj), rules.min_gain_percent)
         state.take(pj, stable, certified=stable is chosen and chosen.certain)
+
+
+def _exact(
+    base: _State, jobs: Sequence[_Job], greedy: _State, step_s: float, rules: _Rules, time_limit_s: float
+) -> "_State | None":
+    """The batch's flexible jobs as one time-indexed program (planning.fleet_exact), the inflexible ones
+    where the greedy put them (first, as early as they fit); None where the solver found nothing in
+    time or nothing better than `greedy`. A late start may be as late as the greedy plan's last one
+    (so that plan, rounded to the grid, stays a candidate)."""
+    state = base.copy()
+    flexible = []
+    for pj in jobs:
+        if pj.job.flexible:
+            flexible.append(pj)
+        else:
+            state.take(pj, greedy.placed[pj.id][0], earliest=True)
+    if not flexible:
+        return None
+    zones = sorted({z for pj in flexible for z in pj.zones})
+    index = {z: k for k, z in enumerate(zones)}
+    last = max(greedy.placed[pj.id][0].start for pj in flexible)
+    spec = []
+    for pj in flexible:
+        current, kept = pj.job.current, None
+        if current is not None and current.zone in index:
+            at = snap(max(to_epoch(current.start), pj.earliest))
+            kept = (index[current.zone], at) if at <= pj.latest else None
+        zone_ids = tuple(index[z] for z in pj.zones)
+        planned = greedy.placed[pj.id][0].start
+        slack = _slack(base, pj, rules)
+        spec.append(
+            ExactJob(pj.gpus, pj.run, pj.earliest, pj.latest, max(pj.latest, last), planned, zone_ids, kept, slack)
+        )
+
+    def score(n: int, zone: int, starts: FloatArray) -> FloatArray:
+        pj = flexible[n]
+        if not pj.shiftable:
+            return np.full(len(starts), _score(base, pj, zones[zone], pj.earliest))
+        ok = base.scorer.whole(zones[zone], starts, pj.run, pj.lead)
+        out = np.full(len(starts), math.inf)
+        out[ok] = base.scorer.means(zones[zone], starts[ok], pj.run, pj.lead)
+        return out
+
+    profiles = [state.profile(z) for z in zones]
+    problem = ExactProblem(spec, profiles, base.now, step_s, score, keep_percent=rules.min_gain_percent)
+    if problem.starts > EXACT_MAX_STARTS:
+        return None
+    chosen = problem.solve(time_limit_s)
+    if chosen is None:
+        return None
+    # Kept only where the program's own costs (the online rules and the stability discount included)
+    # say it beats the greedy plan, both measured exactly (continuous time).
+    present = [(index[greedy.placed[pj.id][0].zone], greedy.placed[pj.id][0].start) for pj in flexible]
+    if problem.total(chosen) >= problem.total(present) - REL_TOLERANCE:
+        return None
+    for pj, (zone, start) in zip(flexible, chosen, strict=True):
+        if not state.profile(zones[zone]).fits(np.array([start]), pj.run, pj.gpus)[0]:
+            return None  # cannot happen (the grid is conservative); the greedy plan stands if it does
+        state.take(pj, _Option(zones[zone], start, _score(state, pj, zones[zone], start)))
+    return state
 
 
 def _serial(base: _State, order: Sequence[_Job]) -> _State:

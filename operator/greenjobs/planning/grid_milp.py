@@ -1,0 +1,102 @@
+"""An exact time-indexed schedule of a small batch: one start per job, capacity per zone and grid cell.
+
+Pure: the fleet planner builds the candidates (planning.fleet._exact) and solves them here with HiGHS's
+branch and bound (through scipy). Time is cut into cells of one grid step; a start holds its GPUs in
+every cell its run touches, so a solution is feasible in continuous time too (never over capacity).
+
+A job's candidate starts come as chains: consecutive cells `first, first + 1, ...`, every start holding
+the same number of cells (runs started on the grid), or a single start (off the grid: the job's
+earliest, its present plan). A chain is written with cumulative variables, C[i] = x[first] + ... +
+x[first + i], non-decreasing in [0, 1], so that the job holds cell first + k as C[min(k, m - 1)] -
+C[k - hold]: O(starts + hold) non-zeros per chain, where a variable per start and cell would need
+O(starts x hold) (a multi-day run holds hundreds of cells).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from greenjobs.carbon.series import FloatArray
+
+
+@dataclass(frozen=True)
+class Chain:
+    job: int  # index of the job the starts belong to
+    zone: int  # row of `capacity`
+    gpus: int
+    first: int  # cell of the first start
+    hold: int  # cells each start holds, its own first
+    costs: FloatArray  # one per start: cells first, first + 1, ...
+
+    def __post_init__(self) -> None:
+        if self.hold < 1 or len(self.costs) < 1 or self.first < 0 or self.gpus < 0:
+            raise ValueError("a chain needs a start, a hold of a cell or more, a first cell >= 0 and GPUs >= 0")
+
+
+@dataclass(frozen=True)
+class Choice:
+    chain: int  # index into the chains
+    offset: int  # the start: cell chains[chain].first + offset
+
+
+def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limit_s: float) -> list[Choice] | None:
+    """The least-cost start of each of `jobs` jobs (one chain start each) with every zone's GPUs in each
+    cell within `capacity[zone, cell]` (cells past its end: its last column). None when HiGHS proves
+    there is none, or finds none within the time limit. Optimal to a relative gap of 1e-6, unless the
+    time limit cut the search short (then the best solution found)."""
+    # Imported here: scipy's import costs a third of a second, and only re-plans of small batches use it.
+    from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
+    from scipy.sparse import coo_matrix  # noqa: PLC0415
+
+    if not chains or {c.job for c in chains} != set(range(jobs)):
+        raise ValueError("every job needs at least one chain, and every chain a job")
+    zones = capacity.shape[0]
+    cells = max(*(c.first + len(c.costs) - 1 + c.hold for c in chains), capacity.shape[1])
+    cap = np.concatenate([capacity, np.repeat(capacity[:, -1:], cells - capacity.shape[1], axis=1)], axis=1)
+    cap = np.maximum(cap, 0.0)  # a zone shrunk under its running jobs: no room, not an infeasible row
+    cost, rows, cols, vals, bases = [], [], [], [], []
+    nv, row = 0, zones * cells  # the rows: capacity, then C non-decreasing, then one per job
+    for chain in chains:
+        m, hold, base = len(chain.costs), chain.hold, nv
+        bases.append(base)
+        nv += m
+        # sum_i c_i (C_i - C_{i-1}) = sum_{i < m-1} (c_i - c_{i+1}) C_i + c_{m-1} C_{m-1}
+        cost.append(np.append(chain.costs[:-1] - chain.costs[1:], chain.costs[-1]))
+        k = np.arange(m - 1 + hold)
+        at = chain.zone * cells + chain.first
+        later = k[k >= hold]
+        rows += [at + k, at + later]
+        cols += [base + np.minimum(k, m - 1), base + later - hold]
+        vals += [np.full(len(k), float(chain.gpus)), np.full(len(later), -float(chain.gpus))]
+        if m > 1:  # C[i - 1] - C[i] <= 0
+            i = np.arange(1, m)
+            rows.append(np.repeat(row + i - 1, 2))
+            cols.append(np.stack([base + i - 1, base + i], axis=1).ravel())
+            vals.append(np.tile([1.0, -1.0], m - 1))
+            row += m - 1
+    mono_end = row
+    rows.append(row + np.array([c.job for c in chains]))
+    cols.append(np.array([b + len(c.costs) - 1 for b, c in zip(bases, chains, strict=True)]))
+    vals.append(np.ones(len(chains)))
+    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row + jobs, nv))
+    lower = np.concatenate([np.full(mono_end, -np.inf), np.ones(jobs)])
+    upper = np.concatenate([cap.ravel(), np.zeros(mono_end - zones * cells), np.ones(jobs)])
+    res = milp(
+        np.concatenate(cost),
+        integrality=np.ones(nv),
+        bounds=Bounds(0, 1),
+        constraints=LinearConstraint(a.tocsr(), lower, upper),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "presolve": True, "disp": False},
+    )
+    if res.x is None:
+        return None
+    x = np.round(res.x)
+    out: list[Choice | None] = [None] * jobs
+    for n, (chain, base) in enumerate(zip(chains, bases, strict=True)):
+        c = x[base : base + len(chain.costs)]
+        if c[-1] > 0.5:
+            out[chain.job] = Choice(n, int(np.argmax(c > 0.5)))
+    if any(o is None for o in out):
+        return None
+    return [o for o in out if o is not None]
