@@ -92,3 +92,10 @@ def test_a_chain_must_have_a_start_and_a_hold() -> None:
         Chain(0, 0, 1, 0, 0, np.array([1.0]))
     with pytest.raises(ValueError, match="every job"):
         solve([Chain(0, 0, 1, 0, 1, np.array([1.0]))], 2, np.array([[1.0]]), time_limit_s=1.0)
+
+
+def test_the_solver_writes_nothing_to_the_operators_output(capfd: pytest.CaptureFixture[str]) -> None:
+    # HiGHS's banner and logs would land in the operator's log stream, between its JSON lines.
+    assert solve([Chain(0, 0, 1, 0, 2, np.array([1.0, 0.5]))], 1, np.array([[1.0] * 4]), time_limit_s=1.0)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -1,8 +1,9 @@
 """An exact time-indexed schedule of a small batch: one start per job, capacity per zone and grid cell.
 
-Pure: the fleet planner builds the candidates (planning.fleet._exact) and solves them here with HiGHS's
-branch and bound (through scipy). Time is cut into cells of one grid step; a start holds its GPUs in
-every cell its run touches, so a solution is feasible in continuous time too (never over capacity).
+Pure: the fleet planner builds the candidates (planning.fleet_exact) and solves them here with HiGHS's
+branch and bound (through highspy: a few MB, where scipy would add a hundred to the images). Time is cut
+into cells of one grid step; a start holds its GPUs in every cell its run touches, so a solution is
+feasible in continuous time too (never over capacity).
 
 A job's candidate starts come as chains: consecutive cells `first, first + 1, ...`, every start holding
 the same number of cells (runs started on the grid), or a single start (off the grid: the job's
@@ -15,9 +16,17 @@ O(starts x hold) (a multi-day run holds hundreds of cells).
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
+import numpy.typing as npt
+
+# highspy.Highs is this solver plus Python callbacks, and its constructor prints a banner to stdout (the
+# operator's log stream) before any option can silence it; the core class prints nothing.
+from highspy._core import _Highs
 
 from greenjobs.carbon.series import FloatArray
+
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -45,17 +54,17 @@ def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limi
     cell within `capacity[zone, cell]` (cells past its end: its last column). None when HiGHS proves
     there is none, or finds none within the time limit. Optimal to a relative gap of 1e-6, unless the
     time limit cut the search short (then the best solution found)."""
-    # Imported here: scipy's import costs a third of a second, and only re-plans of small batches use it.
-    from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
-    from scipy.sparse import coo_matrix  # noqa: PLC0415
-
     if not chains or {c.job for c in chains} != set(range(jobs)):
         raise ValueError("every job needs at least one chain, and every chain a job")
     zones = capacity.shape[0]
     cells = max(*(c.first + len(c.costs) - 1 + c.hold for c in chains), capacity.shape[1])
     cap = np.concatenate([capacity, np.repeat(capacity[:, -1:], cells - capacity.shape[1], axis=1)], axis=1)
     cap = np.maximum(cap, 0.0)  # a zone shrunk under its running jobs: no room, not an infeasible row
-    cost, rows, cols, vals, bases = [], [], [], [], []
+    cost: list[FloatArray] = []
+    rows: list[IntArray] = []
+    cols: list[IntArray] = []
+    vals: list[FloatArray] = []
+    bases: list[int] = []
     nv, row = 0, zones * cells  # the rows: capacity, then C non-decreasing, then one per job
     for chain in chains:
         m, hold, base = len(chain.costs), chain.hold, nv
@@ -79,19 +88,51 @@ def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limi
     rows.append(row + np.array([c.job for c in chains]))
     cols.append(np.array([b + len(c.costs) - 1 for b, c in zip(bases, chains, strict=True)]))
     vals.append(np.ones(len(chains)))
-    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row + jobs, nv))
-    lower = np.concatenate([np.full(mono_end, -np.inf), np.ones(jobs)])
-    upper = np.concatenate([cap.ravel(), np.zeros(mono_end - zones * cells), np.ones(jobs)])
-    res = milp(
+    return _branch_and_bound(
         np.concatenate(cost),
-        integrality=np.ones(nv),
-        bounds=Bounds(0, 1),
-        constraints=LinearConstraint(a.tocsr(), lower, upper),
-        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "presolve": True, "disp": False},
+        (np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)),
+        np.concatenate([np.full(mono_end, -np.inf), np.ones(jobs)]),
+        np.concatenate([cap.ravel(), np.zeros(mono_end - zones * cells), np.ones(jobs)]),
+        chains,
+        bases,
+        jobs,
+        time_limit_s,
     )
-    if res.x is None:
+
+
+def _branch_and_bound(
+    cost: FloatArray,
+    entries: tuple[IntArray, IntArray, FloatArray],
+    lower: FloatArray,
+    upper: FloatArray,
+    chains: Sequence[Chain],
+    bases: Sequence[int],
+    jobs: int,
+    time_limit_s: float,
+) -> list[Choice] | None:
+    rows, cols, vals = entries
+    order = np.lexsort((rows, cols))  # column-wise, as HiGHS takes it; no (row, column) comes twice
+    nv, nr = len(cost), len(lower)
+    h = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", 1e-6)
+    h.setOptionValue("threads", 1)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = nv, nr
+    lp.col_cost_ = cost
+    lp.col_lower_, lp.col_upper_ = np.zeros(nv), np.ones(nv)
+    lp.row_lower_, lp.row_upper_ = lower, upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.searchsorted(cols[order], np.arange(nv + 1)).astype(np.int32)
+    lp.a_matrix_.index_ = rows[order].astype(np.int32)
+    lp.a_matrix_.value_ = vals[order]
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * nv
+    h.passModel(lp)
+    h.run()
+    if h.getInfo().primal_solution_status != highspy.kSolutionStatusFeasible:
         return None
-    x = np.round(res.x)
+    x = np.round(np.asarray(h.getSolution().col_value))
     out: list[Choice | None] = [None] * jobs
     for n, (chain, base) in enumerate(zip(chains, bases, strict=True)):
         c = x[base : base + len(chain.costs)]
