@@ -10,7 +10,14 @@ from greenjobs.carbon.providers.base import Forecast, ProviderError
 from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.decisions import FetchForecast, FleetPlacement, decide_plan, fleet_job, same_plan
-from greenjobs.planning.fleet import WAITS_CAPACITY, WAITS_CLEAN_WINDOW, WAITS_START_NOW, Assignment, plan_fleet
+from greenjobs.planning.fleet import (
+    DEFAULT_EXACT_TIME_LIMIT_S,
+    WAITS_CAPACITY,
+    WAITS_CLEAN_WINDOW,
+    WAITS_START_NOW,
+    Assignment,
+    plan_fleet,
+)
 from greenjobs.planning.settings import FleetSettings
 from greenjobs.planning.timing import window_of
 
@@ -272,3 +279,11 @@ def test_the_fleet_settings_read_the_start_latency_and_refuse_a_negative_one() -
     assert FleetSettings.parse({"startLatency": "45s"}).start_latency == timedelta(seconds=45)
     with pytest.raises(ValueError, match="startLatency"):
         FleetSettings.parse({"startLatency": timedelta(seconds=-1)})
+
+
+def test_the_fleet_settings_read_the_exact_stages_time_limit_and_refuse_a_negative_one() -> None:
+    assert FleetSettings().exact_time_limit == timedelta(seconds=DEFAULT_EXACT_TIME_LIMIT_S)
+    assert FleetSettings.parse({"exactTimeLimit": "0s"}).exact_time_limit == timedelta(0)
+    assert FleetSettings.parse({"exactTimeLimit": "2.5s"}).exact_time_limit == timedelta(seconds=2.5)
+    with pytest.raises(ValueError, match="exactTimeLimit"):
+        FleetSettings.parse({"exactTimeLimit": "-1s"})

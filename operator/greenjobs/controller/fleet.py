@@ -177,6 +177,7 @@ class FleetCoordinator:
                 step=step,
                 min_gain_percent=self.settings.min_gain_percent,
                 zone_gap_percent=self.settings.zone_gap_percent,
+                exact_time_limit_s=self.settings.exact_time_limit.total_seconds(),
             )
             log.info(
                 "fleet plan: %d job(s), %d placed, %d unplaced; free GPUs now %s",

@@ -165,6 +165,7 @@ def joint_plan(
         step=step,
         min_gain_percent=settings.min_gain_percent,
         zone_gap_percent=settings.zone_gap_percent,
+        exact_time_limit_s=settings.exact_time_limit.total_seconds(),
     )
     return plan, step
 

@@ -23,7 +23,13 @@ from greenjobs.carbon.series import IntensitySeries
 from greenjobs.planning import whole_run_cli
 from greenjobs.planning.capacity import Capacity
 from greenjobs.planning.decisions import with_start_latency
-from greenjobs.planning.fleet import DEFAULT_ZONE_GAP_PERCENT, Assignment, FleetJob, plan_fleet
+from greenjobs.planning.fleet import (
+    DEFAULT_EXACT_TIME_LIMIT_S,
+    DEFAULT_ZONE_GAP_PERCENT,
+    Assignment,
+    FleetJob,
+    plan_fleet,
+)
 from greenjobs.planning.job import PlanRequest, PlanResult, plan
 from greenjobs.planning.settings import DEFAULT_START_LATENCY
 
@@ -76,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="with --capacity: a job starts earlier in its cleanest zone for up to P%% of that zone's "
         f"advantage (default {DEFAULT_ZONE_GAP_PERCENT:g}; 0: the cleanest start)",
+    )
+    parser.add_argument(
+        "--exact-time-limit",
+        type=float,
+        default=DEFAULT_EXACT_TIME_LIMIT_S,
+        metavar="S",
+        help="with --capacity: where the fast plan leaves a job late, solve the batch exactly (HiGHS) for "
+        f"at most S seconds (default {DEFAULT_EXACT_TIME_LIMIT_S:g}; 0: off)",
     )
     parser.add_argument(
         "--start-latency",
@@ -409,7 +423,14 @@ def _run_fleet(
             failed += 1
             continue
         parsed.append((job_id, request, job))
-    fleet = plan_fleet([job for _, _, job in parsed], capacity, forecasts, now, zone_gap_percent=args.zone_gap_percent)
+    fleet = plan_fleet(
+        [job for _, _, job in parsed],
+        capacity,
+        forecasts,
+        now,
+        zone_gap_percent=args.zone_gap_percent,
+        exact_time_limit_s=args.exact_time_limit,
+    )
     rows: list[tuple[str | None, PlanRequest, PlanResult]] = []
     for job_id, request, _ in parsed:
         if job_id in fleet.unplaced:

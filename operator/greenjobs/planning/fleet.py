@@ -4,7 +4,7 @@ Pure code, no Kubernetes and no I/O, shared by the operator, the Kueue Admission
 `greenjobs plan --capacity` and the benchmarks. The API:
 
     plan = plan_fleet(jobs, capacity, forecasts, now, min_gain_percent=2.0, wait_gain_percent=0.0,
-                      zone_gap_percent=5.0)
+                      zone_gap_percent=1.0, exact_time_limit_s=1.0)
     plan.assignments[job.id]  -> Assignment(zone, start, expected_g_per_kwh, baseline_g_per_kwh,
                                             late_by, waits_for, message, run_time)
     plan.unplaced[job.id]     -> why a job has no assignment (no usable zone, more GPUs than a zone has)
@@ -21,7 +21,7 @@ Guarantees: no zone is ever over `capacity`; deadlines first, then carbon; at eq
 earlier start (no GPU stays idle while a job that could use it waits for nothing).
 
 Algorithm. Two constructions, the better kept (fewest late jobs, then least total lateness, then least
-expected CO2e, then earliest starts):
+expected CO2e, then earliest starts), and an exact stage where a job is still late:
   A. carbon first: jobs one at a time (inflexible jobs; jobs at their latest start, smallest first;
      then by priority, regret = GPU-hours x the gap between their cleanest and second-cleanest zone,
      latest start, arrival, id), each at its cleanest feasible start within its window, or where none
@@ -37,6 +37,13 @@ expected CO2e, then earliest starts):
      searched exhaustively; then an improvement pass moves one job at a time to its cleanest feasible start in
      its window, the others fixed (an on-time job stays on time, a late job only moves earlier), so
      CO2e falls and no deadline is lost.
+  C. exact, where the best of A and B still leaves a job late and the batch is small (up to
+     EXACT_MAX_JOBS jobs and a program of bounded size): the flexible jobs as one time-indexed program
+     on the grid of `step` (planning.fleet_exact, HiGHS's branch and bound), the fewest late jobs, then
+     the least lateness, then the earliest starts, within `exact_time_limit_s`; kept where it plans
+     less lateness, then the improvement pass for carbon. The greedy stays the fast path; where HiGHS
+     proves its optimum in time, a batch's fewest late jobs on the grid are exact
+     (tests/unit/test_fleet_exact.py).
 Stability: a job whose current plan is still feasible keeps it unless the best start is more than
 `min_gain_percent` cleaner, or as clean and earlier. With `wait_gain_percent` > 0 a job takes the
 earliest start within that share of its baseline intensity of the cleanest one (0: off).
@@ -193,7 +200,10 @@ COMPACT_MAX_ROUNDS = 4
 # The exact stage (planning.fleet_exact) re-plans batches up to this size as one program, within its
 # time limit (scaled to the batch) and kept only where it beats the greedy plan.
 EXACT_MAX_JOBS = 300
-EXACT_MAX_STARTS = 10_000  # candidate (zone, start) pairs: HiGHS's root LP alone can outrun the time limit
+# The program's size: candidate (zone, start) pairs and grid cells (a week in 15-minute steps is 672; a
+# forecast in seconds makes many more). Past them HiGHS's root LP alone can outrun the time limit.
+EXACT_MAX_STARTS = 10_000
+EXACT_MAX_CELLS = 5_000
 DEFAULT_EXACT_TIME_LIMIT_S = 1.0
 EXHAUSTIVE_MAX_JOBS = 6  # 720 lists at most, only when the local search leaves a job late
 # _State.floors: runs in FLOOR_RUN_S buckets (the longest in the last one).
@@ -256,8 +266,10 @@ def plan_fleet(
                 best = deadline_first
 
     if exact_time_limit_s > 0 and best.late_count(prepared) and len(prepared) <= EXACT_MAX_JOBS:
-        exact = _exact(base, prepared, best, step.total_seconds(), rules, exact_time_limit_s)
+        # The fewest late jobs the batch allows (on the step's grid), then carbon where no deadline is lost.
+        exact = _exact(base, prepared, best, step.total_seconds(), exact_time_limit_s)
         if exact is not None and _lateness(exact, prepared) < _lateness(best, prepared):
+            _improve(exact, prepared, rules)
             best = exact
     _compact(best, prepared)
     plan = FleetPlan(now, step, {}, unplaced, best, min_gain_percent, wait_gain_percent, zone_gap_percent)
@@ -685,13 +697,10 @@ def _place_cleanest(state: _State, pj: _Job, rules: _Rules) -> None:
         state.take(pj, stable, certified=stable is chosen and chosen.certain)
 
 
-def _exact(
-    base: _State, jobs: Sequence[_Job], greedy: _State, step_s: float, rules: _Rules, time_limit_s: float
-) -> "_State | None":
-    """The batch's flexible jobs as one time-indexed program (planning.fleet_exact), the inflexible ones
-    where the greedy put them (first, as early as they fit); None where the solver found nothing in
-    time or nothing better than `greedy`. A late start may be as late as the greedy plan's last one
-    (so that plan, rounded to the grid, stays a candidate)."""
+def _exact(base: _State, jobs: Sequence[_Job], greedy: _State, step_s: float, time_limit_s: float) -> "_State | None":
+    """The batch's flexible jobs as one program for their deadlines (planning.fleet_exact), the
+    inflexible ones where the greedy put them (first, as early as they fit); None where the program is
+    too big for its time limit or the solver found nothing in time."""
     state = base.copy()
     flexible = []
     for pj in jobs:
@@ -704,39 +713,23 @@ def _exact(
     zones = sorted({z for pj in flexible for z in pj.zones})
     index = {z: k for k, z in enumerate(zones)}
     last = max(greedy.placed[pj.id][0].start for pj in flexible)
-    spec = []
-    for pj in flexible:
-        current, kept = pj.job.current, None
-        if current is not None and current.zone in index:
-            at = snap(max(to_epoch(current.start), pj.earliest))
-            kept = (index[current.zone], at) if at <= pj.latest else None
-        zone_ids = tuple(index[z] for z in pj.zones)
-        planned = greedy.placed[pj.id][0].start
-        slack = _slack(base, pj, rules)
-        spec.append(
-            ExactJob(pj.gpus, pj.run, pj.earliest, pj.latest, max(pj.latest, last), planned, zone_ids, kept, slack)
+    spec = [
+        ExactJob(
+            pj.gpus,
+            pj.run,
+            pj.earliest,
+            pj.latest,
+            max(pj.latest, last),
+            greedy.placed[pj.id][0].start,
+            tuple(index[z] for z in pj.zones),
         )
-
-    def score(n: int, zone: int, starts: FloatArray) -> FloatArray:
-        pj = flexible[n]
-        if not pj.shiftable:
-            return np.full(len(starts), _score(base, pj, zones[zone], pj.earliest))
-        ok = base.scorer.whole(zones[zone], starts, pj.run, pj.lead)
-        out = np.full(len(starts), math.inf)
-        out[ok] = base.scorer.means(zones[zone], starts[ok], pj.run, pj.lead)
-        return out
-
-    profiles = [state.profile(z) for z in zones]
-    problem = ExactProblem(spec, profiles, base.now, step_s, score, keep_percent=rules.min_gain_percent)
-    if problem.starts > EXACT_MAX_STARTS:
+        for pj in flexible
+    ]
+    problem = ExactProblem(spec, [state.profile(z) for z in zones], base.now, step_s)
+    if problem.starts > EXACT_MAX_STARTS or problem.cells > EXACT_MAX_CELLS:
         return None
     chosen = problem.solve(time_limit_s)
     if chosen is None:
-        return None
-    # Kept only where the program's own costs (the online rules and the stability discount included)
-    # say it beats the greedy plan, both measured exactly (continuous time).
-    present = [(index[greedy.placed[pj.id][0].zone], greedy.placed[pj.id][0].start) for pj in flexible]
-    if problem.total(chosen) >= problem.total(present) - REL_TOLERANCE:
         return None
     for pj, (zone, start) in zip(flexible, chosen, strict=True):
         if not state.profile(zones[zone]).fits(np.array([start]), pj.run, pj.gpus)[0]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from greenjobs.api.durations import parse_duration
 
 from .capacity import DEFAULT_GPU_RESOURCES
-from .fleet import DEFAULT_ZONE_GAP_PERCENT
+from .fleet import DEFAULT_EXACT_TIME_LIMIT_S, DEFAULT_ZONE_GAP_PERCENT
 
 # Admission, scheduling and pod start (images cached): a start the plan makes holds its GPUs this much
 # longer than the run, and must be made this much before the job's latest start.
@@ -48,10 +48,17 @@ class FleetSettings(BaseModel):
         "start is planned this much before the job's latest start and holds its GPUs this much longer.",
     )
 
+    exact_time_limit: timedelta = Field(
+        timedelta(seconds=DEFAULT_EXACT_TIME_LIMIT_S),
+        alias="exactTimeLimit",
+        description="Where the fast plan leaves a job late, a batch of up to 300 jobs is solved exactly "
+        "(HiGHS) for at most this long per re-plan; 0s: off.",
+    )
+
     @classmethod
     def parse(cls, data: Mapping[str, Any] | None) -> "FleetSettings":
         raw = dict(data or {})
-        for key in ("step", "horizon", "startLatency", "start_latency"):
+        for key in ("step", "horizon", "startLatency", "start_latency", "exactTimeLimit", "exact_time_limit"):
             if isinstance(raw.get(key), str):
                 try:
                     raw[key] = parse_duration(raw[key])
@@ -60,4 +67,6 @@ class FleetSettings(BaseModel):
         settings = cls.model_validate(raw)
         if settings.start_latency < timedelta(0):
             raise ValueError("fleet.startLatency must not be negative")
+        if settings.exact_time_limit < timedelta(0):
+            raise ValueError("fleet.exactTimeLimit must not be negative")
         return settings
