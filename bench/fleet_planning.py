@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import CITATION, RESULTS, ROOT, load_trace, table, trace_dir
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.signal import lfilter
 from scipy.sparse import coo_matrix
 
@@ -398,7 +398,12 @@ class FleetOffline(Policy):
 
 
 def lower_bound(
-    jobs: Sequence[Job], world: World, window_end: Mapping[str, float], method: str = "highs-ipm"
+    jobs: Sequence[Job],
+    world: World,
+    window_end: Mapping[str, float],
+    method: str = "highs-ipm",
+    integral_s: float = 0.0,
+    max_late: int | None = None,
 ) -> tuple[float, float]:
     """Time-indexed LP relaxation: min kg CO2e over fractional (zone, start) choices on the 15-minute grid.
 
@@ -407,6 +412,10 @@ def lower_bound(
     schedule is a feasible (integral) point of this LP and none of them emits less than its optimum.
     Written with cumulative variables C[j, z, i] = x[j, z, s_0] + ... + x[j, z, s_i] (non-decreasing),
     so that a job's GPUs in step k are C[min(k, last)] - C[k - L]: O(window + L) non-zeros per job.
+
+    `integral_s` > 0: the integer program instead (each job started once, HiGHS's branch and bound for
+    at most that long), returning its proven lower bound (the optimum where it finishes); `max_late`:
+    at most that many jobs end past their deadline plus the replay's 15-minute grace (one more row).
     """
     t0 = time.perf_counter()
     k_origin = math.floor(min(j.arrival for j in jobs) / STEP)
@@ -418,6 +427,8 @@ def lower_bound(
     cap_r: list[int] = []
     cap_c: list[int] = []
     cap_v: list[float] = []
+    late_cols: list[int] = []  # sum over jobs and zones of C[last] - C[last on-time start]: the late
+    late_vals: list[float] = []
     nz = len(world.zones)
     for j, job in enumerate(jobs):
         first = math.ceil(job.arrival / STEP)
@@ -436,6 +447,12 @@ def lower_bound(
             eq_rows.append(j)
             eq_cols.append(base + m - 1)
             mono.extend((base + i - 1, base + i) for i in range(1, m))
+            on_time = int(np.sum(starts + job.duration <= job.deadline + STEP))  # the first ones
+            late_cols.append(base + m - 1)
+            late_vals.append(1.0)
+            if on_time:
+                late_cols.append(base + on_time - 1)
+                late_vals.append(-1.0)
             row0 = zi * nbins + (first - k_origin)
             for k in range(m - 1 + big_l):
                 cap_r.append(row0 + k)
@@ -458,6 +475,28 @@ def lower_bound(
         shape=(nz * nbins + len(mono), nv),
     ).tocsr()
     b_ub = np.concatenate([*(np.full(nbins, world.cap[z], dtype=np.float64) for z in world.zones), np.zeros(len(mono))])
+    if integral_s > 0:
+        mip = milp(
+            np.array(cost),
+            integrality=np.ones(nv),
+            bounds=Bounds(0, 1),
+            constraints=[LinearConstraint(a_ub, -np.inf, b_ub), LinearConstraint(a_eq, 1, 1)]
+            + (
+                [
+                    LinearConstraint(
+                        coo_matrix((late_vals, ([0] * len(late_cols), late_cols)), shape=(1, nv)).tocsr(),
+                        -np.inf,
+                        max_late,
+                    )
+                ]
+                if max_late is not None
+                else []
+            ),
+            options={"time_limit": integral_s, "mip_rel_gap": 1e-4},
+        )
+        if mip.x is None and mip.status != 1:
+            raise SystemExit(f"integer program failed: {mip.message}")
+        return float(mip.mip_dual_bound), time.perf_counter() - t0
     res = linprog(
         np.array(cost), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(len(jobs)), bounds=(0, 1), method=method
     )
