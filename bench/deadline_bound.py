@@ -19,22 +19,14 @@ Writes bench/results/deadline_bound_<deadlines>.json.
 """
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import fleet_planning as fp
 from _common import table
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def bounds(cluster: str, zones: str, rule: str, day: float, days: float, limit_s: float) -> dict[str, Any]:
-    data = fp.trace_dir(None)
-    truth = {"GB": fp.load_trace("GB", data), "FR": fp.load_trace("FR", data)}
-    jobs = fp.load_jobs(cluster, day, days, rule)
-    zone_list = zones.split("+")
-    world = fp.World(zone_list, fp.split(fp.sizes(jobs, days)["tight"], zone_list, max(j.gpus for j in jobs)), truth)
+    jobs, world = fp.sample(cluster, zones, "tight", rule, day, days)
     fifo = fp.simulate(jobs, world, fp.Fifo())
     cap = fp.simulate(jobs, world, fp.CapQuota())
     m = fp.metrics(jobs, world, fifo, days)
@@ -71,12 +63,7 @@ def main() -> int:
                 print(table(header, rows[-1:]), flush=True)
     print()
     print(table(header, rows))
-    print(f"\n{fp.ITP_CITATION}\n{fp.CITATION}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"parameters": vars(args), "settings": out, "data": [fp.ITP_CITATION, fp.CITATION]}
-    (RESULTS / f"deadline_bound_{'_'.join(args.deadlines)}.json").write_text(
-        json.dumps(doc, indent=2, default=str) + "\n"
-    )
+    fp.save_result(f"deadline_bound_{'_'.join(args.deadlines)}", {"parameters": vars(args), "settings": out})
     return 0
 
 

@@ -16,45 +16,12 @@ Writes bench/results/exact_stage.json. About 30 minutes on one core.
 """
 
 import argparse
-import functools
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import fleet_planning as fp
 from _common import table
 
 from greenjobs.planning import fleet
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def replay(
-    cluster: str, zones: str, size: str, rule: str, day: float, days: float, limits: list[float]
-) -> dict[str, Any]:
-    data = fp.trace_dir(None)
-    truth = {"GB": fp.load_trace("GB", data), "FR": fp.load_trace("FR", data)}
-    jobs = fp.load_jobs(cluster, day, days, rule)
-    zone_list = zones.split("+")
-    cap = fp.split(fp.sizes(jobs, days)[size], zone_list, max(j.gpus for j in jobs))
-    world = fp.World(zone_list, cap, truth)
-    fifo = fp.metrics(jobs, world, fp.simulate(jobs, world, fp.Fifo()), days)
-    out: dict[str, Any] = {"fifo_kg": fifo["kg"], "fifo_missed": fifo["missed"], "runs": {}}
-    for limit in limits:
-        fp.plan_fleet = functools.partial(fleet.plan_fleet, exact_time_limit_s=limit)
-        policy = fp.Fleet("fleet", 3600, None)
-        t0 = time.perf_counter()
-        m = fp.metrics(jobs, world, fp.simulate(jobs, world, policy), days)
-        out["runs"][str(limit)] = {
-            "kg": m["kg"],
-            "saved_percent": 100 * (1 - m["kg"] / fifo["kg"]),
-            "missed": m["missed"],
-            "replan_max_s": max(policy.replan_times),
-            "wall_s": time.perf_counter() - t0,
-        }
-    fp.plan_fleet = fleet.plan_fleet
-    return out
 
 
 def main() -> int:
@@ -78,7 +45,7 @@ def main() -> int:
             for rule in args.deadlines:
                 for size in args.sizes:
                     for zones in args.zones:
-                        r = replay(cluster, zones, size, rule, day, args.days, limits)
+                        r = fp.replay_values(cluster, zones, size, rule, day, args.days, "exact_time_limit_s", limits)
                         settings.append(
                             {"cluster": cluster, "zones": zones, "size": size, "deadlines": rule, "split": split, **r}
                         )
@@ -99,10 +66,7 @@ def main() -> int:
         saved = [sum(st["fifo_kg"] - st["runs"][str(v)]["kg"] for st in part) / 1000 for v in limits]
         print(f"{split}: deadlines missed off {missed[0]}, on {missed[1]};", end=" ")
         print(f"t CO2e saved off {saved[0]:.2f}, on {saved[1]:.2f}")
-    print(f"\n{fp.ITP_CITATION}\n{fp.CITATION}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"parameters": vars(args), "limits": limits, "settings": settings, "data": [fp.ITP_CITATION, fp.CITATION]}
-    (RESULTS / "exact_stage.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    fp.save_result("exact_stage", {"parameters": vars(args), "limits": limits, "settings": settings})
     return 0
 
 

@@ -43,16 +43,18 @@ from the result files present.
 
 import argparse
 import csv
+import functools
 import heapq
 import io
 import json
 import math
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import CITATION, RESULTS, ROOT, load_trace, table, trace_dir
@@ -278,8 +280,16 @@ class NoisyIssuer:
 
 
 class Fleet(Policy):
-    def __init__(self, name: str, replan_s: float, issuer: NoisyIssuer | None, fold_arrivals: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        replan_s: float,
+        issuer: NoisyIssuer | None,
+        fold_arrivals: bool = False,
+        planner: Callable[..., FleetPlan] = plan_fleet,
+    ) -> None:
         self.name = name
+        self.planner = planner
         self.fold_arrivals = fold_arrivals
         self.replan_s = replan_s
         self.issuer = issuer
@@ -325,7 +335,7 @@ class Fleet(Policy):
                 fj = self._job(job, world.zones)
                 a = self.plan.assignments.get(job.id) if self.plan else None
                 jobs.append(replace(fj, current=Placement(a.zone, a.start)) if a is not None else fj)
-            self.plan = plan_fleet(jobs, capacity, self.forecasts, from_epoch(st.t))
+            self.plan = self.planner(jobs, capacity, self.forecasts, from_epoch(st.t))
             self.replan_times.append(time.perf_counter() - t0)
             self.pending_sizes.append(len(jobs))
         else:
@@ -544,6 +554,45 @@ def sizes(jobs: Sequence[Job], days: float) -> dict[str, int]:
 def split(total: int, zones: list[str], biggest: int) -> dict[str, int]:
     per = max(8 * math.ceil(total / len(zones) / 8), 8 * math.ceil(biggest / 8))
     return dict.fromkeys(zones, per)
+
+
+def sample(cluster: str, zones: str, size: str, rule: str, day: float, days: float) -> tuple[list[Job], World]:
+    """One setting of the replays: the cluster's jobs arriving in [day, day + days) and its zones."""
+    data = trace_dir(None)
+    truth = {"GB": load_trace("GB", data), "FR": load_trace("FR", data)}
+    jobs = load_jobs(cluster, day, days, rule)
+    zone_list = zones.split("+")
+    return jobs, World(zone_list, split(sizes(jobs, days)[size], zone_list, max(j.gpus for j in jobs)), truth)
+
+
+def replay_values(
+    cluster: str, zones: str, size: str, rule: str, day: float, days: float, param: str, values: Sequence[float]
+) -> dict[str, Any]:
+    """FIFO and the online `fleet` strategy with plan_fleet's `param` at each of `values`, one setting."""
+    jobs, world = sample(cluster, zones, size, rule, day, days)
+    fifo = metrics(jobs, world, simulate(jobs, world, Fifo()), days)
+    out: dict[str, Any] = {"fifo_kg": fifo["kg"], "fifo_missed": fifo["missed"], "runs": {}}
+    for value in values:
+        policy = Fleet("fleet", 3600, None, planner=functools.partial(plan_fleet, **{param: value}))
+        t0 = time.perf_counter()
+        m = metrics(jobs, world, simulate(jobs, world, policy), days)
+        out["runs"][str(value)] = {
+            "kg": m["kg"],
+            "saved_percent": 100 * (1 - m["kg"] / fifo["kg"]),
+            "missed": m["missed"],
+            "replan_max_s": max(policy.replan_times),
+            "wall_s": time.perf_counter() - t0,
+        }
+    return out
+
+
+def save_result(name: str, doc: dict[str, Any]) -> None:
+    """Print the data's citations and write `doc` (with them) to bench/results/NAME.json."""
+    print(f"\n{ITP_CITATION}\n{CITATION}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps({**doc, "data": [ITP_CITATION, CITATION]}, indent=2, default=str) + "\n"
+    )
 
 
 def run_setting(

@@ -20,40 +20,12 @@ Writes bench/results/zone_gap.json. About 15 minutes on one core with --zones GB
 """
 
 import argparse
-import functools
-import json
-from pathlib import Path
 from typing import Any
 
 import fleet_planning as fp
 from _common import table
 
 from greenjobs.planning import fleet
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def replay(
-    cluster: str, zones: str, size: str, rule: str, day: float, days: float, values: list[float]
-) -> dict[str, Any]:
-    data = fp.trace_dir(None)
-    truth = {"GB": fp.load_trace("GB", data), "FR": fp.load_trace("FR", data)}
-    jobs = fp.load_jobs(cluster, day, days, rule)
-    zone_list = zones.split("+")
-    cap = fp.split(fp.sizes(jobs, days)[size], zone_list, max(j.gpus for j in jobs))
-    world = fp.World(zone_list, cap, truth)
-    fifo = fp.metrics(jobs, world, fp.simulate(jobs, world, fp.Fifo()), days)
-    out: dict[str, Any] = {"fifo_kg": fifo["kg"], "fifo_missed": fifo["missed"], "runs": {}}
-    for value in values:
-        fp.plan_fleet = functools.partial(fleet.plan_fleet, zone_gap_percent=value)
-        m = fp.metrics(jobs, world, fp.simulate(jobs, world, fp.Fleet("fleet", 3600, None)), days)
-        out["runs"][str(value)] = {
-            "kg": m["kg"],
-            "saved_percent": 100 * (1 - m["kg"] / fifo["kg"]),
-            "missed": m["missed"],
-        }
-    fp.plan_fleet = fleet.plan_fleet
-    return out
 
 
 def main() -> int:
@@ -76,7 +48,9 @@ def main() -> int:
             for size in args.sizes:
                 for zones in args.zones:
                     for split, day in (("train", args.train_day), ("held-out", args.test_day)):
-                        r = replay(cluster, zones, size, rule, day, args.days, args.values)
+                        r = fp.replay_values(
+                            cluster, zones, size, rule, day, args.days, "zone_gap_percent", args.values
+                        )
                         settings.append(
                             {"cluster": cluster, "zones": zones, "size": size, "deadlines": rule, "split": split, **r}
                         )
@@ -94,10 +68,7 @@ def main() -> int:
     print()
     print(table(header, rows))
     print(f"\nkept: zone_gap_percent {best:g} (planner default {fleet.DEFAULT_ZONE_GAP_PERCENT:g})")
-    print(f"\n{fp.ITP_CITATION}\n{fp.CITATION}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"parameters": vars(args), "settings": settings, "chosen": best, "data": [fp.ITP_CITATION, fp.CITATION]}
-    (RESULTS / "zone_gap.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    fp.save_result("zone_gap", {"parameters": vars(args), "settings": settings, "chosen": best})
     return 0
 
 
