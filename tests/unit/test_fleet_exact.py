@@ -335,7 +335,7 @@ def test_the_exact_stage_misses_the_fewest_deadlines_on_its_grid(case: tuple[lis
     runs, rows = case
     jobs, cap = fleet_jobs(runs), capacity(rows)
     flat = {z: forecast([100.0] * 600) for z in rows}
-    result = plan_fleet(jobs, cap, flat, T0, step=M)
+    result = plan_fleet(jobs, cap, flat, T0, step=M, exact_time_limit_s=60)  # exactness, not speed
     assert_within_capacity(result, jobs, cap)
     horizon = max(r.earliest for r in runs) + sum(r.minutes for r in runs) + max(len(row) for row in rows.values())
     assert late(result)[0] == milp_fewest_late(runs, rows, horizon=horizon)
