@@ -731,10 +731,17 @@ def _exact(base: _State, jobs: Sequence[_Job], greedy: _State, step_s: float, ti
     chosen = problem.solve(time_limit_s)
     if chosen is None:
         return None
-    for pj, (zone, start) in zip(flexible, chosen, strict=True):
-        if not state.profile(zones[zone]).fits(np.array([start]), pj.run, pj.gpus)[0]:
+    left_out = []
+    for pj, place in zip(flexible, chosen, strict=True):
+        if place is None:
+            left_out.append(pj)
+            continue
+        zone, start = zones[place[0]], place[1]
+        if not state.profile(zone).fits(np.array([start]), pj.run, pj.gpus)[0]:
             return None  # cannot happen (the grid is conservative); the greedy plan stands if it does
-        state.take(pj, _Option(zones[zone], start, _score(state, pj, zones[zone], start)))
+        state.take(pj, _Option(zone, start, _score(state, pj, zone, start)))
+    for pj in sorted(left_out, key=lambda p: (p.latest, p.id)):  # late: after the others, deadlines first
+        state.take(pj, _earliest(state, pj), earliest=True)
     return state
 
 

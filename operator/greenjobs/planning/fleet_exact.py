@@ -8,9 +8,10 @@ to a cleaner start only where no deadline is lost: replayed on real clusters (be
 a program that also traded CO2e deferred more work to its latest start and missed more deadlines later.
 
 A start is a grid instant in [earliest, hi], the job's earliest start or its start in the greedy plan
-(that plan is then a solution; hi is at least the greedy plan's last start, so a late job may be
-moved behind others). The grid holds each run for every cell it touches, against the fewest GPUs free
-at any instant of the cell: a solution is feasible in continuous time too.
+(hi is the greedy plan's last start, or the job's latest if later), or none: a job left out is late
+and placed after the others, at its earliest feasible start (the fewest late jobs stay exact: a late
+job can always wait for the on-time ones). The grid holds each run for every cell it touches, against
+the fewest GPUs free at any instant of the cell: a solution is feasible in continuous time too.
 """
 
 import math
@@ -65,8 +66,11 @@ class ExactProblem:
             + TIE_WEIGHT / n * (starts - self.now) / horizon
         )
 
-    def solve(self, time_limit_s: float) -> list[tuple[int, float]] | None:
-        """A (zone, start) per job, or None where the solver found no schedule within its time limit."""
+    def solve(self, time_limit_s: float) -> list[tuple[int, float] | None] | None:
+        """A (zone, start) per job, or None for a job left out (late past `hi`: the caller places it
+        after the others); None where the solver found nothing within its time limit. Leaving a job
+        out costs a late job and more lateness than any start up to `hi`, so the fewest late jobs are
+        exact whatever `hi` is: a late job can always wait for the others."""
         g0, step_s = self.g0, self.step_s
         chains: list[Chain] = []
         starts: list[tuple[int, FloatArray]] = []  # per chain: its zone and its starts
@@ -83,10 +87,12 @@ class ExactProblem:
                     chains.append(Chain(n, zone, job.gpus, _cell(s, g0, step_s), hold, cost[at : at + 1]))
                     starts.append((zone, singles[k : k + 1]))
         capacity = np.stack([_cell_minimum(p, g0, step_s, self.cells) for p in self.profiles])
-        chosen = solve(chains, len(self.jobs), capacity, time_limit_s=time_limit_s)
+        n = len(self.jobs)
+        left_out = np.full(n, LATE_WEIGHT_PER_JOB * (n + 1) + 2 * LATENESS_WEIGHT + TIE_WEIGHT)
+        chosen = solve(chains, n, capacity, time_limit_s=time_limit_s, left_out=left_out)
         if chosen is None:
             return None
-        return [(starts[c.chain][0], float(starts[c.chain][1][c.offset])) for c in chosen]
+        return [None if c is None else (starts[c.chain][0], float(starts[c.chain][1][c.offset])) for c in chosen]
 
 
 def _cell(t: float, g0: float, step_s: float) -> int:

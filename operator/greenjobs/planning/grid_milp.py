@@ -49,11 +49,19 @@ class Choice:
     offset: int  # the start: cell chains[chain].first + offset
 
 
-def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limit_s: float) -> list[Choice] | None:
+def solve(
+    chains: Sequence[Chain],
+    jobs: int,
+    capacity: FloatArray,
+    *,
+    time_limit_s: float,
+    left_out: FloatArray | None = None,
+) -> list[Choice | None] | None:
     """The least-cost start of each of `jobs` jobs (one chain start each) with every zone's GPUs in each
-    cell within `capacity[zone, cell]` (cells past its end: its last column). None when HiGHS proves
-    there is none, or finds none within the time limit. Optimal to a relative gap of 1e-6, unless the
-    time limit cut the search short (then the best solution found)."""
+    cell within `capacity[zone, cell]` (cells past its end: its last column); with `left_out`, job j
+    may instead start none of its chains at cost left_out[j] (its entry None). None when HiGHS proves
+    there is no solution, or finds none within the time limit. Optimal to a relative gap of 1e-6,
+    unless the time limit cut the search short (then the best solution found)."""
     if not chains or {c.job for c in chains} != set(range(jobs)):
         raise ValueError("every job needs at least one chain, and every chain a job")
     zones = capacity.shape[0]
@@ -88,6 +96,11 @@ def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limi
     rows.append(row + np.array([c.job for c in chains]))
     cols.append(np.array([b + len(c.costs) - 1 for b, c in zip(bases, chains, strict=True)]))
     vals.append(np.ones(len(chains)))
+    if left_out is not None:  # one more variable per job, in its row only
+        rows.append(row + np.arange(jobs))
+        cols.append(nv + np.arange(jobs))
+        vals.append(np.ones(jobs))
+        cost.append(np.asarray(left_out, dtype=np.float64))
     return _branch_and_bound(
         np.concatenate(cost),
         (np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)),
@@ -97,6 +110,7 @@ def solve(chains: Sequence[Chain], jobs: int, capacity: FloatArray, *, time_limi
         bases,
         jobs,
         time_limit_s,
+        left_out is not None,
     )
 
 
@@ -109,7 +123,8 @@ def _branch_and_bound(
     bases: Sequence[int],
     jobs: int,
     time_limit_s: float,
-) -> list[Choice] | None:
+    may_leave_out: bool,
+) -> list[Choice | None] | None:
     rows, cols, vals = entries
     order = np.lexsort((rows, cols))  # column-wise, as HiGHS takes it; no (row, column) comes twice
     nv, nr = len(cost), len(lower)
@@ -138,6 +153,6 @@ def _branch_and_bound(
         c = x[base : base + len(chain.costs)]
         if c[-1] > 0.5:
             out[chain.job] = Choice(n, int(np.argmax(c > 0.5)))
-    if any(o is None for o in out):
+    if not may_leave_out and any(o is None for o in out):
         return None
-    return [o for o in out if o is not None]
+    return out
