@@ -328,7 +328,7 @@ def overloads(draw: st.DrawFn) -> tuple[list[Run], dict[str, list[int]]]:
     return runs, rows
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overloads())
 def test_the_exact_stage_misses_the_fewest_deadlines_on_its_grid(case: tuple[list[Run], dict[str, list[int]]]) -> None:
     # Past the greedy's exhaustive search (six jobs), in several zones, released over time: on a grid of
