@@ -457,12 +457,13 @@ def lower_bound(
             eq_rows.append(j)
             eq_cols.append(base + m - 1)
             mono.extend((base + i - 1, base + i) for i in range(1, m))
-            on_time = int(np.sum(starts + job.duration <= job.deadline + STEP))  # the first ones
-            late_cols.append(base + m - 1)
-            late_vals.append(1.0)
-            if on_time:
-                late_cols.append(base + on_time - 1)
-                late_vals.append(-1.0)
+            if max_late is not None:
+                on_time = int(np.sum(starts + job.duration <= job.deadline + STEP))  # the first ones
+                late_cols.append(base + m - 1)
+                late_vals.append(1.0)
+                if on_time:
+                    late_cols.append(base + on_time - 1)
+                    late_vals.append(-1.0)
             row0 = zi * nbins + (first - k_origin)
             for k in range(m - 1 + big_l):
                 cap_r.append(row0 + k)
@@ -486,22 +487,15 @@ def lower_bound(
     ).tocsr()
     b_ub = np.concatenate([*(np.full(nbins, world.cap[z], dtype=np.float64) for z in world.zones), np.zeros(len(mono))])
     if integral_s > 0:
+        rows = [LinearConstraint(a_ub, -np.inf, b_ub), LinearConstraint(a_eq, 1, 1)]
+        if max_late is not None:
+            late = coo_matrix((late_vals, ([0] * len(late_cols), late_cols)), shape=(1, nv)).tocsr()
+            rows.append(LinearConstraint(late, -np.inf, max_late))
         mip = milp(
             np.array(cost),
             integrality=np.ones(nv),
             bounds=Bounds(0, 1),
-            constraints=[LinearConstraint(a_ub, -np.inf, b_ub), LinearConstraint(a_eq, 1, 1)]
-            + (
-                [
-                    LinearConstraint(
-                        coo_matrix((late_vals, ([0] * len(late_cols), late_cols)), shape=(1, nv)).tocsr(),
-                        -np.inf,
-                        max_late,
-                    )
-                ]
-                if max_late is not None
-                else []
-            ),
+            constraints=rows,
             options={"time_limit": integral_s, "mip_rel_gap": 1e-4},
         )
         if mip.x is None and mip.status != 1:

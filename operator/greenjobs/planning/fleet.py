@@ -198,7 +198,7 @@ OTHER_LISTS_MAX_JOBS = LOCAL_SEARCH_MAX_JOBS
 PARALLEL_MAX_JOBS = 2_000
 COMPACT_MAX_ROUNDS = 4
 # The exact stage (planning.fleet_exact) re-plans batches up to this size as one program, within its
-# time limit (scaled to the batch) and kept only where it beats the greedy plan.
+# time limit, kept only where it plans less lateness than the greedy plan.
 EXACT_MAX_JOBS = 300
 # The program's size: candidate (zone, start) pairs and grid cells (a week in 15-minute steps is 672; a
 # forecast in seconds makes many more). Past them HiGHS's root LP alone can outrun the time limit.

@@ -53,17 +53,17 @@ class ExactProblem:
         self.candidates = [_starts(j, self.g0, step_s) for j in jobs]
         self.starts = sum(len(j.zones) * (len(g) + len(o)) for j, (g, o) in zip(jobs, self.candidates, strict=True))
         self.cells = max(_cell(j.hi, self.g0, step_s) + _hold(j.hi, j.run, self.g0, step_s) for j in jobs)
+        # The cost's scales: the longest lateness a start may have, and how far the last start is.
+        self.span = max(*(j.hi - j.latest for j in jobs), step_s)
+        self.horizon = max(max(j.hi for j in jobs) - now, step_s)
+        self.late_weight = LATE_WEIGHT_PER_JOB * (len(jobs) + 1)
 
     def costs(self, job: ExactJob, starts: FloatArray) -> FloatArray:
         """Late, then lateness, then the later start."""
-        span = max(*(j.hi - j.latest for j in self.jobs), self.step_s)
-        horizon = max(max(j.hi for j in self.jobs) - self.now, self.step_s)
-        n = len(self.jobs)
-        late = LATE_WEIGHT_PER_JOB * (n + 1) * (starts > job.latest + ON_GRID_S)
         return (
-            late
-            + LATENESS_WEIGHT * np.maximum(starts - job.latest, 0.0) / span
-            + TIE_WEIGHT / n * (starts - self.now) / horizon
+            self.late_weight * (starts > job.latest + ON_GRID_S)
+            + LATENESS_WEIGHT * np.maximum(starts - job.latest, 0.0) / self.span
+            + TIE_WEIGHT / len(self.jobs) * (starts - self.now) / self.horizon
         )
 
     def solve(self, time_limit_s: float) -> list[tuple[int, float] | None] | None:
@@ -87,9 +87,8 @@ class ExactProblem:
                     chains.append(Chain(n, zone, job.gpus, _cell(s, g0, step_s), hold, cost[at : at + 1]))
                     starts.append((zone, singles[k : k + 1]))
         capacity = np.stack([_cell_minimum(p, g0, step_s, self.cells) for p in self.profiles])
-        n = len(self.jobs)
-        left_out = np.full(n, LATE_WEIGHT_PER_JOB * (n + 1) + 2 * LATENESS_WEIGHT + TIE_WEIGHT)
-        chosen = solve(chains, n, capacity, time_limit_s=time_limit_s, left_out=left_out)
+        left_out = np.full(len(self.jobs), self.late_weight + 2 * LATENESS_WEIGHT + TIE_WEIGHT)
+        chosen = solve(chains, len(self.jobs), capacity, time_limit_s=time_limit_s, left_out=left_out)
         if chosen is None:
             return None
         return [None if c is None else (starts[c.chain][0], float(starts[c.chain][1][c.offset])) for c in chosen]

@@ -7,7 +7,7 @@ feasible in continuous time too (never over capacity).
 
 A job's candidate starts come as chains: consecutive cells `first, first + 1, ...`, every start holding
 the same number of cells (runs started on the grid), or a single start (off the grid: the job's
-earliest, its present plan). A chain is written with cumulative variables, C[i] = x[first] + ... +
+earliest, its start in the greedy plan). A chain is written with cumulative variables, C[i] = x[first] + ... +
 x[first + i], non-decreasing in [0, 1], so that the job holds cell first + k as C[min(k, m - 1)] -
 C[k - hold]: O(starts + hold) non-zeros per chain, where a variable per start and cell would need
 O(starts x hold) (a multi-day run holds hundreds of cells).

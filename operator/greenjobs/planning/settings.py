@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from greenjobs.api.durations import parse_duration
 
 from .capacity import DEFAULT_GPU_RESOURCES
-from .fleet import DEFAULT_EXACT_TIME_LIMIT_S, DEFAULT_ZONE_GAP_PERCENT
+from .fleet import DEFAULT_EXACT_TIME_LIMIT_S, DEFAULT_ZONE_GAP_PERCENT, EXACT_MAX_JOBS
 
 # Admission, scheduling and pod start (images cached): a start the plan makes holds its GPUs this much
 # longer than the run, and must be made this much before the job's latest start.
@@ -51,8 +51,8 @@ class FleetSettings(BaseModel):
     exact_time_limit: timedelta = Field(
         timedelta(seconds=DEFAULT_EXACT_TIME_LIMIT_S),
         alias="exactTimeLimit",
-        description="Where the fast plan leaves a job late, a batch of up to 300 jobs is solved exactly "
-        "(HiGHS) for at most this long per re-plan; 0s: off.",
+        description=f"Where the fast plan leaves a job late, a batch of up to {EXACT_MAX_JOBS} jobs is solved "
+        "exactly (HiGHS) for at most this long per re-plan; 0s: off.",
     )
 
     @classmethod
